@@ -1,0 +1,28 @@
+# dsdi — every target creates .venv and installs the package on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh runs/demo
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check dsdi tests bench
+
+clean:
+	rm -rf $(VENV) runs/demo .pytest_cache

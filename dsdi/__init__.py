@@ -1,0 +1,1 @@
+"""dsdi: disaster scene indexing in aerial video (TRECVID DSDI, Hitachi 2020 method)."""

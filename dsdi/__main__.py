@@ -1,0 +1,5 @@
+"""``python -m dsdi`` (and ``torchrun -m dsdi``) run the CLI."""
+
+from dsdi.cli import app
+
+app()
