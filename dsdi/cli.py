@@ -4,7 +4,7 @@ of the same name; bad input (``InputError``) is printed without a traceback and 
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+from pathlib import Path  # noqa: F401  (used by the command sections)
 from typing import Optional  # noqa: F401  (typer needs Optional on Python 3.10)
 
 import typer
