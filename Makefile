@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q tests
 
+# The end-to-end demo and the benchmarks are issue 5; until they exist these targets say so and fail.
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh runs/demo
+	@echo "make demo: the end-to-end demo (synth -> labels -> train -> rank -> eval -> report) is not built yet (issue 5)" >&2; exit 1
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench.py $(BENCH_ARGS)
+	@echo "make bench: the benchmark script is not built yet (issue 5)" >&2; exit 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsdi tests bench
