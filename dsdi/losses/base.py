@@ -29,7 +29,9 @@ class MultiLabelLoss(nn.Module):
 
     def __init__(self, none_weight: float = 1.0, drop_max: bool = False) -> None:
         super().__init__()
-        weights = torch.tensor([none_weight if is_none else 1.0 for is_none in schema.NONE_CLASS_MASK])
+        weights = torch.tensor(
+            [none_weight if is_none else 1.0 for is_none in schema.NONE_CLASS_MASK], dtype=torch.float64
+        )
         self.register_buffer("class_weight", weights, persistent=False)
         self.none_weight = float(none_weight)
         self.drop_max = bool(drop_max)
@@ -40,7 +42,7 @@ class MultiLabelLoss(nn.Module):
 
     def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-sample losses (B,): weighted sum of the per-class terms."""
-        return (self.per_class(logits, targets) * self.class_weight.to(logits.device)).sum(dim=1)
+        return (self.per_class(logits, targets) * self.class_weight.to(logits)).sum(dim=1)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """logits, targets: (B, C) -> scalar loss (computed in float32 even under autocast)."""

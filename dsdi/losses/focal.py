@@ -50,7 +50,7 @@ class ClassBalancedFocalLoss(FocalLoss):
     ) -> None:
         super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max)
         self.beta = float(beta)
-        weights = torch.tensor(class_balanced_weights(self.beta, class_counts), dtype=torch.float32)
+        weights = torch.tensor(class_balanced_weights(self.beta, class_counts), dtype=torch.float64)
         self.register_buffer("balance_weight", weights, persistent=False)
 
     def per_class(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
