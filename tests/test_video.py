@@ -1,0 +1,117 @@
+"""dsdi.video against the ffmpeg CLI: real H.264 clips whose colour changes at known instants."""
+
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsdi.errors import InputError
+from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, frame_at, read_shot_table, sample_frames
+
+COLOURS = [("red", 1.0), ("blue", 1.25), ("green", 0.8)]  # segments (colour, seconds) at 30 fps
+W, H = 64, 48
+
+
+def make_clip(ffmpeg: str, out: Path, segments=COLOURS, rate: int = 30, extra: tuple = ()) -> Path:
+    """Concatenate solid-colour lavfi sources into an H.264 clip."""
+    inputs, labels = [], ""
+    for i, (colour, seconds) in enumerate(segments):
+        inputs += ["-f", "lavfi", "-i", f"color={colour}:s={W}x{H}:r={rate}:d={seconds}"]
+        labels += f"[{i}]"
+    graph = f"{labels}concat=n={len(segments)}:v=1:a=0,format=yuv420p"
+    subprocess.run([ffmpeg, "-v", "error", "-y", *inputs, "-filter_complex", graph, "-c:v", "libx264", "-g", "15",
+                    *extra, str(out)], check=True)
+    return out
+
+
+def ffmpeg_fps10(ffmpeg: str, path: Path) -> np.ndarray:
+    """The ffmpeg CLI's own `-vf fps=10` extraction, rgb24 frames (N,H,W,3)."""
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-vf", "fps=10", "-f", "rawvideo", "-pix_fmt",
+                          "rgb24", "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, ffmpeg_exe):
+    root = tmp_path_factory.mktemp("clips")
+    (root / "sub").mkdir()
+    return {
+        "main": make_clip(ffmpeg_exe, root / "shot1_1.mp4"),
+        "odd": make_clip(ffmpeg_exe, root / "sub" / "shot1_2.mkv", [("white", 0.37), ("black", 0.5)], rate=25),
+        "ts": make_clip(ffmpeg_exe, root / "long.ts", [("red", 1.5), ("blue", 1.5), ("green", 1.5)]),
+        "faststart": make_clip(ffmpeg_exe, root / "faststart.mov", extra=("-movflags", "+faststart")),
+    }
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_sampling_matches_ffmpeg_fps10(clips, ffmpeg_exe, backend):
+    for key in ("main", "odd"):
+        decoded = decode_clip(Clip(key, clips[key]), backend=backend)
+        reference = ffmpeg_fps10(ffmpeg_exe, clips[key])
+        assert not decoded.truncated
+        assert abs(len(decoded.frames) - len(reference)) <= 1
+        common = min(len(decoded.frames), len(reference))
+        diff = np.abs(decoded.frames[:common].astype(int) - reference[:common].astype(int)).max(axis=(1, 2, 3))
+        assert diff.max() <= 6, diff
+        np.testing.assert_allclose(decoded.timestamps, np.arange(len(decoded.frames)) / 10.0)
+
+
+def test_frame_count_and_colour_changes(clips):
+    frames, times = sample_frames(clips["main"])
+    duration = 92 / 30  # 30 + 38 + 24 frames at 30 fps
+    assert len(frames) == math.ceil(duration * 10) == len(times)
+    red, blue, green = frames[5, 0, 0], frames[15, 0, 0], frames[28, 0, 0]
+    assert red[0] > 200 and blue[2] > 200 and green[1] > 100
+    np.testing.assert_array_equal(frames[:10, 0, 0], np.broadcast_to(red, (10, 3)))  # t < 1.0 s is red
+    np.testing.assert_array_equal(frames[10, 0, 0], blue)  # t = 1.0 s shows the first blue frame
+    frames_odd, _ = sample_frames(clips["odd"])  # 10 + 13 frames at 25 fps = 0.92 s -> 10 samples
+    assert len(frames_odd) == 10 and frames_odd[3, 0, 0].min() > 200 and frames_odd[4, 0, 0].max() < 40
+
+
+def test_size_and_frame_at(clips):
+    frames, _ = sample_frames(clips["main"], fps=2.0, size=(32, 24))
+    assert frames.shape == (7, 24, 32, 3) and frames.dtype == np.uint8
+    assert frame_at(clips["main"], 1.5)[0, 0, 2] > 200  # blue at 1.5 s
+    assert frame_at(clips["main"], 0.2).shape == (H, W, 3)
+
+
+def test_discover_and_shot_table(clips, tmp_path):
+    root = clips["main"].parent
+    (root / "notes.txt").write_text("not a clip")
+    found = discover_clips(root)
+    assert [c.shot_id for c in found] == ["faststart", "long", "shot1_1", "shot1_2"]
+    table = tmp_path / "shots.csv"
+    table.write_text(f"video,shot_id,start,end\n{clips['ts']},s7_1,1.5,3.0\n{clips['main']},s1_1,1.0,2.2\n")
+    shots = read_shot_table(table)
+    assert [s.shot_id for s in shots] == ["s7_1", "s1_1"]
+    for shot, backend in [(shots[0], None), (shots[0], "pyav"), (shots[1], "decord"), (shots[1], "pyav")]:
+        cut = decode_clip(shot, backend=backend)
+        assert len(cut.frames) == round((shot.end - shot.start) * 10) and not cut.truncated
+        np.testing.assert_allclose(cut.timestamps, np.arange(len(cut.frames)) / 10.0)
+        assert (cut.frames[:, 0, 0, 2] > 200).all() and (cut.frames[:, 0, 0, 0] < 40).all()  # blue segment only
+    table.write_text("video,shot_id,start,end\nx.mp4,s1,0,1\nx.mp4,s2,abc,2\n")
+    with pytest.raises(InputError, match=r"shots.csv: line 3"):
+        read_shot_table(table)
+    with pytest.raises(InputError):
+        discover_clips(tmp_path / "missing")
+
+
+def test_broken_files(clips, tmp_path, ffmpeg_exe):
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("hello, not a video\n" * 50)
+    audio = tmp_path / "audio.mp4"
+    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(audio)],
+                   check=True)
+    for name in ("zero.mp4", "text.mp4", "audio.mp4"):
+        for backend in (None, "pyav"):
+            with pytest.raises(VideoDecodeError) as info:
+                decode_clip(Clip(name, tmp_path / name), backend=backend)
+            assert info.value.path.endswith(name) and info.value.reason
+    data = clips["faststart"].read_bytes()  # index first, so the cut file still opens
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 4 // 5])
+    for backend in (None, "pyav"):
+        decoded = decode_clip(Clip("cut", cut), backend=backend)
+        assert 3 <= len(decoded.frames) < 28 and decoded.truncated and decoded.note
