@@ -90,8 +90,10 @@ def _sample_times(frame_starts: np.ndarray, begin: float, duration: float, fps: 
     return np.clip(indices, 0, len(frame_starts) - 1), times
 
 
-def _decode_pyav(path: Path, size: tuple[int, int] | None) -> tuple[list[np.ndarray], np.ndarray, float, str]:
-    """All frames of the first video stream: frames, start times (s), declared duration (s), error note."""
+def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, end: float | None = None
+                 ) -> tuple[list[np.ndarray], np.ndarray, float, str]:
+    """Frames of the first video stream around [begin, end) s (seeking to the keyframe before begin):
+    frames, start times (s), declared duration (s), error note."""
     import av
 
     frames, starts, note = [], [], ""
@@ -106,17 +108,25 @@ def _decode_pyav(path: Path, size: tuple[int, int] | None) -> tuple[list[np.ndar
         declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
         if not declared and container.duration:
             declared = container.duration / 1e6
+        first = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         kwargs = {"width": size[0], "height": size[1]} if size else {}
         try:
+            if begin > 0:
+                container.seek(int((begin + first) / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts is None:
                     continue
-                starts.append(float(frame.pts * frame.time_base))
+                start = float(frame.pts * frame.time_base) - first
+                if end is not None and start >= end:
+                    break
+                if starts and start <= begin:  # keep only the last frame shown before begin
+                    starts.pop()
+                    frames.pop()
+                starts.append(start)
                 frames.append(frame.to_ndarray(format="rgb24", **kwargs))
         except Exception as exc:  # noqa: BLE001 - keep the decodable part
             note = f"decoding stopped: {exc}"
-    first = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-    return frames, np.asarray(starts, dtype=np.float64) - first, declared, note
+    return frames, np.asarray(starts, dtype=np.float64), declared, note
 
 
 def _decode_decord(path: Path, size: tuple[int, int] | None) -> tuple[object, np.ndarray, float]:
@@ -154,7 +164,7 @@ def decode_clip(clip: Clip, fps: float = 10.0, size: tuple[int, int] | None = No
                 raise
         else:
             return _cut(clip, starts, duration, fps, lambda idx: reader.get_batch(list(idx)).asnumpy(), duration, "")
-    frames, starts, declared, note = _decode_pyav(path, size)
+    frames, starts, declared, note = _decode_pyav(path, size, clip.start or 0.0, clip.end)
     if not frames:
         raise VideoDecodeError(path, note or "no decodable video frames")
     step = float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0 / fps
