@@ -90,10 +90,11 @@ def _sample_times(frame_starts: np.ndarray, begin: float, duration: float, fps: 
     return np.clip(indices, 0, len(frame_starts) - 1), times
 
 
-def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, end: float | None = None
-                 ) -> tuple[list[np.ndarray], np.ndarray, float, str]:
-    """Frames of the first video stream around [begin, end) s (seeking to the keyframe before begin):
-    frames, start times (s), declared duration (s), error note."""
+def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, end: float | None = None,
+                 seek: bool = True) -> tuple[list[np.ndarray], np.ndarray, float, float, str]:
+    """Frames of the first video stream around [begin, end) s (seeking to the keyframe before begin, or
+    decoding from the start when that seek lands late).
+    Returns frames, start times (s), frame interval (s), declared duration (s), error note."""
     import av
 
     frames, starts, note = [], [], ""
@@ -111,7 +112,7 @@ def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, e
         first = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
         kwargs = {"width": size[0], "height": size[1]} if size else {}
         try:
-            if begin > 0:
+            if seek and begin > 0:
                 container.seek(int((begin + first) / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -126,7 +127,11 @@ def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, e
                 frames.append(frame.to_ndarray(format="rgb24", **kwargs))
         except Exception as exc:  # noqa: BLE001 - keep the decodable part
             note = f"decoding stopped: {exc}"
-    return frames, np.asarray(starts, dtype=np.float64), declared, note
+    if seek and begin > 0 and (not starts or starts[0] > begin + 1e-6):
+        return _decode_pyav(path, size, begin, end, seek=False)
+    rate = stream.average_rate or stream.guessed_rate
+    frame_step = 1.0 / float(rate) if rate else float(np.median(np.diff(starts))) if len(starts) > 1 else 0.04
+    return frames, np.asarray(starts, dtype=np.float64), frame_step, declared, note
 
 
 def _decode_decord(path: Path, size: tuple[int, int] | None) -> tuple[object, np.ndarray, float]:
@@ -164,11 +169,10 @@ def decode_clip(clip: Clip, fps: float = 10.0, size: tuple[int, int] | None = No
                 raise
         else:
             return _cut(clip, starts, duration, fps, lambda idx: reader.get_batch(list(idx)).asnumpy(), duration, "")
-    frames, starts, declared, note = _decode_pyav(path, size, clip.start or 0.0, clip.end)
+    frames, starts, frame_step, declared, note = _decode_pyav(path, size, clip.start or 0.0, clip.end)
     if not frames:
         raise VideoDecodeError(path, note or "no decodable video frames")
-    step = float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0 / fps
-    decoded = float(starts[-1] + step)
+    decoded = float(starts[-1] + frame_step)
     return _cut(clip, starts, decoded, fps, lambda idx: np.stack([frames[i] for i in idx]), declared, note)
 
 

@@ -70,11 +70,14 @@ def test_frame_count_and_colour_changes(clips):
     assert len(frames_odd) == 10 and frames_odd[3, 0, 0].min() > 200 and frames_odd[4, 0, 0].max() < 40
 
 
-def test_size_and_frame_at(clips):
+def test_size_and_frame_at(clips, ffmpeg_exe):
     frames, _ = sample_frames(clips["main"], fps=2.0, size=(32, 24))
     assert frames.shape == (7, 24, 32, 3) and frames.dtype == np.uint8
     assert frame_at(clips["main"], 1.5)[0, 0, 2] > 200  # blue at 1.5 s
     assert frame_at(clips["main"], 0.2).shape == (H, W, 3)
+    reference = ffmpeg_fps10(ffmpeg_exe, clips["ts"])  # PyAV path: seeks inside an MPEG-TS file
+    for time_s in (1.4, 1.5, 2.9, 3.0, 4.4):
+        assert np.abs(frame_at(clips["ts"], time_s).astype(int) - reference[round(time_s * 10)]).max() <= 6
 
 
 def test_discover_and_shot_table(clips, tmp_path):
