@@ -164,11 +164,11 @@ def decode_clip(clip: Clip, fps: float = 10.0, size: tuple[int, int] | None = No
     if backend in (None, "decord"):
         try:
             reader, starts, duration = _decode_decord(path, size)
-        except VideoDecodeError:
+            fetch = lambda idx: reader.get_batch(list(idx)).asnumpy()  # noqa: E731
+            return _cut(clip, starts, duration, fps, fetch, duration, "")
+        except Exception as exc:  # noqa: BLE001 - decord failing mid-file: PyAV keeps the decodable part
             if backend == "decord":
-                raise
-        else:
-            return _cut(clip, starts, duration, fps, lambda idx: reader.get_batch(list(idx)).asnumpy(), duration, "")
+                raise exc if isinstance(exc, VideoDecodeError) else VideoDecodeError(path, f"decord: {exc}") from None
     frames, starts, frame_step, declared, note = _decode_pyav(path, size, clip.start or 0.0, clip.end)
     if not frames:
         raise VideoDecodeError(path, note or "no decodable video frames")
