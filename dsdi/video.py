@@ -90,11 +90,11 @@ def _sample_times(frame_starts: np.ndarray, begin: float, duration: float, fps: 
     return np.clip(indices, 0, len(frame_starts) - 1), times
 
 
-def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, end: float | None = None,
-                 seek: bool = True) -> tuple[list[np.ndarray], np.ndarray, float, float, str]:
+def _decode_pyav(path: Path, begin: float = 0.0, end: float | None = None,
+                 seek: bool = True) -> tuple[list, np.ndarray, float, float, str]:
     """Frames of the first video stream around [begin, end) s (seeking to the keyframe before begin, or
     decoding from the start when that seek lands late).
-    Returns frames, start times (s), frame interval (s), declared duration (s), error note."""
+    Returns av.VideoFrames, start times (s), frame interval (s), declared duration (s), error note."""
     import av
 
     frames, starts, note = [], [], ""
@@ -110,7 +110,6 @@ def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, e
         if not declared and container.duration:
             declared = container.duration / 1e6
         first = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        kwargs = {"width": size[0], "height": size[1]} if size else {}
         try:
             if seek and begin > 0:
                 container.seek(int((begin + first) / stream.time_base), stream=stream, backward=True)
@@ -124,11 +123,11 @@ def _decode_pyav(path: Path, size: tuple[int, int] | None, begin: float = 0.0, e
                     starts.pop()
                     frames.pop()
                 starts.append(start)
-                frames.append(frame.to_ndarray(format="rgb24", **kwargs))
+                frames.append(frame)  # converted to RGB only if sampled
         except Exception as exc:  # noqa: BLE001 - keep the decodable part
             note = f"decoding stopped: {exc}"
     if seek and begin > 0 and (not starts or starts[0] > begin + 1e-6):
-        return _decode_pyav(path, size, begin, end, seek=False)
+        return _decode_pyav(path, begin, end, seek=False)
     rate = stream.average_rate or stream.guessed_rate
     frame_step = 1.0 / float(rate) if rate else float(np.median(np.diff(starts))) if len(starts) > 1 else 0.04
     return frames, np.asarray(starts, dtype=np.float64), frame_step, declared, note
@@ -169,11 +168,15 @@ def decode_clip(clip: Clip, fps: float = 10.0, size: tuple[int, int] | None = No
         except Exception as exc:  # noqa: BLE001 - decord failing mid-file: PyAV keeps the decodable part
             if backend == "decord":
                 raise exc if isinstance(exc, VideoDecodeError) else VideoDecodeError(path, f"decord: {exc}") from None
-    frames, starts, frame_step, declared, note = _decode_pyav(path, size, clip.start or 0.0, clip.end)
+    frames, starts, frame_step, declared, note = _decode_pyav(path, clip.start or 0.0, clip.end)
     if not frames:
         raise VideoDecodeError(path, note or "no decodable video frames")
-    decoded = float(starts[-1] + frame_step)
-    return _cut(clip, starts, decoded, fps, lambda idx: np.stack([frames[i] for i in idx]), declared, note)
+    resize = {"width": size[0], "height": size[1]} if size else {}
+
+    def fetch(indices: np.ndarray) -> np.ndarray:
+        return np.stack([frames[i].to_ndarray(format="rgb24", **resize) for i in indices])
+
+    return _cut(clip, starts, float(starts[-1] + frame_step), fps, fetch, declared, note)
 
 
 def _cut(clip: Clip, starts: np.ndarray, decoded: float, fps: float, fetch, declared: float,

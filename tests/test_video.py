@@ -73,6 +73,7 @@ def test_frame_count_and_colour_changes(clips):
 def test_size_and_frame_at(clips, ffmpeg_exe):
     frames, _ = sample_frames(clips["main"], fps=2.0, size=(32, 24))
     assert frames.shape == (7, 24, 32, 3) and frames.dtype == np.uint8
+    assert decode_clip(Clip("ts", clips["ts"]), fps=2.0, size=(32, 24), backend="pyav").frames.shape == (9, 24, 32, 3)
     assert frame_at(clips["main"], 1.5)[0, 0, 2] > 200  # blue at 1.5 s
     assert frame_at(clips["main"], 0.2).shape == (H, W, 3)
     reference = ffmpeg_fps10(ffmpeg_exe, clips["ts"])  # PyAV path: seeks inside an MPEG-TS file
