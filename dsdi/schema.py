@@ -74,14 +74,21 @@ def category_of(class_name: str) -> str:
     return class_infos()[CLASSES.index(class_name)].category
 
 
+_SEPARATORS = re.compile(r"[\s/_\-]+")
+
+
+def _fold_separators(text: str) -> str:
+    """'Lake / Pond' -> 'Lake-Pond': runs of spaces, slashes, underscores and dashes become one '-'."""
+    return _SEPARATORS.sub("-", text.strip()).strip("-")
+
+
 def normalise_token(token: str) -> str:
     """Canonical form of a LADI answer token: lower case, separators folded to '-'.
 
     'Water:Lake / Pond' -> 'water:lake-pond'; 'infrastructure:dam_levee' -> 'infrastructure:dam-levee'.
     """
     category, _, sub = token.strip().lower().partition(":")
-    fold = lambda text: re.sub(r"[\s/_\-]+", "-", text.strip()).strip("-")  # noqa: E731
-    return f"{fold(category)}:{fold(sub)}"
+    return f"{_fold_separators(category)}:{_fold_separators(sub)}"
 
 
 def load_token_map(extra: Path | None = None) -> dict[str, str]:
