@@ -45,3 +45,17 @@ def exits_on_input_error(command):
 # ---- dsdi rank / dsdi fuse (owner: rank) -----------------------------------------------------
 
 # ---- dsdi report (owner: report) -------------------------------------------------------------
+
+
+@app.command()
+@exits_on_input_error
+def report(
+    out_dir: Path = typer.Argument(..., help="output folder of `dsdi rank` (clip_scores.csv, run.json, ...)"),
+    qrels: Path | None = typer.Option(None, "--qrels", help="ground truth `fNum 0 shotId rel`: adds AP chart"),
+    out: Path | None = typer.Option(None, "--out", help="HTML file to write (default OUT_DIR/report.html)"),
+    top: int = typer.Option(6, "--top", min=1, help="clips shown per feature"),
+) -> None:
+    """Write one self-contained HTML page: AP per feature with the mAP line, top clips, run facts, failures."""
+    from dsdi.report import build_report
+
+    console.print(f"report: {build_report(out_dir, qrels_path=qrels, out_path=out, top_n=top)}", highlight=False)
