@@ -38,6 +38,41 @@ def exits_on_input_error(command):
 
 # ---- dsdi eval (owner: metrics/submission) ---------------------------------------------------
 
+
+@app.command("eval")
+@exits_on_input_error
+def eval_command(
+    run: Path = typer.Option(..., "--run", help="Run file: TRECVID XML submission or TREC form "
+                             "'fNum Q0 shotId rank score runId' (detected from the content)."),
+    qrels: Path = typer.Option(..., "--qrels", help="Ground truth, TREC qrels 'fNum 0 shotId rel' (rel > 0 relevant)."),
+    k: int = typer.Option(1000, "--k", min=1, help="Cut every ranking at this depth before scoring."),
+    out: Optional[Path] = typer.Option(  # noqa: UP045  (Optional: typer on Python 3.10)
+        None, "--out", help="Also write the table as CSV (last row 'all' = mAP)."
+    ),
+    feature_numbers: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--feature-numbers", help="CSV 'feature,number' naming the fNums (default: dsdi's table)."
+    ),
+) -> None:
+    """Score a run against qrels: TREC average precision per feature at depth k, and the mAP."""
+    from rich.table import Table
+
+    from dsdi.metrics import evaluate_files, write_metrics_csv
+
+    table, mean_ap = evaluate_files(run, qrels, k=k, feature_numbers_path=feature_numbers)
+    shown = Table(title=f"{run.name} vs {qrels.name}, AP at k={k}")
+    for header in ("feature", "number", "relevant", "retrieved", "rel. retrieved", "AP"):
+        shown.add_column(header, justify="left" if header == "feature" else "right")
+    for row in table.itertuples(index=False):
+        ap_text = "-" if row.relevant == 0 else f"{row.ap:.4f}"
+        shown.add_row(row.feature, str(row.fnum), str(row.relevant), str(row.retrieved),
+                      str(row.relevant_retrieved), ap_text)
+    console.print(shown)
+    judged = int((table["relevant"] > 0).sum())
+    console.print(f"mAP {mean_ap:.4f} over {judged} features with at least one relevant shot", highlight=False)
+    if out is not None:
+        write_metrics_csv(out, table, mean_ap)
+        console.print(f"wrote {out}", highlight=False)
+
 # ---- dsdi prepare (owner: data) --------------------------------------------------------------
 
 # ---- dsdi train (owner: train) ---------------------------------------------------------------
