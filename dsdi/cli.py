@@ -67,6 +67,9 @@ def eval_command(
         shown.add_row(row.feature, str(row.fnum), str(row.relevant), str(row.retrieved),
                       str(row.relevant_retrieved), ap_text)
     console.print(shown)
+    if not (table["retrieved"] > 0).any() or not (table["relevant_retrieved"] > 0).any():
+        err_console.print("[yellow]warning:[/] no relevant shot was retrieved for any feature: do the run's "
+                          "feature numbers and shot ids match the qrels?", highlight=False)
     judged = int((table["relevant"] > 0).sum())
     console.print(f"mAP {mean_ap:.4f} over {judged} features with at least one relevant shot", highlight=False)
     if out is not None:

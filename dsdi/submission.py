@@ -338,7 +338,8 @@ def _read_xml_run(path: Path) -> Rankings:
 def read_run(path: str | Path) -> Rankings:
     """Read a run file, TRECVID XML or TREC form (detected from the first non-blank character: ``<`` = XML).
 
-    TREC form: ordered by the rank column (not re-sorted by score); scores kept. XML: validated against
+    TREC form: ordered by the rank column (not re-sorted by score); scores kept; a feature without lines
+    is absent (the TREC form cannot list an empty ranking). XML: validated against
     the shipped DTD, ordered by ``seqNum`` (which must run 1..n); XML holds no scores, so each shot gets
     the synthetic score ``1 / seqNum`` (decreasing, only the order is meaningful). Raises InputError
     naming the file and line for malformed lines, duplicate shots or ranks, mixed run ids.

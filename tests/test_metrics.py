@@ -245,3 +245,14 @@ def test_cli_eval_missing_run_exits_2(tmp_path):
     qrels_path.write_text("1 0 a 1\n")
     result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "none.xml"), "--qrels", str(qrels_path)])
     assert result.exit_code == 2 and "none.xml: no such file" in " ".join(result.output.split())
+
+
+def test_cli_eval_warns_when_nothing_relevant_is_retrieved(tmp_path):
+    run_path = tmp_path / "run.trec"
+    write_trec_run(run_path, {1: [("Shot1_001", 0.9)], 2: [("Shot2_001", 0.8)]}, "r")
+    qrels_path = tmp_path / "qrels.txt"
+    qrels_path.write_text("1 0 shot1_001 1\n2 0 shot2_001 1\n")  # ids differ in case only
+    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path)])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "mAP 0.0000 over 2 features" in message and "warning: no relevant shot was retrieved" in message
