@@ -158,12 +158,17 @@ def _too_many_fields_message(path: Path, delimiter: str, parser_message: str) ->
     )
 
 
+def _stripped(column: pd.Series) -> np.ndarray:
+    """object (N,) the column's values as str without surrounding spaces (faster than ``.str.strip()``)."""
+    return np.array([str(value).strip() for value in column.tolist()], dtype=object)
+
+
 def read_annotations(path: str | Path) -> pd.DataFrame:
     """Read a LADI annotation file into columns ``image_id``, ``WorkerId``, ``Answer`` (str) and ``line``
     (int, the 1-based file line of the row, header = 1). ``df.attrs["source"]`` holds the path.
 
-    Raises InputError for a missing or empty file, a malformed table, or a missing column (naming it and
-    the columns found).
+    Raises InputError for a missing or empty file, a malformed table (rows longer than the header, listed by
+    line), a missing column (naming it and the columns found), or a header without rows.
     """
     path = Path(path)
     if not path.is_file():
@@ -194,9 +199,11 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     for required in (WORKER_COLUMN, ANSWER_COLUMN):
         if required.lower() not in by_lower:
             raise InputError(f"{path}: missing column '{required}'; columns found: {found}")
+    if table.empty:
+        raise InputError(f"{path}: no answer rows after the header line (is this the right file?)")
     annotations = pd.DataFrame(
         {
-            "image_id": table[id_column].astype(str).str.strip(),
+            "image_id": _stripped(table[id_column]),
             WORKER_COLUMN: table[by_lower[WORKER_COLUMN.lower()]].astype(str),
             ANSWER_COLUMN: table[by_lower[ANSWER_COLUMN.lower()]].astype(str),
             "line": _file_line_numbers(path, delimiter, len(table)),
@@ -238,7 +245,7 @@ def count_answers(
     source = annotations.attrs.get("source", "annotations")
     token_map = load_token_map() if token_map is None else token_map
     lines = annotations["line"].to_numpy() if "line" in annotations else np.arange(2, len(annotations) + 2)
-    ids = annotations["image_id"].astype(str).str.strip().to_numpy(dtype=object)
+    ids = _stripped(annotations["image_id"])
 
     empty_ids = np.flatnonzero(ids == "")
     if len(empty_ids):
