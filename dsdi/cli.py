@@ -36,6 +36,42 @@ def exits_on_input_error(command):
 
 # ---- dsdi synth (owner: synth) ---------------------------------------------------------------
 
+
+def _pair(text: str, separator: str, cast, flag: str):
+    """'640x480' -> (640, 480); '3-12' -> (3.0, 12.0); a bad value raises InputError naming the flag."""
+    try:
+        first, second = (cast(part) for part in text.split(separator))
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected two numbers like 'A{separator}B'") from None
+    return first, second
+
+
+@app.command("synth")
+@exits_on_input_error
+def synth_command(
+    out_dir: Path = typer.Argument(..., help="Folder to write the synthetic world into (created if missing)."),
+    images: int = typer.Option(1000, "--images", help="Number of images."),
+    clips: int = typer.Option(60, "--clips", help="Number of shot clips."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same world."),
+    image_size: str = typer.Option("640x480", "--image-size", help="Image WIDTHxHEIGHT in pixels."),
+    clip_size: str = typer.Option("640x360", "--clip-size", help="Clip WIDTHxHEIGHT (even numbers)."),
+    clip_seconds: str = typer.Option("3-12", "--clip-seconds", help="Clip duration range MIN-MAX in seconds."),
+    miss_rate: float = typer.Option(0.2, "--miss-rate", help="Chance a simulated worker misses a present feature."),
+    false_rate: float = typer.Option(0.02, "--false-rate", help="Chance a worker names an absent feature."),
+) -> None:
+    """Build the embedded synthetic LADI-like world: images, crowd answers, true labels, clips, qrels."""
+    from dsdi.synth import build_world
+
+    world = build_world(
+        out_dir, n_images=images, n_clips=clips, seed=seed,
+        image_size=_pair(image_size, "x", int, "--image-size"), clip_size=_pair(clip_size, "x", int, "--clip-size"),
+        clip_seconds=_pair(clip_seconds, "-", float, "--clip-seconds"), miss_rate=miss_rate, false_rate=false_rate,
+    )
+    console.print(f"synthetic world in {world.root}: {images} images in {world.images_dir}, annotations "
+                  f"{world.annotations.name}, true labels {world.true_labels.name}, {clips} clips in "
+                  f"{world.clips_dir}, qrels {world.qrels.name}, clip truth {world.clip_truth.name}", highlight=False)
+
+
 # ---- dsdi eval (owner: metrics/submission) ---------------------------------------------------
 
 

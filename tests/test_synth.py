@@ -1,0 +1,181 @@
+"""dsdi synth: files and formats (PIL, pandas, the ffmpeg CLI), qrels re-derived from the clip truth,
+Table 1 frequency order (scipy), crowd-noise rates (binomial bounds), determinism, CLI errors."""
+
+import ast
+import filecmp
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.stats import spearmanr
+from typer.testing import CliRunner
+
+from dsdi import schema
+from dsdi.cli import app
+from dsdi.synth import build_world, feature_probabilities, sample_labels, simulate_annotations
+
+N_IMAGES, N_CLIPS = 40, 4
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("world"), n_images=N_IMAGES, n_clips=N_CLIPS, seed=3,
+                       clip_seconds=(1.0, 2.0))
+
+
+def test_images_and_true_labels(world):
+    truth = pd.read_csv(world.true_labels)
+    assert list(truth.columns) == ["image_id", *schema.CLASSES]
+    assert len(truth) == N_IMAGES and truth["image_id"].is_unique
+    assert set(np.unique(truth[list(schema.CLASSES)].to_numpy())) <= {0, 1}
+    files = sorted(p.name for p in world.images_dir.iterdir())
+    assert files == sorted(url.rsplit("/", 1)[1] for url in truth["image_id"])
+    assert all(url.startswith("https://") for url in truth["image_id"])
+    for name in files[:5]:
+        with Image.open(world.images_dir / name) as image:
+            assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (640, 480))
+    for none_class in schema.NONE_CLASSES:  # '<category>: none' <=> no feature of that category
+        members = [f for f in schema.FEATURES if schema.category_of(f) == schema.category_of(none_class)]
+        assert (truth[none_class] == (truth[members].sum(axis=1) == 0)).all()
+
+
+def test_annotations_are_ladi_format(world):
+    answers = pd.read_csv(world.annotations, sep="\t")
+    assert list(answers.columns)[:3] == ["url", "WorkerId", "Answer"]
+    truth = pd.read_csv(world.true_labels)
+    assert set(answers["url"]) == set(truth["image_id"])
+    token_map = schema.load_token_map()
+    categories = []
+    for text in answers["Answer"]:
+        tokens = ast.literal_eval(text)
+        assert isinstance(tokens, list) and tokens
+        assert all(schema.normalise_token(t) in token_map for t in tokens)
+        assert len({t.split(":")[0] for t in tokens}) == 1  # one row answers one category
+        categories.append(tokens[0].split(":")[0])
+    answers["category"] = categories
+    workers = answers.groupby(["url", "category"])["WorkerId"]
+    assert workers.size().between(3, 6).all() and (workers.nunique() == workers.size()).all()
+    assert answers.groupby("url")["category"].nunique().eq(5).all()
+    assert answers["WorkerId"].str.fullmatch(r"A[A-Z0-9]{13}").all()
+
+
+def test_noise_free_answers_reproduce_true_labels(tmp_path):
+    world = build_world(tmp_path, n_images=12, n_clips=0, seed=1, image_size=(64, 48), miss_rate=0.0,
+                        false_rate=0.0)
+    token_map = schema.load_token_map()
+    answers = pd.read_csv(world.annotations, sep="\t")
+    named = pd.DataFrame(0, index=pd.read_csv(world.true_labels)["image_id"], columns=list(schema.CLASSES))
+    for url, text in zip(answers["url"], answers["Answer"], strict=True):
+        for token in ast.literal_eval(text):
+            named.loc[url, token_map[schema.normalise_token(token)]] = 1
+    assert (named.to_numpy() == pd.read_csv(world.true_labels).iloc[:, 1:].to_numpy()).all()
+    assert world.qrels.read_text() == ""
+
+
+def test_worker_noise_rates_match_settings():
+    rng = np.random.default_rng(0)
+    labels = sample_labels(1500, rng)
+    ids = [f"i{k}" for k in range(len(labels))]
+    answers = simulate_annotations(ids, labels, rng, miss_rate=0.3, false_rate=0.05)
+    token_map = schema.load_token_map()
+    index = {image_id: k for k, image_id in enumerate(ids)}
+    hits = np.zeros(2)  # named present, named absent
+    trials = np.zeros(2)
+    for url, text in zip(answers["url"], answers["Answer"], strict=True):
+        named = {token_map[schema.normalise_token(t)] for t in ast.literal_eval(text)}
+        category = schema.category_of(next(iter(named)))
+        for feature in (f for f in schema.FEATURES if schema.category_of(f) == category):
+            present = labels[index[url], schema.CLASSES.index(feature)] == 1
+            trials[0 if present else 1] += 1
+            hits[0 if present else 1] += feature in named
+    rates = hits / trials
+    for rate, expected, n in zip(rates, (0.7, 0.05), trials, strict=True):  # 5 binomial standard errors
+        assert abs(rate - expected) < 5 * np.sqrt(expected * (1 - expected) / n)
+
+
+def _ffmpeg_info(ffmpeg_exe: str, path: Path) -> tuple[str, int]:
+    """(ffmpeg's stream description, number of decoded frames) from the ffmpeg CLI."""
+    result = subprocess.run([ffmpeg_exe, "-v", "info", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                            capture_output=True, check=True)
+    stream = next(line for line in result.stderr.decode().splitlines() if "Video:" in line)
+    return stream, len(result.stdout)
+
+
+def test_clips_decode_with_ffmpeg(world, ffmpeg_exe):
+    table = pd.read_csv(world.clips_table)
+    assert len(table) == N_CLIPS
+    assert sorted(p.name for p in world.clips_dir.iterdir()) == sorted(f"{s}.mp4" for s in table["shot_id"])
+    for row in table.itertuples():
+        assert re.fullmatch(r"Shot\d+_\d{3}", row.shot_id)
+        stream, n_bytes = _ffmpeg_info(ffmpeg_exe, world.root / row.clip_path)
+        assert "h264" in stream and "yuv420p" in stream and "640x360" in stream and "30 fps" in stream
+        assert n_bytes == row.frames * 640 * 360 * 3
+        assert 1.0 - 1 / 30 <= row.frames / 30 <= 2.0 + 1 / 30
+
+
+def test_qrels_follow_clip_truth(world):
+    fnums = schema.load_feature_numbers()
+    table = pd.read_csv(world.clips_table)
+    truth = pd.read_csv(world.clip_truth)
+    qrels = [line.split() for line in world.qrels.read_text().splitlines()]
+    assert all(len(q) == 4 and q[1] == "0" and q[3] in ("0", "1") for q in qrels)
+    assert {(int(q[0]), q[2]) for q in qrels} == {(f, s) for f in fnums.values() for s in table["shot_id"]}
+    assert len(qrels) == 32 * N_CLIPS
+    frames = dict(zip(table["shot_id"], table["frames"], strict=True))
+    sampled_relevant = set()
+    for row in truth.itertuples():
+        first, end = round(row.start_s * 30), round(row.end_s * 30)
+        assert 0 <= first < end <= frames[row.shot_id] and end - first == row.frames
+        assert row.fnum == fnums[row.feature]
+        if any(t % 3 == 0 for t in range(first, end)):  # frames at t = 0, 0.1, 0.2 ... s
+            sampled_relevant.add((row.fnum, row.shot_id))
+    assert {(int(q[0]), q[2]) for q in qrels if q[3] == "1"} == sampled_relevant
+    assert sampled_relevant, "no feature visible in any clip"
+    partial = truth[(truth["start_s"] > 0) | (truth["end_s"] < truth["shot_id"].map(frames) / 30 - 1e-6)]
+    assert len(partial) > 0, "every feature spans its whole clip: panning shows nothing come or go"
+
+
+def test_label_frequencies_follow_table1():
+    labels = sample_labels(20000, np.random.default_rng(5))
+    frequency = labels[:, : schema.NUM_FEATURES].mean(axis=0)
+    counts = np.asarray(schema.CLASS_COUNTS[: schema.NUM_FEATURES])
+    assert spearmanr(frequency, counts).statistic > 0.97
+    assert set(np.argsort(-frequency)[:3]) == set(np.argsort(-counts)[:3])
+    lava, flood = schema.CLASSES.index("lava"), schema.CLASSES.index("flooding / water damage")
+    assert frequency[lava] < 0.015 and frequency[flood] > 0.3
+    np.testing.assert_allclose(frequency, feature_probabilities(), atol=0.015)
+    small = sample_labels(200, np.random.default_rng(6), min_per_feature=3)
+    assert small[:, : schema.NUM_FEATURES].sum(axis=0).min() >= 3
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    names = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.suffix != ".mp4")
+    if names != sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.suffix != ".mp4"):
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def test_deterministic_per_seed_and_cli_matches_library(tmp_path):
+    options = dict(n_images=6, n_clips=1, image_size=(160, 120), clip_seconds=(0.5, 0.6))
+    first = build_world(tmp_path / "a", seed=7, **options)
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "b"), "--images", "6", "--clips", "1", "--seed", "7",
+                                      "--image-size", "160x120", "--clip-seconds", "0.5-0.6"])
+    assert result.exit_code == 0, result.output
+    assert _same_files(first.root, tmp_path / "b")
+    other = build_world(tmp_path / "c", seed=8, **options)
+    assert not filecmp.cmp(first.true_labels, other.true_labels, shallow=False)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--image-size", "640by480"], "--image-size"),
+    (["--images", "-1"], ">= 0"),
+    (["--miss-rate", "1.5"], "[0, 1]"),
+    (["--clip-seconds", "5-2"], "min <= max"),
+])
+def test_bad_options_exit_2(tmp_path, flags, message):
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), *flags])
+    assert result.exit_code == 2 and message in result.output
