@@ -113,7 +113,8 @@ def rank_features(
     an array of the 32 features alone is accepted too), or a DataFrame with a ``shot_id`` column (else the
     index is the shot id) and one column per feature named as in ``schema.FEATURES``. The 5 none-classes
     are never ranked. ``feature_numbers``: feature name -> fNum (default ``schema.load_feature_numbers()``).
-    Order: score descending, ties by shot id ascending. Raises ValueError on NaN scores or bad shapes.
+    Order: score descending, ties by shot id ascending. Raises ValueError on NaN scores or bad shapes,
+    InputError on shot ids with whitespace (they come from clip file names).
     """
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
@@ -135,6 +136,10 @@ def rank_features(
         matrix = np.stack(rows)[:, : len(FEATURES)] if rows else np.zeros((0, len(FEATURES)))
     if len(set(shot_ids)) != len(shot_ids):
         raise ValueError("shot ids in the score table must be unique")
+    spaced = [s for s in shot_ids if not s or s.split() != [s]]
+    if spaced:
+        raise InputError(f"shot ids {spaced[:5]} are empty or contain whitespace, which run files cannot hold: "
+                         "rename those clip files or give shot ids in a shot table")
     if np.isnan(matrix).any():
         row, column = np.argwhere(np.isnan(matrix))[0]
         raise ValueError(f"NaN score for shot {shot_ids[row]!r}, feature {FEATURES[column]!r}")
@@ -246,11 +251,18 @@ def write_trec_run(path: str | Path, rankings: Rankings, run_id: str) -> None:
 # ---- readers ---------------------------------------------------------------------------------
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected a file") from None
+
+
+def _text_lines(path: Path, data: bytes) -> list[str]:
+    try:
+        return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error})") from None
 
@@ -345,9 +357,10 @@ def read_run(path: str | Path) -> Rankings:
     naming the file and line for malformed lines, duplicate shots or ranks, mixed run ids.
     """
     path = Path(path)
-    lines = _read_lines(path)
-    first = next((line.lstrip() for line in lines if line.strip()), "")
-    return _read_xml_run(path) if first.startswith("<") else _read_trec_run(path, lines)
+    data = _read_bytes(path)
+    if data.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<"):
+        return _read_xml_run(path)  # lxml honours the declared encoding (participants also used ISO-8859-1)
+    return _read_trec_run(path, _text_lines(path, data))
 
 
 def read_qrels(path: str | Path) -> dict[int, dict[str, int]]:
@@ -359,7 +372,7 @@ def read_qrels(path: str | Path) -> dict[int, dict[str, int]]:
     path = Path(path)
     qrels: dict[int, dict[str, int]] = {}
     first_line: dict[tuple[int, str], int] = {}
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in enumerate(_text_lines(path, _read_bytes(path)), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()

@@ -209,6 +209,17 @@ def test_bad_trec_run_names_file_and_line(tmp_path, text, message):
     assert message in str(error.value)
 
 
+def test_latin_1_xml_and_utf8_bom_trec_are_read(tmp_path):
+    path = tmp_path / "latin1.xml"
+    text = xml_text(FEATURE_OPEN.format(4) + '\n<item seqNum="1" shotId="Shot1_001"/>\n' + FEATURE_CLOSE,
+                    run_attributes='trType="L" pid="VCL" priority="1" desc="caf\u00e9 run"')
+    path.write_bytes(text.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1"))
+    assert read_run(path) == {4: [("Shot1_001", 1.0)]}
+    bom_trec = tmp_path / "bom.trec"
+    bom_trec.write_bytes(b"\xef\xbb\xbf1 Q0 a 1 0.5 r\n")
+    assert read_run(bom_trec) == {1: [("a", 0.5)]}
+
+
 def test_missing_run_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_run(tmp_path / "absent.xml")
@@ -280,6 +291,8 @@ def test_rank_features_uses_given_feature_numbers_and_refuses_bad_scores():
     assert sorted(rankings) == list(range(100, 132)) and rankings[100] == [("a", 1.0), ("b", 0.0)]
     with pytest.raises(ValueError, match="NaN score for shot 'b'"):
         rank_features({"a": np.ones(37), "b": np.full(37, np.nan)})
+    with pytest.raises(InputError, match="'Shot 1'"):
+        rank_features({"Shot 1": np.ones(37)})
     with pytest.raises(ValueError, match="shape"):
         rank_features({"a": np.ones(36)})
     with pytest.raises(ValueError, match="lacks feature columns"):
@@ -302,3 +315,28 @@ def test_rank_features_property_valid_prefix_of_full_order(scores, topk):
     for fnum, ranking in rankings.items():
         assert len(ranking) == min(topk, len(scores))
         assert ranking == full[fnum][:topk]
+
+
+shot_id_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Z")), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rankings=st.dictionaries(
+        st.integers(0, 500),
+        st.lists(shot_id_text, unique=True, max_size=8).map(
+            lambda ids: [(shot, 1.0 - i / 8) for i, shot in enumerate(ids)]
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_property_any_printable_shot_ids_round_trip_through_both_forms(tmp_path_factory, rankings):
+    folder = tmp_path_factory.mktemp("roundtrip")
+    write_submission_xml(folder / "run.xml", rankings, pid="T", run_desc="<&\"'>")
+    validate_with_lxml(folder / "run.xml")
+    from_xml = read_run(folder / "run.xml")
+    assert {f: [s for s, _ in r] for f, r in from_xml.items()} == {f: [s for s, _ in r] for f, r in rankings.items()}
+    write_trec_run(folder / "run.trec", rankings, "r")
+    if any(rankings.values()):
+        assert read_run(folder / "run.trec") == {f: r for f, r in rankings.items() if r}
