@@ -20,7 +20,7 @@ demo: $(STAMP)
 	@echo "make demo: the end-to-end demo (synth -> labels -> train -> rank -> eval -> report) is not built yet (issue 5)" >&2; exit 1
 
 bench: $(STAMP)
-	@echo "make bench: the benchmark script is not built yet (issue 5)" >&2; exit 1
+	.venv/bin/python bench/bench.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsdi tests bench

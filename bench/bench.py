@@ -1,0 +1,358 @@
+"""dsdi speed figures, each a ratio of two things measured side by side in the same run on the same machine.
+
+    python bench/bench.py [--device cpu|cuda] [--out bench/results.json]
+
+Sections (each prints "n/a (reason)" instead of crashing when a part is missing):
+
+- decode:   dsdi.video.sample_frames at 10 fps vs the ffmpeg CLI (`-vf fps=10[,scale]` to a rawvideo pipe) on
+            the same 20 s 720p30 H.264 clip: sampled frames/s.
+- rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write)
+            vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
+- image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
+            (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s.
+- train:    training steps fed by the real loader (LabelledImageDataset + DataLoader) vs pre-loaded tensors.
+- backbones (--device cuda): inference images/s of each paper backbone in bf16 at its input size and the
+            projected time to score 180,000 frames with the models of runs/*.toml.
+
+CPU: tiny timm model (lcnet_050 at 224 px), small batches, about 5 minutes on 2 cores. CUDA: the paper's
+backbones at 360 px (HRNet 448). Figures go to the table and to results.json with the machine description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+LADI_SAMPLE_DIRS = (REPO.parent / "shared" / "data" / "ladi-sample", REPO / "shared" / "data" / "ladi-sample")
+FRAMES_TO_PROJECT = 180_000
+console = Console()
+
+
+def machine_description(device: str) -> dict:
+    """CPU count and model, torch version, accelerator name."""
+    cpu_model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu_model = names[0] if names else cpu_model
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def best_rate(count: int, run: Callable[[], object], repeats: int = 2) -> float:
+    """Items per second of the fastest of `repeats` calls of run() (each processes `count` items)."""
+    fastest = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        fastest = min(fastest, time.perf_counter() - start)
+    return count / fastest
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_testsrc_clip(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> Path:
+    """H.264 clip of ffmpeg's testsrc2 pattern."""
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", "-c:v", "libx264",
+                    "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def ffmpeg_sample(path: Path, fps: float, size: tuple[int, int] | None, native: tuple[int, int]) -> int:
+    """Frames the ffmpeg CLI delivers as rgb24 on a pipe with -vf fps[,scale]; returns the frame count."""
+    width, height = size or native
+    filters = f"fps={fps:g}" + (f",scale={width}:{height}" if size else "")
+    raw = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-vf", filters, "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "pipe:"], check=True, capture_output=True).stdout
+    return len(raw) // (width * height * 3)
+
+
+def bench_decode(work: Path, device: str) -> dict:
+    from dsdi.video import sample_frames
+
+    clip = make_testsrc_clip(work / "testsrc2_720p30.mp4", 1280, 720, 20)
+    results = {"clip": "testsrc2 1280x720 30 fps 20 s H.264 (600 frames), sampled at 10 fps"}
+    for label, size in (("native", None), ("640x360", (640, 360))):
+        frames, _ = sample_frames(clip, fps=10.0, size=size)
+        ffmpeg_count = ffmpeg_sample(clip, 10.0, size, (1280, 720))
+        dsdi_rate = best_rate(len(frames), lambda size=size: sample_frames(clip, fps=10.0, size=size))
+        ffmpeg_rate = best_rate(ffmpeg_count, lambda size=size: ffmpeg_sample(clip, 10.0, size, (1280, 720)))
+        results[label] = {"frames_dsdi": len(frames), "frames_ffmpeg": ffmpeg_count,
+                          "dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_frames_per_s": ffmpeg_rate,
+                          "ratio_dsdi_over_ffmpeg": dsdi_rate / ffmpeg_rate}
+    return results
+
+
+def tiny_or_real(device: str) -> tuple[str, int, int]:
+    """(backbone, input side px, batch) used for rank/train: tiny on CPU, a paper backbone on CUDA."""
+    return ("resnest50d", 360, 64) if device == "cuda" else ("lcnet_050", 224, 32)
+
+
+def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
+    """A dsdi checkpoint (random weights) of `backbone` as `dsdi train` would leave it."""
+    from dsdi.backbones import create_backbone
+    from dsdi.checkpoint import BEST_NAME, save_checkpoint
+    from dsdi.schema import CLASSES
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model = create_backbone(backbone, num_classes=len(CLASSES))
+    save_checkpoint(run_dir / BEST_NAME, {"model": model.state_dict(), "backbone": backbone, "classes": list(CLASSES),
+                                          "img_size": img_size, "epoch": 1, "val_lrap": None, "config": {}})
+    return run_dir
+
+
+def forward_rate(model: torch.nn.Module, batch: torch.Tensor, device: str, n_batches: int,
+                 dtype: torch.dtype) -> float:
+    """Inference images/s of model on `n_batches` copies of batch (already on device), autocast to dtype."""
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
+            for _ in range(n_batches):
+                model(batch)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    run()  # warm-up (cudnn autotune, allocator)
+    return best_rate(len(batch) * n_batches, run)
+
+
+def bench_rank(work: Path, device: str) -> dict:
+    from dsdi.checkpoint import load_model
+    from dsdi.data import frames_to_tensor
+    from dsdi.rank import RankConfig, rank
+    from dsdi.video import sample_frames
+
+    backbone, img_size, batch_size = tiny_or_real(device)
+    clips_dir = work / "rank_clips"
+    clips_dir.mkdir()
+    n_clips, seconds = (24, 10) if device == "cuda" else (6, 5)
+    for i in range(n_clips):
+        make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 640, 360, seconds)
+    run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
+    config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "rank_out", run_id="bench", device=device,
+                        batch_size=batch_size, runs_dir=work / "runs")
+    result = rank(config)
+    end_to_end = result.frames_scored / result.elapsed_s
+    model, _ = load_model(run_dir, device)
+    frames = np.concatenate([sample_frames(p)[0] for p in sorted(clips_dir.glob("*.mp4"))])
+    tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
+    dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank uses
+    model_only = forward_rate(model, tensors, device, n_batches=max(1, len(frames) // batch_size), dtype=dtype)
+    return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "clips": n_clips,
+            "frames_scored": result.frames_scored, "rank_elapsed_s": result.elapsed_s,
+            "rank_end_to_end_frames_per_s": end_to_end, "model_only_frames_per_s": model_only,
+            "ratio_end_to_end_over_model_only": end_to_end / model_only}
+
+
+def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 3000) -> list[Path]:
+    """`count` 4000x3000 JPEGs (quality 90) with smooth gradients plus noise, ~ the weight of aerial photos."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, size=(height // 16, width // 16, 3), dtype=np.uint8)
+    paths = []
+    for i in range(count):
+        base = Image.fromarray(np.roll(small, i * 7, axis=1)).resize((width, height), Image.BICUBIC)
+        pixels = np.asarray(base, dtype=np.int16) + rng.integers(-12, 13, size=(height, width, 1), dtype=np.int16)
+        path = folder / f"img_{i:03d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def ladi_sample_images() -> list[Path]:
+    for folder in LADI_SAMPLE_DIRS:
+        if folder.is_dir():
+            return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    return []
+
+
+def naive_load(path: Path, img_size: int) -> torch.Tensor:
+    """Full PIL decode, resize, normalise: float32 (3, S, S)."""
+    from dsdi.data import IMAGENET_MEAN, IMAGENET_STD
+
+    image = Image.open(path).convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (tensor - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def bench_image(work: Path, device: str) -> dict:
+    from dsdi.data import load_image
+
+    img_size = 360
+    results = {}
+    sets = {"synthetic 4000x3000": make_large_jpegs(work / "jpegs", 8), "ladi-sample": ladi_sample_images()}
+    for label, paths in sets.items():
+        if not paths:
+            results[label] = "n/a (no ../shared/data/ladi-sample/ image here)"
+            continue
+        with Image.open(paths[0]) as first:
+            size = first.size
+        draft = best_rate(len(paths), lambda paths=paths: [load_image(p, img_size) for p in paths])
+        naive = best_rate(len(paths), lambda paths=paths: [naive_load(p, img_size) for p in paths])
+        results[label] = {"images": len(paths), "image_size": list(size), "img_size": img_size,
+                          "load_image_per_s": draft, "naive_pil_per_s": naive,
+                          "ratio_load_image_over_naive": draft / naive}
+    return results
+
+
+def train_rate(model: torch.nn.Module, batches: Callable[[], object], n_images: int, device: str) -> float:
+    """Training images/s: SGD steps with the focal loss over the batches yielded by batches()."""
+    from dsdi.losses import create_loss
+
+    loss_fn = create_loss("focal", gamma=2.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+
+    def run() -> None:
+        for batch in batches():
+            images, targets = batch[0].to(device), batch[1].to(device)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss = loss_fn(model(images).float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return best_rate(n_images, run)
+
+
+def bench_train(work: Path, device: str) -> dict:
+    import pandas as pd
+
+    from dsdi.backbones import create_backbone
+    from dsdi.data import LabelledImageDataset, collate_skip_broken
+    from dsdi.schema import CLASSES
+
+    backbone, img_size, batch_size = tiny_or_real(device)
+    batch_size = min(batch_size, 8) if device == "cpu" else 28
+    paths = make_large_jpegs(work / "train_jpegs", 2 * batch_size)
+    rng = np.random.default_rng(1)
+    labels = pd.DataFrame(rng.random((len(paths), len(CLASSES))).round(2), columns=list(CLASSES))
+    labels.insert(0, "image_id", [p.name for p in paths])
+    dataset = LabelledImageDataset(labels, paths[0].parent, img_size, train=True)
+    workers = min(4, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=collate_skip_broken, persistent_workers=True)
+    preloaded = [(batch[0], batch[1]) for batch in loader]
+    model = create_backbone(backbone, num_classes=len(CLASSES)).to(device)
+    with_loader = train_rate(model, lambda: loader, len(paths), device)
+    with_tensors = train_rate(model, lambda: preloaded, len(paths), device)
+    return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "images": len(paths),
+            "jpeg_size": [4000, 3000], "loader_workers": workers,
+            "train_with_loader_images_per_s": with_loader, "train_preloaded_images_per_s": with_tensors,
+            "ratio_loader_over_preloaded": with_loader / with_tensors}
+
+
+def bench_backbones(work: Path, device: str) -> dict:
+    if device != "cuda":
+        raise RuntimeError("needs --device cuda (the paper's backbones run ~2 images/s on this CPU)")
+    from dsdi.backbones import PAPER_BACKBONES, create_backbone
+    from dsdi.schema import CLASSES
+    from dsdi.train import read_toml
+
+    rates = {}
+    for name, spec in PAPER_BACKBONES.items():
+        model = create_backbone(name, num_classes=len(CLASSES)).to(device).eval()
+        batch = torch.randn(64, 3, spec.img_size, spec.img_size, device=device)
+        rates[name] = {"img_size": spec.img_size, "bf16_images_per_s": forward_rate(model, batch, device, 8,
+                                                                                   torch.bfloat16)}
+        del model
+        torch.cuda.empty_cache()
+    recipes = sorted((REPO / "runs").glob("*.toml"))
+    backbones = [read_toml(p)["backbone"] for p in recipes]
+    seconds = sum(FRAMES_TO_PROJECT / rates[b]["bf16_images_per_s"] for b in backbones if b in rates)
+    return {"backbones": rates, "recipes": [p.stem for p in recipes], "frames": FRAMES_TO_PROJECT,
+            "models": len(backbones), "projected_hours_all_models": seconds / 3600,
+            "projected_hours_per_12_models": seconds / 3600 * 12 / max(len(backbones), 1)}
+
+
+SECTIONS: dict[str, Callable[[Path, str], dict]] = {
+    "decode": bench_decode, "rank": bench_rank, "image": bench_image, "train": bench_train,
+    "backbones": bench_backbones,
+}
+
+
+def flatten(prefix: str, value: object) -> list[tuple[str, str]]:
+    """Rows (measure, text) for the table: nested dict keys joined with ' / ', floats to 4 significant digits."""
+    if isinstance(value, dict):
+        return [row for key, sub in value.items() for row in flatten(f"{prefix} / {key}" if prefix else key, sub)]
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return [(prefix, text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--only", nargs="*", choices=tuple(SECTIONS), help="run only these sections")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = {"machine": machine_description(args.device), "sections": {}}
+    with tempfile.TemporaryDirectory(prefix="dsdi-bench-") as tmp:
+        for name in args.only or SECTIONS:
+            work = Path(tmp) / name
+            work.mkdir()
+            console.print(f"[bold]{name}[/] ...")
+            start = time.perf_counter()
+            try:
+                results["sections"][name] = SECTIONS[name](work, args.device)
+            except Exception as error:  # a missing part prints n/a, the other sections still run
+                reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                results["sections"][name] = f"n/a ({reason})"
+                if os.environ.get("DSDI_BENCH_DEBUG"):
+                    traceback.print_exc()
+            console.print(f"  {time.perf_counter() - start:.1f} s")
+            shutil.rmtree(work, ignore_errors=True)
+    table = Table(title=f"dsdi bench ({args.device}, {results['machine']['cpu_count']} CPUs, "
+                        f"{results['machine']['cpu_model']})")
+    table.add_column("section")
+    table.add_column("measure")
+    table.add_column("value", justify="right", overflow="fold")
+    for name, value in results["sections"].items():
+        for measure, text in flatten("", value) if isinstance(value, dict) else [("", value)]:
+            table.add_row(name, measure, text, style="bold" if "ratio" in measure or "projected" in measure else None)
+        table.add_section()
+    Console(width=max(console.width, 130)).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_name(args.out.name + ".tmp")
+    tmp_out.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp_out, args.out)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
