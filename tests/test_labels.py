@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import inspect
 from collections import Counter
 from pathlib import Path
 
@@ -401,3 +402,22 @@ def test_real_ladi_ids_round_trip(tmp_path, id_column, meta_column):
     labels = read_labels(out)
     assert labels["image_id"].tolist() == list(dict.fromkeys(ids))
     assert set(labels["flooding / water damage"]) == {0.5} and set(labels["damage: none"]) == {1.0}
+
+
+def test_noise_free_synthetic_world_gives_its_true_labels(tmp_path):
+    """With workers who never miss nor invent a feature, `dsdi synth`'s answers give back its true labels:
+    exactly for hard and majority (none-classes included), and the same positives for soft."""
+    synth = pytest.importorskip("dsdi.synth", reason="dsdi.synth (the synthetic world) is not in this tree")
+    if "miss_rate" not in inspect.signature(synth.build_world).parameters:
+        pytest.skip("dsdi.synth.build_world has no miss_rate/false_rate parameters")
+    world = synth.build_world(tmp_path / "world", n_images=12, n_clips=0, seed=3, miss_rate=0.0, false_rate=0.0)
+    truth = read_labels(world.true_labels).set_index("image_id")[list(CLASSES)]
+    for mode in ("soft", "hard", "majority"):
+        out = tmp_path / f"{mode}.csv"
+        assert run_labels(world.annotations, "--out", out, "--mode", mode).exit_code == 0
+        labels = read_labels(out).set_index("image_id")[list(CLASSES)]
+        assert list(labels.index) == list(truth.index)
+        if mode == "soft":
+            np.testing.assert_array_equal(labels.to_numpy() > 0, truth.to_numpy() > 0)
+        else:
+            np.testing.assert_array_equal(labels.to_numpy(), truth.to_numpy())
