@@ -76,7 +76,8 @@ class AnswerCounts:
 
     image_ids: (N,) ids in order of first appearance; class_counts: int64 (N, 37) answer rows naming each
     class; category_rows: int64 (N, 5) answer rows naming any class of each category (schema.CATEGORIES order);
-    answer_rows: int64 (N,) all answer rows, empty lists included; unknown: skipped token -> occurrences.
+    answer_rows: int64 (N,) all answer rows, empty lists included; empty_answer_rows: rows answering ``[]``;
+    workers: distinct WorkerIds; unknown: skipped token -> occurrences.
     """
 
     image_ids: list[str]
@@ -283,7 +284,7 @@ def count_answers(
         """int64 (N, K): per image, how many of its rows have each of the K flags of their answer."""
         per_row = per_answer[answer_codes]
         sums = [np.bincount(image_codes, weights=per_row[:, k], minlength=n_images) for k in range(per_row.shape[1])]
-        return np.stack(sums, axis=1).astype(np.int64) if sums else np.zeros((n_images, 0), dtype=np.int64)
+        return np.stack(sums, axis=1).astype(np.int64)
 
     workers = annotations[WORKER_COLUMN].nunique() if WORKER_COLUMN in annotations else 0
     return AnswerCounts(
@@ -421,7 +422,7 @@ def make_labels(
     """
     try:
         token_map = load_token_map(Path(token_map_path) if token_map_path else None)
-    except (ValueError, KeyError) as error:
+    except ValueError as error:
         raise InputError(f"token map: {error}") from None
     except OSError as error:
         raise InputError(f"--token-map {token_map_path}: cannot read it ({error.strerror or error})") from None
