@@ -256,3 +256,34 @@ def test_cli_eval_warns_when_nothing_relevant_is_retrieved(tmp_path):
     assert result.exit_code == 0, result.output
     message = " ".join(result.output.split())
     assert "mAP 0.0000 over 2 features" in message and "warning: no relevant shot was retrieved" in message
+
+
+def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
+    """Formats agree across parts: the qrels `dsdi synth` writes and the clip stems `dsdi.video` finds are
+    what `dsdi eval` reads; a truth-ordered run scores mAP 1, a reversed one matches pytrec_eval."""
+    from dsdi.synth import build_world
+    from dsdi.video import discover_clips
+
+    world = build_world(tmp_path / "world", n_images=0, n_clips=3, seed=3, clip_size=(96, 64),
+                        clip_seconds=(1.0, 1.5))
+    qrels_lines = world.qrels.read_text().split("\n")
+    qrels = {}
+    for line in filter(None, qrels_lines):
+        fnum, _, shot, rel = line.split()
+        qrels.setdefault(int(fnum), {})[shot] = int(rel)
+    shot_ids = sorted(clip.shot_id for clip in discover_clips(world.clips_dir))
+    assert all(sorted(judged) == shot_ids for judged in qrels.values())
+    truth_first = {f: sorted(judged, key=lambda shot: (-judged[shot], shot)) for f, judged in qrels.items()}
+    oracle = {f: [(s, float(len(order) - i)) for i, s in enumerate(order)] for f, order in truth_first.items()}
+    worst = {f: [(s, float(len(order) - i)) for i, s in enumerate(reversed(order))] for f, order in truth_first.items()}
+    for name, rankings in (("oracle", oracle), ("worst", worst)):
+        write_submission_xml(tmp_path / f"{name}.xml", rankings, pid="T", run_desc=name)
+        result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / f"{name}.xml"),
+                                          "--qrels", str(world.qrels)])
+        assert result.exit_code == 0, result.output
+        reference = pytrec_eval_ap(rankings, qrels, 1000)
+        judged = [f for f, j in qrels.items() if any(j.values())]
+        expected = np.mean([reference[f] for f in judged])
+        if name == "oracle":
+            assert expected == pytest.approx(1.0)
+        assert f"mAP {expected:.4f} over {len(judged)} features" in " ".join(result.output.split())
