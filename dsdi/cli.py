@@ -33,6 +33,28 @@ def exits_on_input_error(command):
 
 
 # ---- dsdi labels (owner: labels) -------------------------------------------------------------
+from dsdi.labels import LabelMode  # noqa: E402  (section-local import: the --mode choices)
+
+
+@app.command("labels")
+@exits_on_input_error
+def labels_command(
+    annotations: Path = typer.Argument(..., help="LADI annotation .tsv/.csv: url|img_url|image_uuid, WorkerId, Answer"),
+    out: Path = typer.Option(LABELS_CSV, "--out", help="label CSV to write: image_id + 37 class columns"),
+    mode: LabelMode = typer.Option(
+        LabelMode.soft, "--mode", help="soft: count / image max; hard: any answer; majority: >= half of the category"
+    ),
+    token_map: Path | None = typer.Option(None, "--token-map", help="CSV token,class that extends the shipped map"),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="skip (and count) tokens not in the map"),
+) -> None:
+    """LADI crowd answers -> per-image labels (paper 2.1 soft labels by default)."""
+    from dsdi.labels import make_labels, summary_tables
+
+    summary = make_labels(annotations, out, mode, token_map, skip_unknown)
+    for table in summary_tables(summary):
+        console.print(table)
+    console.print(f"wrote {summary.images:,} images x {len(summary.positives)} classes to {out}")
+
 
 # ---- dsdi synth (owner: synth) ---------------------------------------------------------------
 
@@ -114,9 +136,179 @@ def eval_command(
 
 # ---- dsdi prepare (owner: data) --------------------------------------------------------------
 
+
+@app.command()
+@exits_on_input_error
+def prepare(
+    labels: Path = typer.Option(LABELS_CSV, "--labels", help="labels CSV: image_id + the 37 class columns"),
+    images: Path = typer.Option(IMAGES_DIR, "--images", help="folder of the original images"),
+    out: Path = typer.Option(..., "--out", help="cache folder to write, e.g. data/images-360"),
+    img_size: int = typer.Option(360, "--img-size", min=1, help="shorter side of the cached images in px"),
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG quality of the cache"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="decode threads [default: cores, max 8]"),
+) -> None:
+    """Write a resized JPEG cache of the labelled images (same relative paths); train with --images OUT."""
+    from dsdi.data import prepare_image_cache
+
+    result = prepare_image_cache(labels, images, out, img_size=img_size, quality=quality, workers=workers)
+    console.print(
+        f"prepare: {result.written} written, {result.up_to_date} already up to date, "
+        f"{len(result.broken)} unreadable -> {out}",
+        highlight=False,
+    )
+    for image_id, path, reason in result.broken[:20]:
+        err_console.print(f"  skipped {image_id}: {path} ({reason})", highlight=False)
+    if len(result.broken) > 20:
+        err_console.print(f"  ... and {len(result.broken) - 20} more: see {out / 'prepare_failures.csv'}")
+
 # ---- dsdi train (owner: train) ---------------------------------------------------------------
 
+
+@app.command()
+@exits_on_input_error
+def train(
+    labels: Path | None = typer.Option(None, help=f"labels CSV (image_id + 37 classes) [default {LABELS_CSV}]"),
+    images: Path | None = typer.Option(None, help=f"image root [default {IMAGES_DIR}]"),
+    backbone: str | None = typer.Option(None, help="timm model name or dsdi backbone [default resnest50d]"),
+    loss: str | None = typer.Option(None, help="bce | focal | cbfl | rfl | lovasz [default cbfl]"),
+    gamma: float | None = typer.Option(None, help="focal gamma (loss default if unset)"),
+    beta: float | None = typer.Option(None, help="class-balanced beta (cbfl)"),
+    th: float | None = typer.Option(None, help="reduced-focal threshold (rfl)"),
+    none_weight: float | None = typer.Option(None, help="factor on the 5 none-class losses (paper 0.1, 0.01)"),
+    drop_max_loss: bool | None = typer.Option(
+        None, "--drop-max-loss/--no-drop-max-loss", help="outlier removal: drop each batch's largest sample loss"
+    ),
+    epochs: int | None = typer.Option(None, help="total epochs [default 40]; raise it with --resume to extend"),
+    batch_size: int | None = typer.Option(None, help="images per batch and process [default 28]"),
+    img_size: int | None = typer.Option(None, help="input side in px [default: backbone's, 360 / HRNet 448]"),
+    optimizer: str | None = typer.Option(None, help="sgd (momentum 0.9, nesterov) | adamw [default sgd]"),
+    lr: float | None = typer.Option(None, help="peak learning rate of the cosine schedule [default 0.01]"),
+    weight_decay: float | None = typer.Option(None, help="weight decay [default 1e-4]"),
+    snapshots: int | None = typer.Option(None, help="N cosine cycles, snapshot_K.pt after each [default 0]"),
+    workers: int | None = typer.Option(None, help="data loader worker processes [default 4]"),
+    out: Path | None = typer.Option(None, help=f"run directory [default {RUNS_DIR}/<backbone>-<loss>-<time>]"),
+    config: Path | None = typer.Option(None, help="recipe TOML (e.g. runs/C04.toml); flags override it"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]"),
+    amp: str | None = typer.Option(None, help="auto | bf16 | fp16 | off (CUDA only) [default auto]"),
+    resume: bool = typer.Option(False, "--resume", help="continue --out from its last.pt (or extend it)"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="timm hub weights"),
+    weights: Path | None = typer.Option(None, help="local state dict or dsdi checkpoint to start from"),
+    seed: int | None = typer.Option(None, help="split, init and augmentation seed [default 0]"),
+    skip_missing: bool | None = typer.Option(
+        None, "--skip-missing/--no-skip-missing", help="train without missing/unreadable images instead of failing"
+    ),
+    val_fraction: float | None = typer.Option(None, help="validation share of the images [default 0.2]"),
+) -> None:
+    """Train a multi-label classifier; writes config.toml, metrics.csv, last.pt, best.pt (+ snapshot_K.pt)."""
+    from dsdi.train import CONFIG_NAME, NonFiniteLossError, TrainConfig, read_toml
+    from dsdi.train import train as run_training
+
+    flags = {
+        "labels": labels, "images": images, "backbone": backbone, "loss": loss, "gamma": gamma, "beta": beta,
+        "th": th, "none_weight": none_weight, "drop_max_loss": drop_max_loss, "epochs": epochs,
+        "batch_size": batch_size, "img_size": img_size, "optimizer": optimizer, "lr": lr,
+        "weight_decay": weight_decay, "snapshots": snapshots, "workers": workers, "out": out, "device": device,
+        "amp": amp, "pretrained": pretrained, "weights": weights, "seed": seed, "skip_missing": skip_missing,
+        "val_fraction": val_fraction,
+    }  # fmt: skip
+    settings = TrainConfig()
+    if resume and out is not None and (out / CONFIG_NAME).is_file():
+        settings = TrainConfig.from_toml(out / CONFIG_NAME)
+    if config is not None:
+        settings = settings.updated(read_toml(config), source=str(config))
+    given = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items() if value is not None}
+    try:
+        run_dir = run_training(settings.updated(given, source="command line"), resume=resume)
+    except NonFiniteLossError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(code=1) from None
+    console.print(f"train: {run_dir}", highlight=False)
+
 # ---- dsdi rank / dsdi fuse (owner: rank) -----------------------------------------------------
+
+
+def _extra_models(ctx: typer.Context) -> list[Path]:
+    """`--models A B C`: click gives an option one value, so B and C arrive as extra arguments."""
+    unknown = [arg for arg in ctx.args if arg.startswith("-")]
+    if unknown:
+        raise InputError(f"unknown option(s) {' '.join(unknown)}; see dsdi rank --help")
+    return [Path(arg) for arg in ctx.args]
+
+
+def _print_rank_summary(result) -> None:
+    outputs = ", ".join(str(p) for p in (result.xml_path, result.trec_path) if p is not None)
+    console.print(f"ranked {result.clips_ranked}, failed {result.clips_failed} "
+                  f"(scored {result.clips_scored} new clips, {result.frames_scored} frames, "
+                  f"{result.elapsed_s:.1f} s) -> {outputs}", highlight=False)
+
+
+@app.command("rank", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@exits_on_input_error
+def rank_command(
+    ctx: typer.Context,
+    clips: Optional[Path] = typer.Option(None, "--clips", help="Folder of shot clips (recursive; shot id = file stem)."),  # noqa: UP045,E501
+    models: Optional[list[Path]] = typer.Option(  # noqa: UP045
+        None, "--models", help="Run dirs or .pt files: --models runs/A runs/B (default: every finished run in runs/)."
+    ),
+    model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model (default equal)."),  # noqa: UP045,E501
+    fuse: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--fuse", help="OTHER_OUT_DIR:W mixes another rank output in: (this + W*other)/(1+W); paper 2:1 -> :0.5."
+    ),
+    topk: int = typer.Option(1000, "--topk", min=1, help="Clips kept per feature (NIST: at most 1000)."),
+    fps: float = typer.Option(10.0, "--fps", min=0.01, help="Frames sampled per second of clip."),
+    agg: str = typer.Option("max", "--agg", help="Clip score per class over its frames: max | mean | top3."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default submissions/<run-id>)."),  # noqa: UP045
+    run_id: str = typer.Option("dsdi_run", "--run-id", help="Run name: OUT/<run-id>.xml and .trec."),
+    tr_type: str = typer.Option("L", "--tr-type", help="L = trained on LADI only, O = other data too."),
+    priority: int = typer.Option(1, "--priority", min=1, help="Submission priority."),
+    pid: str = typer.Option("dsdi", "--pid", help="Team id written into the XML."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per forward pass (packed across clips)."),
+    shots: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--shots", help="Master shot table CSV video,shot_id,start,end (seconds) instead of --clips."
+    ),
+    runs_dir: Path = typer.Option(RUNS_DIR, "--runs-dir", help="Where default models are looked for."),
+) -> None:
+    """Rank shot clips per disaster feature (paper 2.5): 10 fps frames, max of sigmoids, fused models, top-k.
+
+    Resumable: scores are kept in OUT/scores.sqlite per model and clip; re-running skips scored clips."""
+    from dsdi.rank import RankConfig, finished_runs, parse_fuse_spec, parse_model_weights, rank
+
+    model_refs = [*(models or []), *_extra_models(ctx)] or finished_runs(runs_dir)
+    config = RankConfig(
+        clips=clips, shots=shots, models=model_refs,
+        model_weights=parse_model_weights(model_weights, len(model_refs)) if model_weights else None,
+        fuse=[parse_fuse_spec(spec) for spec in fuse or []], topk=topk, fps=fps, agg=agg, out=out, run_id=run_id,
+        tr_type=tr_type, priority=priority, pid=pid, device=device, batch_size=batch_size, runs_dir=runs_dir,
+    )
+    result = rank(config)
+    if result.xml_path is not None:  # torchrun: only rank 0 writes and reports
+        _print_rank_summary(result)
+
+
+@app.command("fuse")
+@exits_on_input_error
+def fuse_command(
+    out_dir: Path = typer.Argument(..., help="A dsdi rank output folder (holds scores.sqlite and run.json)."),
+    model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model."),  # noqa: UP045
+    agg: Optional[str] = typer.Option(None, "--agg", help="max | mean | top3 (default: as ranked)."),  # noqa: UP045
+    fuse: Optional[list[str]] = typer.Option(None, "--fuse", help="OTHER_OUT_DIR:W (replaces the run's --fuse)."),  # noqa: UP045
+    topk: Optional[int] = typer.Option(None, "--topk", min=1, help="Clips kept per feature (default: as ranked)."),  # noqa: UP045
+) -> None:
+    """Re-fuse and re-rank a rank output from its stored scores (no decoding); rewrites its outputs."""
+    import json
+
+    from dsdi.rank import RUN_JSON, parse_fuse_spec, parse_model_weights
+    from dsdi.rank import fuse as fuse_run
+
+    weights = None
+    if model_weights is not None:
+        run_json = out_dir / RUN_JSON
+        count = len(json.loads(run_json.read_text())["model_keys"]) if run_json.is_file() else 0
+        weights = parse_model_weights(model_weights, count)
+    other = [parse_fuse_spec(spec) for spec in fuse] if fuse else None
+    _print_rank_summary(fuse_run(out_dir, model_weights=weights, agg=agg, other=other, topk=topk))
+
 
 # ---- dsdi report (owner: report) -------------------------------------------------------------
 
