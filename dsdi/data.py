@@ -1,13 +1,91 @@
-"""Image data: LADI image dataset, fast decode and resize, augmentation, train/validation split."""
+"""Image data: LADI image dataset, fast decode and resize, augmentation, train/validation split, resized cache.
+
+Pipeline of one labelled image (paper section 3):
+    file --PIL draft (JPEG DCT scaling to >= S) + EXIF orientation--> uint8 (H, W, 3)
+         --bilinear antialiased resize--> float (3, S, S) in [0, 1]
+         --[train only] colour jitter, horizontal/vertical flip, rotation--> --ImageNet mean/std--> model input
+Validation and video frames (``frames_to_tensor``) share the resize and normalisation exactly.
+"""
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
+
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from dsdi.errors import InputError
+from dsdi.progress import progress_bar
+from dsdi.schema import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+"""What PIL raises for a missing, truncated, corrupt or non-image file."""
+JPEG_END_MARKER = b"\xff\xd9"
+
+log = logging.getLogger(__name__)
+
+
+# ---- image ids -> files ------------------------------------------------------------------------------
+
+
+def resolve_image_path(image_id: str, root: str | Path) -> Path:
+    """The file of ``image_id`` under ``root``: the first existing of root/image_id (plain ids), root/<key>
+    (a URL's decoded path without the host, an ``s3://bucket/key``'s key), root/<basename>. When none exists, the
+    first candidate (for the "missing" message)."""
+    root = Path(root)
+    parts = urlsplit(image_id)
+    if parts.scheme == "s3" or (parts.scheme and parts.netloc):
+        key = (parts.path if parts.scheme == "s3" else unquote(parts.path)).lstrip("/")  # s3 keys are literal
+        candidates = [root / key, root / Path(key).name]
+    else:
+        candidates = [root / image_id, root / Path(image_id).name]
+    return next((path for path in candidates if path.is_file()), candidates[0])
+
+
+# ---- decode, resize, normalise ------------------------------------------------------------------------
+
+
+def decode_image(path: str | Path, min_side: int) -> np.ndarray:
+    """RGB pixels uint8 (H, W, 3) of an image file, upright per its EXIF orientation.
+
+    JPEGs are decoded with PIL ``draft``: the decoder scales by 1/2, 1/4 or 1/8 in the DCT domain while
+    keeping both sides >= ``min_side`` (a 6000x4000 LADI original becomes 750x500 for 360 px: several
+    times faster than a full decode). Raises OSError/ValueError for unreadable files (``DECODE_ERRORS``).
+    """
+    with Image.open(path) as image:
+        image.draft("RGB", (min_side, min_side))
+        upright = ImageOps.exif_transpose(image)
+        return np.asarray(upright.convert("RGB"))
+
+
+def _resize_unit(frames: np.ndarray, img_size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, S, S) in [0, 1], bilinear with antialiasing (as PIL's resize)."""
+    frames = np.ascontiguousarray(frames) if frames.flags.writeable else np.array(frames)  # from_numpy: writable
+    batch = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+    return F.interpolate(batch, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _normalise(batch: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, H, W) in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (batch - mean) / std
 
 
 def frames_to_tensor(frames: np.ndarray, img_size: int) -> torch.Tensor:
@@ -16,8 +94,283 @@ def frames_to_tensor(frames: np.ndarray, img_size: int) -> torch.Tensor:
     frames: uint8 (N, H, W, 3) RGB -> float32 (N, 3, img_size, img_size), resized (bilinear, antialiased)
     and normalised with the ImageNet mean/std, exactly like the validation transform of training images.
     """
-    batch = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-    batch = F.interpolate(batch, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return _normalise(_resize_unit(frames, img_size))
+
+
+def load_image(path: str | Path, img_size: int) -> torch.Tensor:
+    """Validation preprocessing of an image file: float32 (3, S, S) normalised (draft decode, then as
+    ``frames_to_tensor``)."""
+    return frames_to_tensor(decode_image(path, img_size)[None], img_size)[0]
+
+
+# ---- augmentation -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation of paper section 3. The paper says "PyTorch default parameters", but
+    torchvision's ColorJitter defaults to no change and RandomRotation has no default angle, so these
+    are our choices: flips with p=0.5, rotation uniform in +-degrees (corners filled with the ImageNet
+    mean, i.e. 0 after normalisation), jitter factors as ColorJitter takes them."""
+
+    rotation_degrees: float = 30.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+
+    def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """float (3, S, S) in [0, 1] -> augmented float (3, S, S) in [0, 1]; random (torch's global RNG)."""
+        return v2.Compose(
+            [
+                v2.ColorJitter(self.brightness, self.contrast, self.saturation, self.hue),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.RandomRotation(self.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR,
+                                  fill=list(IMAGENET_MEAN)),
+            ]
+        )
+
+
+# ---- dataset ------------------------------------------------------------------------------------------
+
+
+class BrokenImage(NamedTuple):
+    """A dataset item whose file could not be read mid-run (the collate function drops and reports it)."""
+
+    image_id: str
+    path: str
+    reason: str
+
+
+class ImageBatch(NamedTuple):
+    """A collated batch: images float32 (B, 3, S, S), targets float32 (B, 37), row indices int64 (B,),
+    and the items of this batch that were skipped as unreadable (counted by the training loop)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    broken: tuple[BrokenImage, ...]
+
+
+class LabelledImageDataset(Dataset):
+    """Labelled images: item i = (image float32 (3, S, S) normalised, soft target float32 (37,), i),
+    or a :class:`BrokenImage` when the file cannot be read (use ``collate_skip_broken``).
+
+    labels: ``image_id`` + the 37 ``schema.CLASSES`` columns (``read_labels_csv``); image ids resolve to
+    files under ``image_root`` (``resolve_image_path``). ``train=True`` applies ``augmentation``.
+    Broken files are reported through the batches (``ImageBatch.broken``): with worker processes a count
+    kept on the dataset object would stay in the workers.
+    """
+
+    def __init__(self, labels: pd.DataFrame, image_root: str | Path, img_size: int, train: bool,
+                 augmentation: Augmentation | None = None):
+        self.image_ids = labels["image_id"].astype(str).tolist()
+        self.targets = torch.tensor(labels[list(CLASSES)].to_numpy(dtype=np.float32))
+        self.image_root = Path(image_root)
+        self.img_size = img_size
+        self.augment = (augmentation or Augmentation()).transform() if train else None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | BrokenImage:
+        image_id = self.image_ids[index]
+        path = resolve_image_path(image_id, self.image_root)
+        try:
+            pixels = decode_image(path, self.img_size)
+        except DECODE_ERRORS as error:
+            return BrokenImage(image_id, str(path), f"{type(error).__name__}: {error}")
+        image = _resize_unit(pixels[None], self.img_size)[0]
+        if self.augment is not None:
+            image = self.augment(image)
+        return _normalise(image), self.targets[index], index
+
+
+def collate_skip_broken(items: Sequence[tuple[torch.Tensor, torch.Tensor, int] | BrokenImage]) -> ImageBatch | None:
+    """DataLoader ``collate_fn``: stack the readable items, drop and log the broken ones; None when every
+    item of the batch was broken. ``batch[0]``, ``batch[1]``, ``batch[2]`` are images, targets, indices."""
+    broken = tuple(item for item in items if isinstance(item, BrokenImage))
+    for item in broken:
+        log.warning("skipped unreadable image %s (%s): %s", item.image_id, item.path, item.reason)
+    good = [item for item in items if not isinstance(item, BrokenImage)]
+    if not good:
+        return None
+    return ImageBatch(
+        torch.stack([image for image, _, _ in good]),
+        torch.stack([target for _, target, _ in good]),
+        torch.tensor([index for _, _, index in good], dtype=torch.int64),
+        broken,
+    )
+
+
+# ---- labels, split, checks ----------------------------------------------------------------------------
+
+
+def read_labels_csv(path: str | Path) -> pd.DataFrame:
+    """The labels table: ``image_id`` (str) + the 37 ``schema.CLASSES`` float columns in model order.
+
+    Raises InputError naming the file for a missing file or columns, non-numeric or out-of-[0, 1] values
+    (with the CSV line number), or repeated image ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: labels file not found (make one with `dsdi labels`)")
+    try:
+        table = pd.read_csv(path, dtype={"image_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable CSV file ({error})") from None
+    missing = [column for column in ("image_id", *CLASSES) if column not in table.columns]
+    if missing:
+        raise InputError(
+            f"{path}: missing {len(missing)} column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
+            "a labels CSV has `image_id` then the 37 class columns of dsdi.schema.CLASSES (see `dsdi labels`)"
+        )
+    values = table[list(CLASSES)].apply(pd.to_numeric, errors="coerce")
+    bad_rows = values.isna().any(axis=1) | ((values < 0) | (values > 1)).any(axis=1) | table["image_id"].isna()
+    if bad_rows.any():
+        row = int(np.flatnonzero(bad_rows.to_numpy())[0])
+        raise InputError(
+            f"{path}, line {row + 2}: image_id empty or a class value that is not a number in [0, 1] "
+            f"({int(bad_rows.sum())} such rows); fix or drop those rows"
+        )
+    repeated = table["image_id"].duplicated()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated.to_numpy())[0])
+        raise InputError(f"{path}, line {row + 2}: image_id {table['image_id'][row]!r} appears more than once")
+    labels = values.astype(np.float32)
+    labels.insert(0, "image_id", table["image_id"])
+    return labels
+
+
+def _split_key(image_id: str, seed: int) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{image_id}".encode(), digest_size=8).digest()
+
+
+def train_val_split(image_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(train_ids, val_ids), each in input order: the ``round(n * val_fraction)`` ids with the smallest
+    hash of (seed, id) go to validation (at least one when there are two ids or more). Depends only on the
+    set of ids and the seed, not on row order."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be between 0 and 1 (got {val_fraction})")
+    ids = [str(image_id) for image_id in image_ids]
+    n_val = min(max(round(len(ids) * val_fraction), 1 if len(ids) >= 2 else 0), len(ids))
+    val_set = set(sorted(set(ids), key=lambda image_id: _split_key(image_id, seed))[:n_val])
+    return [i for i in ids if i not in val_set], [i for i in ids if i in val_set]
+
+
+def _unreadable_reason(path: Path, decode: bool) -> str | None:
+    """Why ``path`` cannot be used as a training image, or None. Header check plus (JPEG) the end-of-image
+    marker, or (other formats) PIL verify; ``decode=True`` also decodes it at draft size."""
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                with open(path, "rb") as handle:
+                    handle.seek(max(0, size - 4096))
+                    if JPEG_END_MARKER not in handle.read():
+                        return "truncated JPEG (no end-of-image marker)"
+            else:
+                image.verify()
+        if decode:
+            decode_image(path, 1)
+    except UnidentifiedImageError:
+        return "not an image (PIL cannot identify it)"
+    except DECODE_ERRORS as error:
+        return f"corrupt ({type(error).__name__}: {error})"
+    return None
+
+
+def _parallel_map(function: Callable, items: Sequence, description: str, unit: str, workers: int | None) -> list:
+    """``[function(item) for item in items]`` on a thread pool (PIL releases the GIL while decoding), with
+    a progress bar."""
+    results = []
+    with progress_bar(unit) as bar, ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        task = bar.add_task(description, total=len(items), info="")
+        for result in pool.map(function, items):
+            results.append(result)
+            bar.update(task, advance=1)
+    return results
+
+
+def find_unreadable_images(labels: pd.DataFrame, image_root: str | Path, decode: bool = False,
+                           workers: int | None = None) -> list[tuple[str, str, str]]:
+    """(image_id, path, reason) of every labelled image that is missing, empty, not an image or truncated.
+
+    Fast by default (header, JPEG end marker, PIL verify: about a millisecond per file); ``decode=True``
+    decodes each file at 1/8 scale too (finds corrupt data inside the file, ~10x slower).
+    """
+    image_ids = labels["image_id"].astype(str).tolist()
+    paths = [resolve_image_path(image_id, image_root) for image_id in image_ids]
+    reasons = _parallel_map(lambda path: _unreadable_reason(path, decode), paths, "check images", "images", workers)
+    return [(i, str(p), r) for i, p, r in zip(image_ids, paths, reasons, strict=True) if r is not None]
+
+
+# ---- resized cache (`dsdi prepare`) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What ``prepare_image_cache`` did: files written, files already up to date, unreadable files."""
+
+    written: int
+    up_to_date: int
+    broken: list[tuple[str, str, str]]
+
+
+def _write_resized(source: Path, target: Path, min_side: int, quality: int) -> str:
+    """Write ``source`` as an upright RGB JPEG whose shorter side is ``min_side`` (never enlarged) to
+    ``target`` atomically; returns "written", "up to date" (a newer target of that size exists) or raises
+    DECODE_ERRORS."""
+    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+        with Image.open(source) as original, Image.open(target) as cached:
+            if min(cached.size) == min(min_side, *original.size):
+                return "up to date"
+    pixels = decode_image(source, min_side)
+    image = Image.fromarray(pixels)
+    scale = min_side / min(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    image.save(tmp, format="JPEG", quality=quality, subsampling=0)  # 4:4:4: small images keep colour detail
+    os.replace(tmp, target)
+    return "written"
+
+
+def prepare_image_cache(labels_csv: str | Path, image_root: str | Path, out_root: str | Path, img_size: int = 360,
+                        quality: int = 95, workers: int | None = None) -> PrepareResult:
+    """Write every labelled image, resized so its shorter side is ``img_size`` px (aspect kept), under
+    ``out_root`` at the same relative path, so training can read ``out_root`` instead of the originals.
+    Unreadable files are skipped and listed in ``out_root/prepare_failures.csv``; up-to-date outputs are
+    kept (an interrupted prepare resumes)."""
+    labels = read_labels_csv(labels_csv)
+    image_root, out_root = Path(image_root), Path(out_root)
+    if not image_root.is_dir():
+        raise InputError(f"{image_root}: image folder not found")
+    if out_root.resolve() == image_root.resolve():
+        raise InputError(f"{out_root}: the cache folder must differ from the image folder")
+    image_ids = labels["image_id"].astype(str).tolist()
+    sources = [resolve_image_path(image_id, image_root) for image_id in image_ids]
+
+    def convert(source: Path) -> str:
+        if not source.is_file():
+            return "missing"
+        try:
+            return _write_resized(source, out_root / source.relative_to(image_root), img_size, quality)
+        except DECODE_ERRORS as error:
+            return f"{type(error).__name__}: {error}"
+
+    outcomes = _parallel_map(convert, sources, f"prepare {img_size} px", "images", workers)
+    done = ("written", "up to date")
+    broken = [(i, str(s), o) for i, s, o in zip(image_ids, sources, outcomes, strict=True) if o not in done]
+    out_root.mkdir(parents=True, exist_ok=True)
+    failures = out_root / "prepare_failures.csv"
+    with open(failures.with_name(failures.name + ".tmp"), "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("image_id", "path", "reason"), *broken])
+    os.replace(failures.with_name(failures.name + ".tmp"), failures)
+    return PrepareResult(outcomes.count("written"), outcomes.count("up to date"), broken)

@@ -1,0 +1,231 @@
+"""Image data on real JPEG/PNG files: id resolution, draft decode, preprocessing against PIL, broken files
+skipped mid-run (also across a worker process), deterministic split, labels CSV checks, `dsdi prepare`."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from typer.testing import CliRunner
+
+from dsdi.cli import app
+from dsdi.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LabelledImageDataset,
+    collate_skip_broken,
+    decode_image,
+    find_unreadable_images,
+    frames_to_tensor,
+    load_image,
+    read_labels_csv,
+    resolve_image_path,
+    train_val_split,
+)
+from dsdi.errors import InputError
+from dsdi.schema import CLASSES
+
+LADI_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "ladi-sample"
+               / "010_0775_4365f589-de67-4561-8fdd-f1ac1ac1ae07.jpg")
+
+
+def _scene(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth colour scene (gradients plus blobs) with mild noise, like an aerial photo at low zoom."""
+    rng = np.random.default_rng(seed)
+    small_w, small_h = max(width // 32, 4), max(height // 32, 4)
+    coarse = rng.integers(0, 256, size=(small_h, small_w, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+    pixels = np.asarray(image).astype(np.int16) + rng.integers(-6, 7, size=(height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """good/a.jpg (640x480), good/b.png (120x90), big.jpg (4000x3000), and the broken kinds."""
+    root = tmp_path_factory.mktemp("images")
+    (root / "good").mkdir()
+    _scene(640, 480, 1).save(root / "good" / "a.jpg", quality=92)
+    _scene(120, 90, 2).save(root / "good" / "b.png")
+    _scene(4000, 3000, 3).save(root / "big.jpg", quality=90)
+    whole = (root / "good" / "a.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(whole[: len(whole) * 6 // 10])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.jpg").write_text("this is a text file, not a JPEG\n")
+    return root
+
+
+def _labels(image_ids, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.random((len(image_ids), len(CLASSES))).round(3), columns=list(CLASSES))
+    table.insert(0, "image_id", image_ids)
+    return table
+
+
+def _normalised_reference(rgb_uint8: np.ndarray) -> np.ndarray:
+    """float64 (3, H, W) ImageNet normalisation of uint8 (H, W, 3), written out independently."""
+    unit = rgb_uint8.astype(np.float64) / 255.0
+    return ((unit - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).transpose(2, 0, 1)
+
+
+def test_image_ids_resolve_to_files_under_the_root(image_dir):
+    assert resolve_image_path("good/a.jpg", image_dir) == image_dir / "good" / "a.jpg"
+    assert resolve_image_path("https://ladi.s3.amazonaws.com/good/a.jpg", image_dir) == image_dir / "good" / "a.jpg"
+    assert resolve_image_path("s3://ladi/good/b.png", image_dir) == image_dir / "good" / "b.png"
+    assert resolve_image_path("https://host/Images/FEMA_CAP/9073/big.jpg", image_dir) == image_dir / "big.jpg"
+    assert resolve_image_path("s3://ladi/Images/x%20y.jpg", image_dir) == image_dir / "Images" / "x%20y.jpg"
+    assert resolve_image_path("https://host/Images/x%20y.jpg", image_dir) == image_dir / "Images" / "x y.jpg"
+
+
+def test_draft_decodes_a_large_jpeg_at_one_eighth_and_matches_a_full_decode(image_dir):
+    pixels = decode_image(image_dir / "big.jpg", 360)
+    assert pixels.shape == (375, 500, 3) and pixels.dtype == np.uint8  # 4000x3000 / 8, both sides >= 360
+    tensor = load_image(image_dir / "big.jpg", 360)
+    assert tensor.shape == (3, 360, 360) and tensor.dtype == torch.float32
+    with Image.open(image_dir / "big.jpg") as image:
+        full = np.asarray(image.convert("RGB"))
+    assert full.shape == (3000, 4000, 3)
+    from_full = frames_to_tensor(full[None], 360)[0]
+    difference = (tensor - from_full).abs()
+    assert difference.mean() < 0.02 and difference.max() < 0.25  # normalised units (1/255 ~ 0.017)
+
+
+@pytest.mark.skipif(not LADI_SAMPLE.is_file(), reason="the real LADI sample image (../shared/data) is absent")
+def test_draft_on_a_real_ladi_original_matches_a_full_decode():
+    tensor = load_image(LADI_SAMPLE, 360)
+    with Image.open(LADI_SAMPLE) as image:
+        assert image.size == (6000, 4000)
+        full = np.asarray(image.convert("RGB"))
+    assert (tensor - frames_to_tensor(full[None], 360)[0]).abs().mean() < 0.02
+
+
+def test_validation_preprocessing_matches_pil_bilinear_resize(image_dir):
+    tensor = load_image(image_dir / "good" / "b.png", 48)
+    with Image.open(image_dir / "good" / "b.png") as image:
+        reference = _normalised_reference(np.asarray(image.convert("RGB").resize((48, 48), Image.Resampling.BILINEAR)))
+    np.testing.assert_allclose(tensor.numpy(), reference, atol=2.5 / 255 / min(IMAGENET_STD))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    scene = _scene(80, 40, 4)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    scene.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as image:
+        raw = np.asarray(image.convert("RGB"))
+    upright = decode_image(tmp_path / "rotated.jpg", 80)  # no draft reduction: compare full-size pixels
+    np.testing.assert_array_equal(upright, np.rot90(raw, k=-1))
+
+
+def test_unreadable_images_are_listed_with_their_reason(image_dir):
+    ids = ["good/a.jpg", "s3://ladi/good/b.png", "big.jpg", "truncated.jpg", "empty.jpg", "notes.jpg", "gone.jpg"]
+    labels = _labels(ids)
+    expected = {
+        "truncated.jpg": "truncated",
+        "empty.jpg": "empty file",
+        "notes.jpg": "not an image",
+        "gone.jpg": "missing",
+    }
+    for decode in (False, True):
+        found = find_unreadable_images(labels, image_dir, decode=decode, workers=2)
+        assert [image_id for image_id, _, _ in found] == list(expected)
+        for image_id, path, reason in found:
+            assert path == str(image_dir / image_id) and reason.startswith(expected[image_id])
+
+
+def test_dataset_items_and_a_broken_file_skipped_through_a_worker_process(image_dir):
+    ids = ["good/a.jpg", "truncated.jpg", "s3://b/good/b.png", "notes.jpg", "empty.jpg"]
+    labels = _labels(ids)
+    dataset = LabelledImageDataset(labels, image_dir, 32, train=False)
+    image, target, index = dataset[0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and index == 0
+    torch.testing.assert_close(image, load_image(image_dir / "good" / "a.jpg", 32))
+    np.testing.assert_array_equal(target.numpy(), labels.loc[0, list(CLASSES)].to_numpy(np.float32))
+
+    loader = DataLoader(dataset, batch_size=3, num_workers=1, collate_fn=collate_skip_broken)
+    first, second = list(loader)
+    assert first.images.shape == (2, 3, 32, 32) and first.indices.tolist() == [0, 2]
+    np.testing.assert_array_equal(first.targets.numpy(), labels.loc[[0, 2], list(CLASSES)].to_numpy(np.float32))
+    assert [b.image_id for b in first.broken] == ["truncated.jpg"]
+    assert second is None  # both items of the last batch were broken
+    assert collate_skip_broken([dataset[3]]) is None
+
+
+def test_training_augmentation_changes_pixels_and_keeps_the_shape(image_dir):
+    labels = _labels(["good/a.jpg"])
+    val_image = LabelledImageDataset(labels, image_dir, 64, train=False)[0][0]
+    train_set = LabelledImageDataset(labels, image_dir, 64, train=True)
+    torch.manual_seed(0)
+    augmented = [train_set[0][0] for _ in range(4)]
+    for image in augmented:
+        assert image.shape == val_image.shape and image.dtype == torch.float32
+        assert not torch.allclose(image, val_image, atol=1e-3)
+    assert not torch.allclose(augmented[0], augmented[1], atol=1e-3)
+
+
+def test_split_is_deterministic_exact_and_independent_of_row_order():
+    ids = [f"https://host/img_{i:05d}.jpg" for i in range(1000)]
+    train, val = train_val_split(ids, val_fraction=0.2, seed=0)
+    assert len(val) == 200 and len(train) == 800 and set(train).isdisjoint(val) and set(train) | set(val) == set(ids)
+    assert train == [i for i in ids if i in set(train)]  # input order kept
+    shuffled = list(np.random.default_rng(1).permutation(ids))
+    train_again, val_again = train_val_split(shuffled, val_fraction=0.2, seed=0)
+    assert set(val_again) == set(val) and set(train_again) == set(train)
+    _, other_val = train_val_split(ids, val_fraction=0.2, seed=1)
+    assert 0 < len(set(other_val) & set(val)) < 100  # another seed: another, roughly independent split
+    assert len(train_val_split(ids[:2], 0.2)[1]) == 1
+    with pytest.raises(InputError, match="val-fraction"):
+        train_val_split(ids, val_fraction=1.0)
+
+
+def test_labels_csv_is_validated_with_file_and_line(tmp_path):
+    table = _labels(["a.jpg", "b.jpg", "c.jpg"])
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    labels = read_labels_csv(tmp_path / "labels.csv")
+    assert list(labels.columns) == ["image_id", *CLASSES] and labels["image_id"].tolist() == ["a.jpg", "b.jpg", "c.jpg"]
+    np.testing.assert_allclose(labels[list(CLASSES)].to_numpy(), table[list(CLASSES)].to_numpy(), rtol=1e-6)
+
+    table.drop(columns=[CLASSES[3]]).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(InputError, match=rf"short.csv: missing 1 column.*{CLASSES[3]}"):
+        read_labels_csv(tmp_path / "short.csv")
+    bad = table.astype({CLASSES[0]: object})
+    bad.loc[1, CLASSES[0]] = "yes"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match="bad.csv, line 3"):
+        read_labels_csv(tmp_path / "bad.csv")
+    pd.concat([table, table.iloc[[0]]]).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(InputError, match="dup.csv, line 5: image_id 'a.jpg'"):
+        read_labels_csv(tmp_path / "dup.csv")
+    with pytest.raises(InputError, match="labels file not found"):
+        read_labels_csv(tmp_path / "absent.csv")
+
+
+def test_prepare_writes_a_resized_cache_and_reports_broken_files(image_dir, tmp_path):
+    ids = ["https://host/good/a.jpg", "s3://ladi/good/b.png", "big.jpg", "truncated.jpg", "empty.jpg"]
+    _labels(ids).to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "cache"
+    args = ["prepare", "--labels", str(tmp_path / "labels.csv"), "--images", str(image_dir), "--out", str(out),
+            "--img-size", "64", "--workers", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "3 written, 0 already up to date, 2 unreadable" in result.output
+    expected_sizes = {"good/a.jpg": (85, 64), "good/b.png": (85, 64), "big.jpg": (85, 64)}  # shorter side 64
+    for relative, size in expected_sizes.items():
+        with Image.open(out / relative) as cached:
+            assert (cached.format, cached.size) == ("JPEG", size)
+    failures = pd.read_csv(out / "prepare_failures.csv")
+    assert failures["image_id"].tolist() == ["truncated.jpg", "empty.jpg"]
+
+    again = CliRunner().invoke(app, args)
+    assert "0 written, 3 already up to date" in again.output
+    cached_set = LabelledImageDataset(_labels(ids[:3]), out, 64, train=False)
+    for index in range(3):  # training on the cache sees nearly the originals' pixels (two resamplings, q95)
+        original = load_image(resolve_image_path(ids[index], image_dir), 64)
+        assert (cached_set[index][0] - original).abs().mean() < 0.1
+
+    bigger = CliRunner().invoke(app, [*args[:-4], "--img-size", "96", "--workers", "1"])
+    assert "3 written, 0 already up to date" in bigger.output  # another size: the stale cache is rewritten
+    with Image.open(out / "big.jpg") as cached:
+        assert cached.size == (128, 96)
