@@ -287,3 +287,24 @@ def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
         if name == "oracle":
             assert expected == pytest.approx(1.0)
         assert f"mAP {expected:.4f} over {len(judged)} features" in " ".join(result.output.split())
+
+
+def test_cli_eval_feature_numbers_file_names_the_features(tmp_path):
+    from dsdi.schema import FEATURES
+
+    run_path = tmp_path / "run.trec"
+    write_trec_run(run_path, {101: [("a", 0.9), ("b", 0.1)]}, "r")
+    qrels_path = tmp_path / "qrels.txt"
+    qrels_path.write_text("101 0 b 1\n")
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("feature,number\n" + "".join(f'"{f}",{101 + i}\n' for i, f in enumerate(FEATURES)))
+    out = tmp_path / "m.csv"
+    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path),
+                                      "--feature-numbers", str(numbers), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out).iloc[0]
+    assert (row["feature"], row["fnum"], row["ap"]) == (FEATURES[0], 101, pytest.approx(0.5))
+    numbers.write_text("feature,number\nflooding,1\n")
+    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path),
+                                      "--feature-numbers", str(numbers)])
+    assert result.exit_code == 2 and "missing features" in result.output
