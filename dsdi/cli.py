@@ -165,6 +165,90 @@ def prepare(
 
 # ---- dsdi rank / dsdi fuse (owner: rank) -----------------------------------------------------
 
+
+def _extra_models(ctx: typer.Context) -> list[Path]:
+    """`--models A B C`: click gives an option one value, so B and C arrive as extra arguments."""
+    unknown = [arg for arg in ctx.args if arg.startswith("-")]
+    if unknown:
+        raise InputError(f"unknown option(s) {' '.join(unknown)}; see dsdi rank --help")
+    return [Path(arg) for arg in ctx.args]
+
+
+def _print_rank_summary(result) -> None:
+    outputs = ", ".join(str(p) for p in (result.xml_path, result.trec_path) if p is not None)
+    console.print(f"ranked {result.clips_ranked}, failed {result.clips_failed} "
+                  f"(scored {result.clips_scored} new clips, {result.frames_scored} frames, "
+                  f"{result.elapsed_s:.1f} s) -> {outputs}", highlight=False)
+
+
+@app.command("rank", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@exits_on_input_error
+def rank_command(
+    ctx: typer.Context,
+    clips: Optional[Path] = typer.Option(None, "--clips", help="Folder of shot clips (recursive; shot id = file stem)."),  # noqa: UP045,E501
+    models: Optional[list[Path]] = typer.Option(  # noqa: UP045
+        None, "--models", help="Run dirs or .pt files: --models runs/A runs/B (default: every finished run in runs/)."
+    ),
+    model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model (default equal)."),  # noqa: UP045,E501
+    fuse: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--fuse", help="OTHER_OUT_DIR:W mixes another rank output in: (this + W*other)/(1+W); paper 2:1 -> :0.5."
+    ),
+    topk: int = typer.Option(1000, "--topk", min=1, help="Clips kept per feature (NIST: at most 1000)."),
+    fps: float = typer.Option(10.0, "--fps", min=0.01, help="Frames sampled per second of clip."),
+    agg: str = typer.Option("max", "--agg", help="Clip score per class over its frames: max | mean | top3."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default submissions/<run-id>)."),  # noqa: UP045
+    run_id: str = typer.Option("dsdi_run", "--run-id", help="Run name: OUT/<run-id>.xml and .trec."),
+    tr_type: str = typer.Option("L", "--tr-type", help="L = trained on LADI only, O = other data too."),
+    priority: int = typer.Option(1, "--priority", min=1, help="Submission priority."),
+    pid: str = typer.Option("dsdi", "--pid", help="Team id written into the XML."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per forward pass (packed across clips)."),
+    shots: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--shots", help="Master shot table CSV video,shot_id,start,end (seconds) instead of --clips."
+    ),
+    runs_dir: Path = typer.Option(RUNS_DIR, "--runs-dir", help="Where default models are looked for."),
+) -> None:
+    """Rank shot clips per disaster feature (paper 2.5): 10 fps frames, max of sigmoids, fused models, top-k.
+
+    Resumable: scores are kept in OUT/scores.sqlite per model and clip; re-running skips scored clips."""
+    from dsdi.rank import RankConfig, finished_runs, parse_fuse_spec, parse_model_weights, rank
+
+    model_refs = [*(models or []), *_extra_models(ctx)] or finished_runs(runs_dir)
+    config = RankConfig(
+        clips=clips, shots=shots, models=model_refs,
+        model_weights=parse_model_weights(model_weights, len(model_refs)) if model_weights else None,
+        fuse=[parse_fuse_spec(spec) for spec in fuse or []], topk=topk, fps=fps, agg=agg, out=out, run_id=run_id,
+        tr_type=tr_type, priority=priority, pid=pid, device=device, batch_size=batch_size, runs_dir=runs_dir,
+    )
+    result = rank(config)
+    if result.xml_path is not None:  # torchrun: only rank 0 writes and reports
+        _print_rank_summary(result)
+
+
+@app.command("fuse")
+@exits_on_input_error
+def fuse_command(
+    out_dir: Path = typer.Argument(..., help="A dsdi rank output folder (holds scores.sqlite and run.json)."),
+    model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model."),  # noqa: UP045
+    agg: Optional[str] = typer.Option(None, "--agg", help="max | mean | top3 (default: as ranked)."),  # noqa: UP045
+    fuse: Optional[list[str]] = typer.Option(None, "--fuse", help="OTHER_OUT_DIR:W (replaces the run's --fuse)."),  # noqa: UP045
+    topk: Optional[int] = typer.Option(None, "--topk", min=1, help="Clips kept per feature (default: as ranked)."),  # noqa: UP045
+) -> None:
+    """Re-fuse and re-rank a rank output from its stored scores (no decoding); rewrites its outputs."""
+    import json
+
+    from dsdi.rank import RUN_JSON, parse_fuse_spec, parse_model_weights
+    from dsdi.rank import fuse as fuse_run
+
+    weights = None
+    if model_weights is not None:
+        run_json = out_dir / RUN_JSON
+        count = len(json.loads(run_json.read_text())["model_keys"]) if run_json.is_file() else 0
+        weights = parse_model_weights(model_weights, count)
+    other = [parse_fuse_spec(spec) for spec in fuse] if fuse else None
+    _print_rank_summary(fuse_run(out_dir, model_weights=weights, agg=agg, other=other, topk=topk))
+
+
 # ---- dsdi report (owner: report) -------------------------------------------------------------
 
 

@@ -1,0 +1,446 @@
+"""Shot-clip ranking (paper section 2.5): clips -> 10 fps frames -> per-model sigmoids -> clip scores -> fused
+top-k per feature -> TRECVID XML and TREC run.
+
+Per model and clip the frame sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of
+the top 3) and stored in the score index (``dsdi.index``) as each clip finishes, so a killed run resumes where it
+stopped, new clips are scored incrementally and ``fuse`` re-ranks with other weights or aggregation without
+decoding. The ensemble score is the weighted mean over models of their aggregated clip scores; ``--fuse OTHER:W``
+then mixes in another rank output's fused scores: ``(1 * this + W * other) / (1 + W)``, so the paper's 2:1
+fusion (this run 2, other 1) is ``OTHER:0.5`` and 5:1 is ``OTHER:0.2``.
+
+Under torchrun (WORLD_SIZE > 1) rank r scores clips[r::world] into the shared SQLite index (SQLite serialises
+the writers); after a barrier rank 0 fuses and writes every output, so the result equals a one-process run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dsdi.checkpoint import BEST_NAME, LAST_NAME, load_model, resolve_checkpoint
+from dsdi.data import frames_to_tensor
+from dsdi.errors import InputError
+from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
+from dsdi.progress import progress_bar
+from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.submission import rank_features, write_submission_xml, write_text_atomic, write_trec_run
+from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, read_shot_table
+from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
+
+RUN_JSON = "run.json"
+CLIP_SCORES_CSV = "clip_scores.csv"
+FAILURES_CSV = "failures.csv"
+PEAK_FRAMES_CSV = "peak_frames.csv"
+
+
+@dataclass
+class RankConfig:
+    """Everything ``dsdi rank`` needs. models empty: every finished run under runs_dir; out None:
+    submissions/<run_id>; model_weights None: equal; fuse: (other rank OUT_DIR, weight vs this run's 1)."""
+
+    clips: Path | None = None
+    shots: Path | None = None
+    models: list[Path] = field(default_factory=list)
+    model_weights: list[float] | None = None
+    fuse: list[tuple[Path, float]] = field(default_factory=list)
+    topk: int = 1000
+    fps: float = 10.0
+    agg: str = "max"
+    out: Path | None = None
+    run_id: str = "dsdi_run"
+    tr_type: str = "L"
+    priority: int = 1
+    pid: str = "dsdi"
+    device: str = "auto"
+    batch_size: int = 64
+    runs_dir: Path = RUNS_DIR
+    decode_workers: int = 2
+    prefetch_clips: int = 4
+
+
+@dataclass
+class RankResult:
+    """What a rank or fuse call produced. frames_scored / clips_scored count this call's new work only
+    (on this process); output paths are None on torchrun ranks other than 0."""
+
+    out_dir: Path
+    run_id: str
+    clips_ranked: int
+    clips_failed: int
+    clips_scored: int
+    frames_scored: int
+    elapsed_s: float
+    xml_path: Path | None = None
+    trec_path: Path | None = None
+
+
+@dataclass
+class _Model:
+    key: str
+    checkpoint: Path
+    backbone: str
+    img_size: int
+    module: torch.nn.Module
+
+
+def parse_model_weights(text: str | None, count: int) -> list[float]:
+    """'2,1,1' -> [2.0, 1.0, 1.0] (one non-negative weight per model, positive sum); None -> equal weights."""
+    if text is None:
+        return [1.0] * count
+    try:
+        weights = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"--model-weights {text!r}: give comma-separated numbers, one per model") from None
+    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+        raise InputError(f"--model-weights {text!r}: need {count} non-negative weights (one per model), sum > 0")
+    return weights
+
+
+def parse_fuse_spec(text: str) -> tuple[Path, float]:
+    """'submissions/other:0.5' -> (Path('submissions/other'), 0.5): another rank output and its weight."""
+    folder, sep, weight = text.rpartition(":")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not sep or not folder or value <= 0:
+        raise InputError(f"--fuse {text!r}: write OTHER_OUT_DIR:WEIGHT with WEIGHT > 0 (paper 2:1 -> OTHER:0.5)")
+    if not (Path(folder) / CLIP_SCORES_CSV).is_file():
+        raise InputError(f"--fuse {text!r}: {Path(folder) / CLIP_SCORES_CSV} not found; point at a dsdi rank output")
+    return Path(folder), value
+
+
+def finished_runs(runs_dir: Path) -> list[Path]:
+    """Run directories under runs_dir holding a best.pt or last.pt, sorted by name."""
+    if not Path(runs_dir).is_dir():
+        return []
+    return sorted(p for p in Path(runs_dir).iterdir()
+                  if p.is_dir() and ((p / BEST_NAME).is_file() or (p / LAST_NAME).is_file()))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda (this torchrun process's LOCAL_RANK GPU) when available, else cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Model]:
+    """Each checkpoint on device, with its index key (content hash + sampling rate)."""
+    models = []
+    for ref in refs:
+        try:
+            checkpoint = resolve_checkpoint(ref)
+            module, info = load_model(checkpoint, device)
+        except (FileNotFoundError, ValueError) as error:
+            raise InputError(str(error)) from None
+        key = f"{file_sha256(checkpoint)[:16]}@{fps:g}fps"
+        models.append(_Model(key, checkpoint, info.backbone, info.img_size, module))
+    return models
+
+
+def _find_clips(config: RankConfig) -> list[Clip]:
+    if config.shots is not None:
+        clips = read_shot_table(config.shots)
+        source = config.shots
+    elif config.clips is not None:
+        clips = discover_clips(config.clips)
+        source = config.clips
+    else:
+        raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
+    if not clips:
+        raise InputError(f"{source}: no video clips found (looked for mp4, mkv, avi, mov, webm, mpg, ts)")
+    seen: dict[str, Clip] = {}
+    for clip in clips:
+        if clip.shot_id in seen:
+            raise InputError(f"shot id {clip.shot_id!r} appears twice ({seen[clip.shot_id].path} and {clip.path}); "
+                             "shot ids must be unique: rename one file")
+        seen[clip.shot_id] = clip
+    return clips
+
+
+class _BatchScorer:
+    """Packs frames of consecutive clips into full batches for one model; returns (slot, probs (n, 37))."""
+
+    def __init__(self, model: _Model, batch_size: int, device: torch.device) -> None:
+        self.model, self.batch_size, self.device = model, batch_size, device
+        self.queue: deque[tuple[int, torch.Tensor]] = deque()
+        self.pending = 0
+
+    def add(self, slot: int, frames: torch.Tensor) -> None:
+        self.queue.append((slot, frames))
+        self.pending += len(frames)
+
+    def run(self, flush: bool) -> list[tuple[int, np.ndarray]]:
+        """Score every full batch (and, with flush, the remainder)."""
+        results = []
+        while self.pending >= self.batch_size or (flush and self.pending):
+            parts, owners, room = [], [], self.batch_size
+            while room and self.queue:
+                slot, frames = self.queue.popleft()
+                if len(frames) > room:
+                    self.queue.appendleft((slot, frames[room:]))
+                    frames = frames[:room]
+                parts.append(frames)
+                owners.append((slot, len(frames)))
+                room -= len(frames)
+            self.pending -= self.batch_size - room
+            probs = self._forward(torch.cat(parts))
+            start = 0
+            for slot, count in owners:
+                results.append((slot, probs[start:start + count]))
+                start += count
+        return results
+
+    @torch.inference_mode()
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        """Sigmoids float64 (B, 37) of a preprocessed batch (B, 3, S, S)."""
+        batch = batch.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+            logits = self.model.module(batch)
+        logits = logits.float().cpu().numpy().astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-logits))  # float64: float32 sigmoids saturate to ties at 1.0
+
+
+@dataclass
+class _OpenClip:
+    """A decoded clip whose frames are being scored; complete when every needed model returned every frame."""
+
+    clip: Clip
+    times_s: np.ndarray  # seconds into the clip file
+    truncated: bool
+    note: str
+    remaining: dict[str, int]
+    parts: dict[str, list[np.ndarray]]
+
+    def scores(self) -> dict[str, ClipScores]:
+        return {key: ClipScores.from_frame_scores(np.concatenate(chunks), self.times_s, self.truncated, self.note)
+                for key, chunks in self.parts.items()}
+
+
+def _decode(clip: Clip, fps: float, img_sizes: set[int]) -> tuple[object, dict[int, torch.Tensor]]:
+    """Decoded clip (frames dropped) and its frames preprocessed at each model input size."""
+    decoded = decode_clip(clip, fps=fps)
+    tensors = {size: frames_to_tensor(decoded.frames, size) for size in img_sizes}
+    decoded.frames = decoded.frames[:0]
+    return decoded, tensors
+
+
+def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
+                 index: ScoreIndex, device: torch.device, label: str) -> tuple[int, int]:
+    """Decode (in background threads) and score the clips of todo; store each clip when all its frames are
+    scored. Returns (clips stored, frames scored)."""
+    scorers = {m.key: _BatchScorer(m, config.batch_size, device) for m in models}
+    img_sizes = {m.img_size for m in models}
+    open_clips: dict[int, _OpenClip] = {}
+    stored = frames_done = 0
+    started = time.perf_counter()
+
+    with ThreadPoolExecutor(max(1, config.decode_workers)) as pool, progress_bar("clips") as bar:
+        task = bar.add_task(label, total=len(todo), info="")
+        futures: deque[Future] = deque(
+            pool.submit(_decode, clip, config.fps, img_sizes) for clip, _ in todo[: config.prefetch_clips])
+
+        def collect(flush: bool) -> None:
+            nonlocal stored, frames_done
+            for key, scorer in scorers.items():
+                for slot, probs in scorer.run(flush):
+                    open_clip = open_clips[slot]
+                    open_clip.parts[key].append(probs)
+                    open_clip.remaining[key] -= len(probs)
+            for slot in sorted(s for s, c in open_clips.items() if not any(c.remaining.values())):
+                done = open_clips.pop(slot)
+                index.add_clip(done.clip, done.scores())
+                stored += 1
+                frames_done += len(done.times_s)
+                rate = frames_done / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, advance=1, info=f"{rate:.1f} frames/s")
+
+        for slot, (clip, needed) in enumerate(todo):
+            future = futures.popleft()
+            if slot + config.prefetch_clips < len(todo):
+                futures.append(pool.submit(_decode, todo[slot + config.prefetch_clips][0], config.fps, img_sizes))
+            try:
+                decoded, tensors = future.result()
+            except VideoDecodeError as error:
+                index.add_failure(clip, error.reason)
+                bar.update(task, advance=1)
+                continue
+            offset = clip.start or 0.0
+            open_clips[slot] = _OpenClip(clip, decoded.timestamps + offset, decoded.truncated, decoded.note,
+                                         {m.key: len(decoded.timestamps) for m in needed}, {m.key: [] for m in needed})
+            for model in needed:
+                scorers[model.key].add(slot, tensors[model.img_size])
+            collect(flush=False)
+        collect(flush=True)
+    return stored, frames_done
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the torchrun process group (gloo: only barriers travel) when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def rank(config: RankConfig) -> RankResult:
+    """Score every clip with every model (resuming from the index), fuse, rank and write OUT_DIR outputs.
+
+    Raises InputError for a missing/empty clip folder, bad models or flags, and when no clip could be ranked
+    (failures.csv and run.json are still written then)."""
+    started = time.perf_counter()
+    if config.agg not in AGGREGATIONS:
+        raise InputError(f"--agg {config.agg!r}: choose one of {', '.join(AGGREGATIONS)}")
+    if config.topk < 1 or config.batch_size < 1 or config.fps <= 0:
+        raise InputError("--topk and --batch-size must be >= 1 and --fps > 0")
+    clips = _find_clips(config)
+    refs = list(config.models) or finished_runs(config.runs_dir)
+    if not refs:
+        raise InputError(f"no models: pass --models RUN_DIR ... or train one into {config.runs_dir}/")
+    weights = config.model_weights or [1.0] * len(refs)
+    if len(weights) != len(refs):
+        raise InputError(f"--model-weights: {len(weights)} weights for {len(refs)} models")
+    out_dir = Path(config.out) if config.out else SUBMISSIONS_DIR / config.run_id
+    device = resolve_device(config.device)
+    models = _load_models(refs, config.fps, device)
+
+    process_rank, world = _distributed()
+    index = ScoreIndex(out_dir)
+    try:
+        if process_rank == 0:
+            for model in models:
+                index.register_model(model.key, model.checkpoint, model.backbone, model.img_size,
+                                     model.key.split("@")[0], config.fps)
+            index.set_clips(clips)
+        if world > 1:
+            torch.distributed.barrier()
+        done = {m.key: index.scored_shots(m.key) for m in models}
+        todo = [(clip, needed) for clip in clips
+                if (needed := [m for m in models if clip.shot_id not in done[m.key]])]
+        label = "rank" if world == 1 else f"rank {process_rank}/{world}"
+        clips_scored, frames_scored = _score_clips(todo[process_rank::world], models, config, index, device, label)
+        if world > 1:
+            torch.distributed.barrier()
+        run_info = {
+            "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
+            "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],
+            "weights": weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
+            "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
+            "tr_type": config.tr_type, "priority": config.priority,
+        }
+        result = RankResult(out_dir, config.run_id, 0, 0, clips_scored, frames_scored, 0.0)
+        if process_rank == 0:
+            result = _fuse_and_write(index, out_dir, run_info, started, clips_scored, frames_scored)
+    finally:
+        index.close()
+        if world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+    return result
+
+
+def fuse(out_dir: str | Path, model_weights: list[float] | None = None, agg: str | None = None,
+         other: list[tuple[Path, float]] | None = None, topk: int | None = None) -> RankResult:
+    """Re-fuse and re-rank a rank output from its score index (no decoding) with other weights, aggregation,
+    fused runs or top-k (None keeps the value in run.json); rewrites every output of OUT_DIR."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    try:
+        run_info = json.loads((out_dir / RUN_JSON).read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{out_dir / RUN_JSON}: cannot read ({error}); point at a dsdi rank output folder") from None
+    if agg is not None and agg not in AGGREGATIONS:
+        raise InputError(f"--agg {agg!r}: choose one of {', '.join(AGGREGATIONS)}")
+    if model_weights is not None and len(model_weights) != len(run_info["model_keys"]):
+        raise InputError(f"--model-weights: {len(model_weights)} weights for {len(run_info['model_keys'])} models")
+    run_info["weights"] = model_weights if model_weights is not None else run_info["weights"]
+    run_info["agg"] = agg or run_info["agg"]
+    run_info["topk"] = topk or run_info["topk"]
+    if other is not None:
+        run_info["fuse"] = [{"out_dir": str(p), "weight": w} for p, w in other]
+    index = ScoreIndex(out_dir)
+    try:
+        return _fuse_and_write(index, out_dir, run_info, started, 0, 0, scoring_elapsed_s=run_info.get("elapsed_s"))
+    finally:
+        index.close()
+
+
+def fused_scores(index: ScoreIndex, model_keys: list[str], weights: list[float], agg: str,
+                 other: list[tuple[Path, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(clip table: shot_id index, clip_path, frames, status, 37 fused class columns; peak frame times of the
+    highest-weight model: shot_id index, 32 feature columns in seconds). Clips lacking any model's scores
+    are left out."""
+    per_model = [index.model_scores(key) for key in model_keys]
+    paths = dict(index.current_clips())
+    shots = sorted(set(paths).intersection(*per_model))
+    weight = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    fused = np.zeros((len(shots), len(CLASSES)))
+    for w, scores in zip(weight, per_model, strict=True):
+        if shots:
+            fused += w * np.stack([scores[shot].aggregate(agg) for shot in shots])
+    fused = _mix_other_runs(pd.DataFrame(fused, index=pd.Index(shots, name="shot_id"), columns=list(CLASSES)), other)
+    first, leader = per_model[0], per_model[int(np.argmax(weight))]
+    table = pd.DataFrame({"clip_path": [paths[s] for s in shots], "frames": [first[s].frames for s in shots],
+                          "status": [first[s].status for s in shots]}, index=fused.index)
+    peaks = pd.DataFrame([leader[s].peak_times[: len(FEATURES)] for s in shots], index=fused.index,
+                         columns=list(FEATURES))
+    return table.join(fused), peaks
+
+
+def _mix_other_runs(fused: pd.DataFrame, other: list[tuple[Path, float]]) -> pd.DataFrame:
+    """(1 * this + sum W * other) / (1 + sum W) per clip, over the runs that scored that clip."""
+    if not other:
+        return fused
+    total, norm = fused.copy(), pd.Series(1.0, index=fused.index)
+    for folder, weight in other:
+        path = Path(folder) / CLIP_SCORES_CSV
+        try:
+            theirs = pd.read_csv(path, dtype={"shot_id": str}).set_index("shot_id")[list(CLASSES)]
+        except (OSError, KeyError, ValueError) as error:
+            raise InputError(f"{path}: cannot read class scores ({error}); point --fuse at a rank output") from None
+        theirs = theirs.reindex(fused.index)
+        present = theirs.notna().all(axis=1)
+        total[present] += weight * theirs[present]
+        norm[present] += weight
+    return total.div(norm, axis=0)
+
+
+def _fuse_and_write(index: ScoreIndex, out_dir: Path, run_info: dict, started: float, clips_scored: int,
+                    frames_scored: int, scoring_elapsed_s: float | None = None) -> RankResult:
+    """Fuse the index, rank top-k per feature and write the XML, TREC run, CSVs and run.json of out_dir."""
+    other = [(Path(f["out_dir"]), float(f["weight"])) for f in run_info["fuse"]]
+    table, peaks = fused_scores(index, run_info["model_keys"], run_info["weights"], run_info["agg"], other)
+    failures = pd.DataFrame(index.failures(), columns=["clip_path", "shot_id", "reason"])
+    run_id = run_info["run_id"]
+    elapsed = time.perf_counter() - started if scoring_elapsed_s is None else scoring_elapsed_s
+    run_info.update(clips_ranked=len(table), clips_failed=len(failures), elapsed_s=round(elapsed, 3),
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_text_atomic(out_dir / FAILURES_CSV, failures.to_csv(index=False))
+    write_text_atomic(out_dir / CLIP_SCORES_CSV, table.to_csv())
+    write_text_atomic(out_dir / PEAK_FRAMES_CSV, peaks.to_csv(float_format="%.3f"))
+    result = RankResult(out_dir, run_id, len(table), len(failures), clips_scored, frames_scored, elapsed)
+    if len(table):
+        rankings = rank_features(table[list(CLASSES)], run_info["topk"], load_feature_numbers())
+        desc = (f"dsdi: {len(run_info['models'])} model(s), {run_info['agg']} over {run_info['fps']:g} fps frames"
+                + "".join(f", fused with {f['out_dir']} at weight {f['weight']:g}" for f in run_info["fuse"]))
+        result.xml_path, result.trec_path = out_dir / f"{run_id}.xml", out_dir / f"{run_id}.trec"
+        write_submission_xml(result.xml_path, rankings, pid=run_info["pid"], run_desc=desc,
+                             tr_type=run_info["tr_type"], priority=run_info["priority"], elapsed_s=elapsed)
+        write_trec_run(result.trec_path, rankings, run_id)
+    write_text_atomic(out_dir / RUN_JSON, json.dumps(run_info, indent=2) + "\n")
+    if not len(table):
+        raise InputError(f"no clip could be ranked ({len(failures)} failed; see {out_dir / FAILURES_CSV})")
+    return result

@@ -1,0 +1,336 @@
+"""`dsdi rank` / `dsdi fuse` through the real CLI on real H.264 clips with tiny random models.
+
+References are computed outside dsdi's ranking code: frames from the ffmpeg CLI's own `fps=10` extraction
+(and from dsdi.video for exact checks), forward passes of the models in float64-accumulated numpy, sorting
+with pandas, XML validation with lxml against the shipped DTD.
+"""
+
+import functools
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from lxml import etree
+from typer.testing import CliRunner
+
+import dsdi.rank
+from dsdi.checkpoint import save_checkpoint
+from dsdi.cli import app
+from dsdi.data import frames_to_tensor
+from dsdi.index import ScoreIndex
+from dsdi.schema import CLASSES, FEATURES
+from dsdi.video import Clip, decode_clip
+
+W, H, IMG = 64, 48, 64
+RNG = np.random.default_rng(7)
+# shot id -> colour segments (hex colour, seconds) at 30 fps; every colour distinct so clip scores differ
+CLIP_SEGMENTS = {
+    f"Shot{i}_{j:03d}": [(f"0x{RNG.integers(0, 2**24):06X}", float(d)) for d in RNG.choice([0.4, 0.5, 0.7], 2)]
+    for i, j in [(1, 1), (1, 2), (2, 1), (2, 7), (3, 3), (4, 1)]
+}
+runner = CliRunner()
+
+
+def make_clip(ffmpeg: str, out: Path, segments: list[tuple[str, float]], extra: tuple = ()) -> Path:
+    """An H.264 clip of solid colours, changing at the segment boundaries."""
+    inputs, labels = [], ""
+    for i, (colour, seconds) in enumerate(segments):
+        inputs += ["-f", "lavfi", "-i", f"color={colour}:s={W}x{H}:r=30:d={seconds}"]
+        labels += f"[{i}]"
+    graph = f"{labels}concat=n={len(segments)}:v=1:a=0,format=yuv420p"
+    subprocess.run([ffmpeg, "-v", "error", "-y", *inputs, "-filter_complex", graph, "-c:v", "libx264", "-g", "10",
+                    *extra, str(out)], check=True)
+    return out
+
+
+def ffmpeg_frames(ffmpeg: str, path: Path) -> np.ndarray:
+    """The ffmpeg CLI's own 10 fps sampling: rgb24 (N, H, W, 3)."""
+    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-vf", "fps=10", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+
+
+def save_tiny_model(run_dir: Path, seed: int) -> Path:
+    """lcnet_050, random init with a random head and batch-norm statistics calibrated on random colours (so
+    its outputs depend on the frame colour), saved as a dsdi checkpoint at 64 px."""
+    torch.manual_seed(seed)
+    model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
+    torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
+    torch.nn.init.normal_(model.get_classifier().bias, std=0.5)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            colours = torch.rand(32, 3, 1, 1).expand(32, 3, IMG, IMG)
+            model((colours + 0.2 * torch.randn(32, 3, IMG, IMG) - 0.45) / 0.226)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "backbone": "lcnet_050",
+                                          "classes": list(CLASSES), "img_size": IMG, "epoch": 1,
+                                          "val_lrap": None, "config": {}})
+    return run_dir
+
+
+@functools.cache
+def reference_model(run_dir: Path) -> torch.nn.Module:
+    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint)."""
+    payload = torch.load(run_dir / "best.pt", weights_only=True)
+    model = timm.create_model(payload["backbone"], num_classes=len(CLASSES))
+    model.load_state_dict(payload["model"])
+    return model.eval()
+
+
+def frame_sigmoids(run_dir: Path, frames: np.ndarray) -> np.ndarray:
+    """Reference forward pass: (N, 37) float64 sigmoids of float32 logits."""
+    with torch.no_grad():
+        logits = reference_model(run_dir)(frames_to_tensor(frames, IMG))
+    return 1.0 / (1.0 + np.exp(-logits.double().numpy()))
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read_trec(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep=" ", header=None, names=["fnum", "q0", "shot_id", "rank", "score", "run_id"],
+                       dtype={"shot_id": str})
+
+
+def read_scores(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str}).set_index("shot_id")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, ffmpeg_exe):
+    root = tmp_path_factory.mktemp("rank")
+    clips = root / "clips"
+    (clips / "sub").mkdir(parents=True)
+    for k, (shot, segments) in enumerate(CLIP_SEGMENTS.items()):
+        make_clip(ffmpeg_exe, (clips / "sub" if k % 2 else clips) / f"{shot}.mp4", segments)
+    models = [save_tiny_model(root / "runs" / name, seed) for name, seed in (("A", 0), ("B", 1))]
+    reference = {}  # shot -> model -> (ffmpeg sigmoids (N,37), dsdi.video sigmoids (N,37))
+    for path in sorted(clips.rglob("*.mp4")):
+        decoded = decode_clip(Clip(path.stem, path)).frames
+        reference[path.stem] = {m.name: (frame_sigmoids(m, ffmpeg_frames(ffmpeg_exe, path)),
+                                         frame_sigmoids(m, decoded)) for m in models}
+    out = root / "out"
+    result = invoke("rank", "--clips", clips, "--models", *models, "--topk", 3, "--out", out, "--run-id", "t1",
+                    "--batch-size", 7, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    return {"root": root, "clips": clips, "models": models, "reference": reference, "out": out,
+            "output": result.output}
+
+
+def test_max_aggregation_matches_frame_outputs(world):
+    assert "ranked 6, failed 0" in world["output"]
+    scores = read_scores(world["out"])
+    assert sorted(scores.index) == sorted(CLIP_SEGMENTS)
+    assert list(scores.columns) == ["clip_path", "frames", "status", *CLASSES]
+    for shot, per_model in world["reference"].items():
+        from_ffmpeg = np.mean([ref[0].max(axis=0) for ref in per_model.values()], axis=0)
+        from_decoder = np.mean([ref[1].max(axis=0) for ref in per_model.values()], axis=0)
+        np.testing.assert_allclose(scores.loc[shot, list(CLASSES)].to_numpy(float), from_decoder, atol=2e-6)
+        np.testing.assert_allclose(scores.loc[shot, list(CLASSES)].to_numpy(float), from_ffmpeg, atol=2e-3)
+        assert scores.loc[shot, "frames"] == len(per_model["A"][1]) and scores.loc[shot, "status"] == "ok"
+        assert abs(len(per_model["A"][0]) - len(per_model["A"][1])) <= 1
+    peaks = pd.read_csv(world["out"] / "peak_frames.csv", dtype={"shot_id": str}).set_index("shot_id")
+    assert list(peaks.columns) == list(FEATURES)
+    for shot, per_model in world["reference"].items():  # equal weights: the first model's peak frames
+        sigmoids = per_model["A"][1][:, : len(FEATURES)]
+        peak_value = sigmoids[(peaks.loc[shot].to_numpy() * 10).round().astype(int), np.arange(len(FEATURES))]
+        np.testing.assert_allclose(peak_value, sigmoids.max(axis=0), atol=2e-6)
+
+
+def test_topk_trec_and_xml(world):
+    out = world["out"]
+    scores, trec = read_scores(out), read_trec(out / "t1.trec")
+    dtd = etree.DTD(str(Path(dsdi.rank.__file__).parent / "data_files" / "videoFeatureExtractionResults.dtd"))
+    xml = etree.parse(str(out / "t1.xml"))
+    assert dtd.validate(xml), dtd.error_log
+    assert sorted(trec["fnum"].unique()) == list(range(1, 33))  # none-classes never ranked
+    for fnum, feature in enumerate(FEATURES, start=1):
+        table = scores.reset_index()
+        expected = table.assign(neg=-table[feature]).sort_values(["neg", "shot_id"])[["shot_id", feature]].head(3)
+        got = trec[trec["fnum"] == fnum]
+        assert got["shot_id"].tolist() == expected["shot_id"].tolist()
+        assert got["rank"].tolist() == [1, 2, 3]
+        np.testing.assert_allclose(got["score"], expected[feature], rtol=1e-7)
+        items = xml.findall(f".//videoFeatureExtractionFeatureResult[@fNum='{fnum}']/item")
+        assert [(i.get("seqNum"), i.get("shotId")) for i in items] == list(zip(
+            got["rank"].astype(str), got["shot_id"], strict=True))
+    run = json.loads((out / "run.json").read_text())
+    assert run["run_id"] == "t1" and run["agg"] == "max" and run["fps"] == 10.0 and run["weights"] == [1.0, 1.0]
+    assert run["clips_ranked"] == 6 and run["clips_failed"] == 0 and len(run["models"]) == 2
+
+
+def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
+    out, ref = tmp_path / "out", world["reference"]
+    shutil.copytree(world["out"], out)
+    decodes = []
+    monkeypatch.setattr(dsdi.rank, "decode_clip", lambda *a, **k: decodes.append(a) or decode_clip(*a, **k))
+    shots = sorted(ref)
+
+    def expected(agg: str, weights: tuple[float, float]) -> np.ndarray:
+        top3 = lambda p: np.sort(p, axis=0)[-3:].mean(axis=0)  # noqa: E731
+        reduce = {"max": lambda p: p.max(axis=0), "mean": lambda p: p.mean(axis=0), "top3": top3}[agg]
+        per_model = [np.stack([reduce(ref[s][m][1]) for s in shots]) for m in ("A", "B")]
+        return (weights[0] * per_model[0] + weights[1] * per_model[1]) / sum(weights)
+
+    for agg, weights in (("mean", (3.0, 1.0)), ("top3", (0.0, 2.0)), ("max", (1.0, 1.0))):
+        result = invoke("fuse", out, "--model-weights", ",".join(map(str, weights)), "--agg", agg)
+        assert result.exit_code == 0, result.output
+        np.testing.assert_allclose(read_scores(out).loc[shots, list(CLASSES)], expected(agg, weights), atol=2e-6)
+    other = tmp_path / "other"  # another rank output: model B only, mean aggregation
+    assert invoke("rank", "--clips", world["clips"], "--models", world["models"][1], "--agg", "mean",
+                  "--out", other, "--run-id", "other").exit_code == 0
+    assert len(decodes) == len(shots)  # the only decoding was the second rank run
+    result = invoke("fuse", out, "--fuse", f"{other}:0.5")
+    assert result.exit_code == 0, result.output
+    mixed = (expected("max", (1, 1)) + 0.5 * expected("mean", (0, 1))) / 1.5  # paper 2:1
+    np.testing.assert_allclose(read_scores(out).loc[shots, list(CLASSES)], mixed, atol=2e-6)
+    assert json.loads((out / "run.json").read_text())["fuse"] == [{"out_dir": str(other), "weight": 0.5}]
+    assert invoke("fuse", out, "--fuse", "").exit_code == 2
+    assert invoke("fuse", out, "--model-weights", "1,2,3").exit_code == 2
+    assert invoke("fuse", world["root"] / "nowhere").exit_code == 2
+    result = invoke("fuse", out, "--fuse", f"{other}:0")  # weight 0 is refused; the run's --fuse stays
+    assert result.exit_code == 2 and "WEIGHT > 0" in result.output
+
+
+def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe):
+    clips = tmp_path / "clips"
+    shutil.copytree(world["clips"], clips)
+    out = tmp_path / "out"
+    stored, real_add = [], ScoreIndex.add_clip
+
+    def add_then_die(self, clip, scores):
+        if len(stored) == 2:
+            raise KeyboardInterrupt("simulated kill after 2 clips")
+        real_add(self, clip, scores)
+        stored.append(clip.shot_id)
+
+    args = ("rank", "--clips", clips, "--models", *world["models"], "--topk", 3, "--out", out, "--run-id", "t1",
+            "--batch-size", 7)
+    monkeypatch.setattr(ScoreIndex, "add_clip", add_then_die)
+    assert invoke(*args).exit_code != 0
+    monkeypatch.setattr(ScoreIndex, "add_clip", real_add)
+    with sqlite3.connect(out / "scores.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM model_scores").fetchone()[0] == 4  # 2 clips x 2 models
+    decodes = []
+    monkeypatch.setattr(dsdi.rank, "decode_clip", lambda *a, **k: decodes.append(a[0].shot_id) or decode_clip(*a, **k))
+    result = invoke(*args)
+    assert result.exit_code == 0 and "ranked 6, failed 0" in result.output, result.output
+    assert sorted(decodes) == sorted(set(CLIP_SEGMENTS) - set(stored))
+    full = world["out"]  # the uninterrupted run
+    pd.testing.assert_frame_equal(read_scores(out).drop(columns="clip_path"),
+                                  read_scores(full).drop(columns="clip_path"), atol=1e-6)
+    pd.testing.assert_frame_equal(read_trec(out / "t1.trec").drop(columns="score"),
+                                  read_trec(full / "t1.trec").drop(columns="score"))
+
+    decodes.clear()  # incremental add: two new clips, one replaced clip
+    make_clip(ffmpeg_exe, clips / "Shot9_001.mp4", [("0x102030", 0.5)])
+    make_clip(ffmpeg_exe, clips / "Shot9_002.mp4", [("0xF0E0D0", 0.3)])
+    make_clip(ffmpeg_exe, clips / "Shot1_001.mp4", [("0x00FF00", 0.6)])
+    result = invoke(*args)
+    assert result.exit_code == 0 and "ranked 8, failed 0" in result.output, result.output
+    assert sorted(decodes) == ["Shot1_001", "Shot9_001", "Shot9_002"]
+    frames = decode_clip(Clip("x", clips / "Shot9_002.mp4")).frames
+    expected = np.mean([frame_sigmoids(m, frames).max(axis=0) for m in world["models"]], axis=0)
+    np.testing.assert_allclose(read_scores(out).loc["Shot9_002", list(CLASSES)].to_numpy(float), expected, atol=2e-6)
+    assert read_scores(out).loc["Shot1_001", "frames"] == 6
+
+
+def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    good = shutil.copy(next(world["clips"].glob("*.mp4")), clips)
+    (clips / "zero.mp4").write_bytes(b"")
+    (clips / "text.mp4").write_text("not a video\n" * 100)
+    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
+                    str(clips / "audio.mp4")], check=True)
+    whole = tmp_path / "whole.mp4"  # 2 s of a moving test pattern, index (moov) first
+    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={W}x{H}:r=30:d=2", "-c:v",
+                    "libx264", "-pix_fmt", "yuv420p", "-g", "10", "-movflags", "+faststart", str(whole)], check=True)
+    (clips / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # head -c: half the bytes
+    no_index = make_clip(ffmpeg_exe, tmp_path / "noindex.mp4", [("red", 1.0)])  # index (moov) at the end
+    (clips / "noindex.mp4").write_bytes(no_index.read_bytes()[: no_index.stat().st_size // 2])
+    out = tmp_path / "out"
+    result = invoke("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad")
+    assert result.exit_code == 0, result.output
+    assert "ranked 2, failed 4" in result.output
+    failures = pd.read_csv(out / "failures.csv", dtype=str)
+    assert list(failures.columns) == ["clip_path", "shot_id", "reason"]
+    assert sorted(failures["shot_id"]) == ["audio", "noindex", "text", "zero"]
+    assert failures["reason"].str.len().min() > 5
+    scores = read_scores(out)
+    assert scores.loc["cut", "status"] == "truncated" and 1 <= scores.loc["cut", "frames"] < 20
+    assert sorted(read_trec(out / "bad.trec")["shot_id"].unique()) == sorted(["cut", Path(good).stem])
+
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "zero.mp4").write_bytes(b"")
+    result = invoke("rank", "--clips", only_bad, "--models", world["models"][0], "--out", tmp_path / "o2")
+    assert result.exit_code == 2 and "no clip could be ranked" in result.output
+    assert len(pd.read_csv(tmp_path / "o2" / "failures.csv")) == 1
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        result = invoke("rank", "--clips", folder, "--models", world["models"][0], "--out", tmp_path / "o3")
+        assert result.exit_code == 2 and str(folder.name) in result.output
+    for bad in (["--models", tmp_path / "nope"], ["--models", world["models"][0], "--agg", "median"],
+                ["--models", world["models"][0], "--model-weights", "1,1"], ["--runs-dir", tmp_path / "noruns"],
+                ["--models", world["models"][0], "--bogus-flag"]):
+        assert invoke("rank", "--clips", clips, "--out", tmp_path / "o4", *bad).exit_code == 2, bad
+    wrong = torch.load(world["models"][0] / "best.pt", weights_only=True) | {"classes": ["a", "b"]}
+    save_checkpoint(tmp_path / "wrong.pt", wrong)
+    result = invoke("rank", "--clips", clips, "--models", tmp_path / "wrong.pt", "--out", tmp_path / "o5")
+    assert result.exit_code == 2 and "class schema" in result.output
+
+
+def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(world["root"])  # workspace defaults: runs/ -> both models, submissions/<run-id>
+    one = sorted(world["clips"].glob("*.mp4"))[0]
+    table = tmp_path / "shots.csv"
+    table.write_text(f"video,shot_id,start,end\n{one},late,0.5,2.0\n{one},early,0.0,0.3\n")
+    result = invoke("rank", "--shots", table, "--run-id", "shots", "--topk", 1)
+    assert result.exit_code == 0 and "ranked 2, failed 0" in result.output, result.output
+    out = Path("submissions/shots")
+    assert json.loads((out / "run.json").read_text())["models"] == ["runs/A/best.pt", "runs/B/best.pt"]
+    frames = decode_clip(Clip(one.stem, one)).frames
+    late = np.mean([frame_sigmoids(m, frames[5:]).max(axis=0) for m in world["models"]], axis=0)
+    np.testing.assert_allclose(read_scores(out).loc["late", list(CLASSES)].to_numpy(float), late, atol=2e-6)
+    peaks = pd.read_csv(out / "peak_frames.csv", dtype={"shot_id": str}).set_index("shot_id")
+    assert (peaks.loc["late"] >= 0.5).all() and (peaks.loc["early"] < 0.3).all()  # seconds into the video file
+    trec = read_trec(out / "shots.trec")
+    winners = trec.set_index("fnum")["shot_id"]
+    qrels = tmp_path / "qrels.txt"  # feature 1: its top shot relevant (AP 1); feature 2: the other shot (AP 0)
+    qrels.write_text(f"1 0 {winners[1]} 1\n2 0 {({'late', 'early'} - {winners[2]}).pop()} 1\n")
+    result = invoke("eval", "--run", out / "shots.xml", "--qrels", qrels, "--k", 1)
+    assert result.exit_code == 0, result.output
+    assert "mAP 0.5000" in result.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(world, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29613",
+               "-m", "dsdi", "rank", "--clips", str(world["clips"]), "--models", *map(str, world["models"]),
+               "--topk", "3", "--out", str(out), "--run-id", "t1", "--device", "cpu", "--batch-size", "5"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ranked 6, failed 0" in done.stdout
+    reference = world["out"]  # the single-process run
+    pd.testing.assert_frame_equal(read_scores(out).drop(columns="clip_path"),
+                                  read_scores(reference).drop(columns="clip_path"), atol=1e-6)
+    pd.testing.assert_frame_equal(read_trec(out / "t1.trec").drop(columns="score"),
+                                  read_trec(reference / "t1.trec").drop(columns="score"))
