@@ -16,7 +16,16 @@ from typer.testing import CliRunner
 
 from dsdi import schema
 from dsdi.cli import app
-from dsdi.synth import build_world, feature_probabilities, sample_labels, simulate_annotations
+from dsdi.labels import read_annotations, soft_labels
+from dsdi.synth import (
+    build_world,
+    encode_clip,
+    feature_probabilities,
+    render_clip,
+    sample_labels,
+    simulate_annotations,
+    with_none_classes,
+)
 
 N_IMAGES, N_CLIPS = 40, 4
 
@@ -72,8 +81,11 @@ def test_noise_free_answers_reproduce_true_labels(tmp_path):
     for url, text in zip(answers["url"], answers["Answer"], strict=True):
         for token in ast.literal_eval(text):
             named.loc[url, token_map[schema.normalise_token(token)]] = 1
-    assert (named.to_numpy() == pd.read_csv(world.true_labels).iloc[:, 1:].to_numpy()).all()
+    truth = pd.read_csv(world.true_labels)
+    assert (named.to_numpy() == truth.iloc[:, 1:].to_numpy()).all()
     assert world.qrels.read_text() == ""
+    hard = soft_labels(read_annotations(world.annotations), mode="hard").set_index("image_id").loc[truth["image_id"]]
+    assert (hard.to_numpy() == truth.iloc[:, 1:].to_numpy()).all()
 
 
 def test_worker_noise_rates_match_settings():
@@ -115,6 +127,20 @@ def test_clips_decode_with_ffmpeg(world, ffmpeg_exe):
         assert "h264" in stream and "yuv420p" in stream and "640x360" in stream and "30 fps" in stream
         assert n_bytes == row.frames * 640 * 360 * 3
         assert 1.0 - 1 / 30 <= row.frames / 30 <= 2.0 + 1 / 30
+
+
+def test_encoded_frames_match_the_rendered_pan(tmp_path, ffmpeg_exe):
+    features = with_none_classes(np.eye(32, dtype=np.uint8)[[7, 22, 31]].max(axis=0, keepdims=True))[0]
+    clip = render_clip(features[:32], np.random.default_rng(0), 0.5, width=320, height=180)
+    encode_clip(clip, tmp_path / "c.mp4", ffmpeg=ffmpeg_exe)
+    decoded = np.frombuffer(subprocess.run(
+        [ffmpeg_exe, "-v", "error", "-i", str(tmp_path / "c.mp4"), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True).stdout, np.uint8).reshape(-1, 180, 320, 3)
+    assert len(decoded) == len(clip.offsets) == 15
+    for frame, (x, y) in zip(decoded, clip.offsets, strict=True):
+        rendered = clip.scene[y: y + 180, x: x + 320].astype(int)
+        assert np.abs(frame.astype(int) - rendered).mean() < 5  # lossy H.264 + 4:2:0, same picture
+    assert np.abs(decoded[0].astype(int) - decoded[-1].astype(int)).mean() > 1  # the camera moves
 
 
 def test_qrels_follow_clip_truth(world):
