@@ -126,9 +126,9 @@ def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], f
 
 
 def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: int = 1100,
-                 height: int = 380) -> str:
+                 height: int = 460) -> str:
     """Inline SVG bar chart: one bar per feature (AP in [0, 1]) and a dashed horizontal line at the mAP."""
-    left, right, top, bottom = 40, 10, 20, 150
+    left, right, top, bottom = 40, 80, 20, 230
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(len(ap_by_feature), 1)
     parts = [f'<svg width="{width}" height="{height}" '
@@ -149,8 +149,8 @@ def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: 
     if math.isfinite(mean_ap):
         y = top + plot_h * (1 - mean_ap)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e07b00" '
-                     f'stroke-width="2" stroke-dasharray="6 4"/><text x="{width - right}" y="{y - 4:.1f}" '
-                     f'font-size="12" text-anchor="end" fill="#e07b00">mAP {mean_ap:.3f}</text>')
+                     f'stroke-width="2" stroke-dasharray="6 4"/><text x="{width - right + 4}" y="{y + 4:.1f}" '
+                     f'font-size="12" fill="#e07b00">mAP {mean_ap:.3f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
