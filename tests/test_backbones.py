@@ -125,3 +125,9 @@ def test_weights_of_another_backbone_or_not_weights_are_refused(tmp_path):
         create_backbone(TINY, weights=tmp_path / "absent.pt")
     with pytest.raises(InputError, match="unknown backbone 'resnet_doesnotexist'"):
         create_backbone("resnet_doesnotexist")
+
+
+def test_se_ibn_resnet50_refuses_plain_se_resnet50_weights_naming_the_ibn_keys(tmp_path):
+    torch.save(timm.create_model("seresnet50", num_classes=37).state_dict(), tmp_path / "seresnet50.pt")
+    with pytest.raises(InputError, match=r"seresnet50.pt: weights do not fit .*layer1\.0\.bn1\.IN\.weight"):
+        create_backbone("se_ibn_resnet50", weights=tmp_path / "seresnet50.pt")

@@ -44,7 +44,8 @@ def _scene(width: int, height: int, seed: int = 0) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
-    """good/a.jpg (640x480), good/b.png (120x90), big.jpg (4000x3000), and the broken kinds."""
+    """good/a.jpg (640x480), good/b.png (120x90), big.jpg (4000x3000), and the broken kinds: truncated,
+    damaged inside (found only by decoding), empty, text named .jpg."""
     root = tmp_path_factory.mktemp("images")
     (root / "good").mkdir()
     _scene(640, 480, 1).save(root / "good" / "a.jpg", quality=92)
@@ -52,6 +53,9 @@ def image_dir(tmp_path_factory):
     _scene(4000, 3000, 3).save(root / "big.jpg", quality=90)
     whole = (root / "good" / "a.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(whole[: len(whole) * 6 // 10])
+    damaged = bytearray(whole)
+    damaged[20:28] = bytes(8)  # wipes the marker after PIL's 16-byte JFIF header: header parses, data does not
+    (root / "damaged.jpg").write_bytes(bytes(damaged))
     (root / "empty.jpg").write_bytes(b"")
     (root / "notes.jpg").write_text("this is a text file, not a JPEG\n")
     return root
@@ -120,15 +124,17 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_unreadable_images_are_listed_with_their_reason(image_dir):
-    ids = ["good/a.jpg", "s3://ladi/good/b.png", "big.jpg", "truncated.jpg", "empty.jpg", "notes.jpg", "gone.jpg"]
+    ids = ["good/a.jpg", "s3://ladi/good/b.png", "big.jpg", "truncated.jpg", "damaged.jpg", "empty.jpg", "notes.jpg",
+           "gone.jpg"]
     labels = _labels(ids)
-    expected = {
+    fast_finds = {
         "truncated.jpg": "truncated",
         "empty.jpg": "empty file",
         "notes.jpg": "not an image",
         "gone.jpg": "missing",
     }
-    for decode in (False, True):
+    decoding_finds = {"truncated.jpg": "truncated", "damaged.jpg": "corrupt (OSError", **fast_finds}
+    for decode, expected in ((False, fast_finds), (True, decoding_finds)):
         found = find_unreadable_images(labels, image_dir, decode=decode, workers=2)
         assert [image_id for image_id, _, _ in found] == list(expected)
         for image_id, path, reason in found:
