@@ -207,6 +207,9 @@ def rank_command(
         None, "--shots", help="Master shot table CSV video,shot_id,start,end (seconds) instead of --clips."
     ),
     runs_dir: Path = typer.Option(RUNS_DIR, "--runs-dir", help="Where default models are looked for."),
+    decode_workers: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--decode-workers", min=1, help="Clip decoding threads (default: CPU cores per process, at most 8)."
+    ),
 ) -> None:
     """Rank shot clips per disaster feature (paper 2.5): 10 fps frames, max of sigmoids, fused models, top-k.
 
@@ -219,6 +222,7 @@ def rank_command(
         model_weights=parse_model_weights(model_weights, len(model_refs)) if model_weights else None,
         fuse=[parse_fuse_spec(spec) for spec in fuse or []], topk=topk, fps=fps, agg=agg, out=out, run_id=run_id,
         tr_type=tr_type, priority=priority, pid=pid, device=device, batch_size=batch_size, runs_dir=runs_dir,
+        decode_workers=decode_workers,
     )
     result = rank(config)
     if result.xml_path is not None:  # torchrun: only rank 0 writes and reports

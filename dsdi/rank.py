@@ -64,14 +64,13 @@ class RankConfig:
     device: str = "auto"
     batch_size: int = 64
     runs_dir: Path = RUNS_DIR
-    decode_workers: int = 2
-    prefetch_clips: int = 4
+    decode_workers: int | None = None  # None: the CPU cores shared among torchrun processes, at most 8
 
 
 @dataclass
 class RankResult:
-    """What a rank or fuse call produced. frames_scored / clips_scored count this call's new work only
-    (on this process); output paths are None on torchrun ranks other than 0."""
+    """What a rank or fuse call produced. clips_scored / frames_scored count this call's new work (over all
+    torchrun processes); output paths are None on torchrun ranks other than 0."""
 
     out_dir: Path
     run_id: str
@@ -239,19 +238,20 @@ def _decode(clip: Clip, fps: float, img_sizes: set[int]) -> tuple[object, dict[i
 
 
 def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
-                 index: ScoreIndex, device: torch.device, label: str) -> tuple[int, int]:
-    """Decode (in background threads) and score the clips of todo; store each clip when all its frames are
-    scored. Returns (clips stored, frames scored)."""
+                 index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
+    """Decode clips in `workers` background threads (2 x workers clips ahead) while the models score packed
+    batches; store each clip when all its frames are scored. Returns (clips stored, frames scored)."""
+    ahead = 2 * workers
     scorers = {m.key: _BatchScorer(m, config.batch_size, device) for m in models}
     img_sizes = {m.img_size for m in models}
     open_clips: dict[int, _OpenClip] = {}
     stored = frames_done = 0
     started = time.perf_counter()
 
-    with ThreadPoolExecutor(max(1, config.decode_workers)) as pool, progress_bar("clips") as bar:
+    with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
         task = bar.add_task(label, total=len(todo), info="")
         futures: deque[Future] = deque(
-            pool.submit(_decode, clip, config.fps, img_sizes) for clip, _ in todo[: config.prefetch_clips])
+            pool.submit(_decode, clip, config.fps, img_sizes) for clip, _ in todo[:ahead])
 
         def collect(flush: bool) -> None:
             nonlocal stored, frames_done
@@ -270,8 +270,8 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
 
         for slot, (clip, needed) in enumerate(todo):
             future = futures.popleft()
-            if slot + config.prefetch_clips < len(todo):
-                futures.append(pool.submit(_decode, todo[slot + config.prefetch_clips][0], config.fps, img_sizes))
+            if slot + ahead < len(todo):
+                futures.append(pool.submit(_decode, todo[slot + ahead][0], config.fps, img_sizes))
             try:
                 decoded, tensors = future.result()
             except VideoDecodeError as error:
@@ -330,10 +330,16 @@ def rank(config: RankConfig) -> RankResult:
         done = {m.key: index.scored_shots(m.key) for m in models}
         todo = [(clip, needed) for clip in clips
                 if (needed := [m for m in models if clip.shot_id not in done[m.key]])]
-        label = "rank" if world == 1 else f"rank {process_rank}/{world}"
-        clips_scored, frames_scored = _score_clips(todo[process_rank::world], models, config, index, device, label)
-        if world > 1:
+        if world > 1:  # every rank has read the same work list before any rank writes
             torch.distributed.barrier()
+        label = "rank" if world == 1 else f"rank {process_rank}/{world}"
+        workers = config.decode_workers or max(1, min(8, (os.cpu_count() or 1) // world))
+        clips_scored, frames_scored = _score_clips(todo[process_rank::world], models, config, index, device,
+                                                   workers, label)
+        if world > 1:  # totals over ranks; also waits until every rank has stored its clips
+            totals = torch.tensor([clips_scored, frames_scored], dtype=torch.int64)
+            torch.distributed.all_reduce(totals)
+            clips_scored, frames_scored = (int(v) for v in totals)
         run_info = {
             "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
             "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],

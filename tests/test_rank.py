@@ -111,6 +111,15 @@ def read_scores(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str}).set_index("shot_id")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny 64 px models run fastest on one thread on the shared 2-core machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, ffmpeg_exe):
     root = tmp_path_factory.mktemp("rank")
@@ -121,9 +130,8 @@ def world(tmp_path_factory, ffmpeg_exe):
     models = [save_tiny_model(root / "runs" / name, seed) for name, seed in (("A", 0), ("B", 1))]
     reference = {}  # shot -> model -> (ffmpeg sigmoids (N,37), dsdi.video sigmoids (N,37))
     for path in sorted(clips.rglob("*.mp4")):
-        decoded = decode_clip(Clip(path.stem, path)).frames
-        reference[path.stem] = {m.name: (frame_sigmoids(m, ffmpeg_frames(ffmpeg_exe, path)),
-                                         frame_sigmoids(m, decoded)) for m in models}
+        decoded, from_cli = decode_clip(Clip(path.stem, path)).frames, ffmpeg_frames(ffmpeg_exe, path)
+        reference[path.stem] = {m.name: (frame_sigmoids(m, from_cli), frame_sigmoids(m, decoded)) for m in models}
     out = root / "out"
     result = invoke("rank", "--clips", clips, "--models", *models, "--topk", 3, "--out", out, "--run-id", "t1",
                     "--batch-size", 7, "--device", "cpu")
@@ -208,9 +216,9 @@ def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
 
 
 def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe):
-    clips = tmp_path / "clips"
+    clips, out = tmp_path / "clips", tmp_path / "out"
     shutil.copytree(world["clips"], clips)
-    out = tmp_path / "out"
+    models = [shutil.copytree(m, tmp_path / m.name) for m in world["models"]]
     stored, real_add = [], ScoreIndex.add_clip
 
     def add_then_die(self, clip, scores):
@@ -219,7 +227,7 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
         real_add(self, clip, scores)
         stored.append(clip.shot_id)
 
-    args = ("rank", "--clips", clips, "--models", *world["models"], "--topk", 3, "--out", out, "--run-id", "t1",
+    args = ("rank", "--clips", clips, "--models", *models, "--topk", 3, "--out", out, "--run-id", "t1",
             "--batch-size", 7)
     monkeypatch.setattr(ScoreIndex, "add_clip", add_then_die)
     assert invoke(*args).exit_code != 0
@@ -248,6 +256,16 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     expected = np.mean([frame_sigmoids(m, frames).max(axis=0) for m in world["models"]], axis=0)
     np.testing.assert_allclose(read_scores(out).loc["Shot9_002", list(CLASSES)].to_numpy(float), expected, atol=2e-6)
     assert read_scores(out).loc["Shot1_001", "frames"] == 6
+
+    decodes.clear()  # a retrained checkpoint (same path, new weights): every clip re-scored by that model only
+    save_tiny_model(models[1], seed=5)
+    result = invoke(*args)
+    assert result.exit_code == 0 and "scored 8 new clips" in result.output, result.output
+    assert len(decodes) == 8
+    with sqlite3.connect(out / "scores.sqlite") as db:  # old rows stay (keyed by checkpoint hash), unused
+        assert db.execute("SELECT COUNT(DISTINCT model_key) FROM model_scores").fetchone()[0] == 3
+    expected = np.mean([frame_sigmoids(m, frames).max(axis=0) for m in models], axis=0)  # first use of copies
+    np.testing.assert_allclose(read_scores(out).loc["Shot9_002", list(CLASSES)].to_numpy(float), expected, atol=2e-6)
 
 
 def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
