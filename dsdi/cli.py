@@ -163,6 +163,67 @@ def prepare(
 
 # ---- dsdi train (owner: train) ---------------------------------------------------------------
 
+
+@app.command()
+@exits_on_input_error
+def train(
+    labels: Path | None = typer.Option(None, help=f"labels CSV (image_id + 37 classes) [default {LABELS_CSV}]"),
+    images: Path | None = typer.Option(None, help=f"image root [default {IMAGES_DIR}]"),
+    backbone: str | None = typer.Option(None, help="timm model name or dsdi backbone [default resnest50d]"),
+    loss: str | None = typer.Option(None, help="bce | focal | cbfl | rfl | lovasz [default cbfl]"),
+    gamma: float | None = typer.Option(None, help="focal gamma (loss default if unset)"),
+    beta: float | None = typer.Option(None, help="class-balanced beta (cbfl)"),
+    th: float | None = typer.Option(None, help="reduced-focal threshold (rfl)"),
+    none_weight: float | None = typer.Option(None, help="factor on the 5 none-class losses (paper 0.1, 0.01)"),
+    drop_max_loss: bool | None = typer.Option(
+        None, "--drop-max-loss/--no-drop-max-loss", help="outlier removal: drop each batch's largest sample loss"
+    ),
+    epochs: int | None = typer.Option(None, help="total epochs [default 40]; raise it with --resume to extend"),
+    batch_size: int | None = typer.Option(None, help="images per batch and process [default 28]"),
+    img_size: int | None = typer.Option(None, help="input side in px [default: backbone's, 360 / HRNet 448]"),
+    optimizer: str | None = typer.Option(None, help="sgd (momentum 0.9, nesterov) | adamw [default sgd]"),
+    lr: float | None = typer.Option(None, help="peak learning rate of the cosine schedule [default 0.01]"),
+    weight_decay: float | None = typer.Option(None, help="weight decay [default 1e-4]"),
+    snapshots: int | None = typer.Option(None, help="N cosine cycles, snapshot_K.pt after each [default 0]"),
+    workers: int | None = typer.Option(None, help="data loader worker processes [default 4]"),
+    out: Path | None = typer.Option(None, help=f"run directory [default {RUNS_DIR}/<backbone>-<loss>-<time>]"),
+    config: Path | None = typer.Option(None, help="recipe TOML (e.g. runs/C04.toml); flags override it"),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]"),
+    amp: str | None = typer.Option(None, help="auto | bf16 | fp16 | off (CUDA only) [default auto]"),
+    resume: bool = typer.Option(False, "--resume", help="continue --out from its last.pt (or extend it)"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="timm hub weights"),
+    weights: Path | None = typer.Option(None, help="local state dict or dsdi checkpoint to start from"),
+    seed: int | None = typer.Option(None, help="split, init and augmentation seed [default 0]"),
+    skip_missing: bool | None = typer.Option(
+        None, "--skip-missing/--no-skip-missing", help="train without missing/unreadable images instead of failing"
+    ),
+    val_fraction: float | None = typer.Option(None, help="validation share of the images [default 0.2]"),
+) -> None:
+    """Train a multi-label classifier; writes config.toml, metrics.csv, last.pt, best.pt (+ snapshot_K.pt)."""
+    from dsdi.train import CONFIG_NAME, NonFiniteLossError, TrainConfig, read_toml
+    from dsdi.train import train as run_training
+
+    flags = {
+        "labels": labels, "images": images, "backbone": backbone, "loss": loss, "gamma": gamma, "beta": beta,
+        "th": th, "none_weight": none_weight, "drop_max_loss": drop_max_loss, "epochs": epochs,
+        "batch_size": batch_size, "img_size": img_size, "optimizer": optimizer, "lr": lr,
+        "weight_decay": weight_decay, "snapshots": snapshots, "workers": workers, "out": out, "device": device,
+        "amp": amp, "pretrained": pretrained, "weights": weights, "seed": seed, "skip_missing": skip_missing,
+        "val_fraction": val_fraction,
+    }  # fmt: skip
+    settings = TrainConfig()
+    if resume and out is not None and (out / CONFIG_NAME).is_file():
+        settings = TrainConfig.from_toml(out / CONFIG_NAME)
+    if config is not None:
+        settings = settings.updated(read_toml(config), source=str(config))
+    given = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items() if value is not None}
+    try:
+        run_dir = run_training(settings.updated(given, source="command line"), resume=resume)
+    except NonFiniteLossError as error:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(code=1) from None
+    console.print(f"train: {run_dir}", highlight=False)
+
 # ---- dsdi rank / dsdi fuse (owner: rank) -----------------------------------------------------
 
 

@@ -1,0 +1,288 @@
+"""`dsdi train` end to end on a tiny synthetic world: real JPEGs whose colour encodes their labels, a tiny
+timm model (test_convnext at 32 px: LayerNorm, so no BatchNorm running statistics to settle in a few
+steps), the real CLI. References: scikit-learn LRAP, the paper's Table 2, the cosine formula of Huang et
+al. re-derived, and the files on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import label_ranking_average_precision_score
+from typer.testing import CliRunner
+
+from dsdi import train as train_module
+from dsdi.backbones import create_backbone
+from dsdi.checkpoint import load_model
+from dsdi.cli import app
+from dsdi.losses import create_loss
+from dsdi.schema import CLASSES
+from dsdi.train import METRIC_COLUMNS, TrainConfig, learning_rate, snapshot_index
+
+REPO = Path(__file__).resolve().parents[1]
+PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]
+"""Image colour k <-> label pattern k: class k is 1.0 and class k + 10 is 0.5."""
+N_IMAGES = 96
+SIDE = 32
+"""Image side in pixels, for the files and the model input."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The suite shares 2 cores: one intra-op thread avoids oversubscription (3-10x slower steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_world(root: Path, n_images: int = N_IMAGES, seed: int = 0) -> tuple[Path, Path]:
+    """images/*.jpg (SIDE x SIDE: a coloured square at a random place on grey noise) and labels.csv whose
+    labels follow the square's colour."""
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for index in range(n_images):
+        pattern = index % len(PALETTE)
+        pixels = rng.normal(128, 30, (SIDE, SIDE, 3))
+        top, left = rng.integers(0, SIDE // 2, size=2)
+        pixels[top : top + SIDE // 2, left : left + SIDE // 2] = PALETTE[pattern]
+        name = f"img_{index:03d}.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / name, quality=90)
+        target = np.zeros(len(CLASSES))
+        target[pattern] = 1.0
+        target[pattern + 10] = 0.5
+        rows.append([name, *target])
+    labels = root / "labels.csv"
+    pd.DataFrame(rows, columns=["image_id", *CLASSES]).to_csv(labels, index=False)
+    return labels, images
+
+
+def tiny_args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--labels", str(labels), "--images", str(images), "--out", str(out),
+        "--backbone", "test_convnext", "--loss", "focal", "--gamma", "1.0", "--img-size", str(SIDE),
+        "--batch-size", "4", "--optimizer", "adamw", "--lr", "0.003", "--workers", "0", "--device", "cpu",
+        "--seed", "0", *extra,
+    ]  # fmt: skip
+
+
+def invoke(args: list[str], expect: int = 0):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path]:
+    return write_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(world, tmp_path_factory) -> Path:
+    labels, images = world
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    invoke(tiny_args(labels, images, out, "--epochs", "2"))
+    return out
+
+
+def test_two_epochs_write_config_metrics_and_checkpoints(two_epoch_run):
+    out = two_epoch_run
+    assert {p.name for p in out.iterdir()} == {"config.toml", "metrics.csv", "last.pt", "best.pt"}
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics.columns) == list(METRIC_COLUMNS)
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert np.isfinite(metrics[["train_loss", "val_loss", "val_lrap", "val_map", "images_per_s"]].to_numpy()).all()
+    assert (metrics["broken_images"] == 0).all()
+
+    config = TrainConfig.from_toml(out / "config.toml")
+    resolved = (config.backbone, config.loss, config.gamma, config.img_size, config.epochs)
+    assert resolved == ("test_convnext", "focal", 1.0, SIDE, 2)
+    assert config.beta is None and "beta" not in (out / "config.toml").read_text()  # unset loss params stay unset
+
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["classes"] == list(CLASSES) and last["backbone"] == "test_convnext"
+    assert {"optimizer", "scheduler", "rng"} <= set(last)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["val_lrap"] == pytest.approx(metrics["val_lrap"].max())
+    assert "optimizer" not in best
+    model, info = load_model(out)  # rank's path: rebuild from the file alone
+    assert info.img_size == SIDE and model(torch.zeros(2, 3, SIDE, SIDE)).shape == (2, len(CLASSES))
+
+
+def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path):
+    labels, images = world
+    table = pd.read_csv(labels)
+    shuffled = table.copy()
+    shuffled[list(CLASSES)] = table[list(CLASSES)].sample(frac=1.0, random_state=1).to_numpy()
+    shuffled_csv = tmp_path / "shuffled.csv"
+    shuffled.to_csv(shuffled_csv, index=False)
+    invoke(tiny_args(shuffled_csv, images, tmp_path / "shuffled", "--epochs", "2"))
+    learned = pd.read_csv(two_epoch_run / "metrics.csv")["val_lrap"].max()
+    baseline = pd.read_csv(tmp_path / "shuffled" / "metrics.csv")["val_lrap"].max()
+    assert learned > baseline + 0.1, (learned, baseline)
+
+    # the logged LRAP is scikit-learn's on the validation images: re-score them from best.pt
+    model, _ = load_model(two_epoch_run)
+    val_ids = train_module.train_val_split(table["image_id"].tolist(), val_fraction=0.2, seed=0)[1]
+    val_rows = table[table["image_id"].isin(val_ids)]
+    dataset = train_module.LabelledImageDataset(val_rows.reset_index(drop=True), images, SIDE, train=False)
+    with torch.no_grad():
+        scores = torch.sigmoid(model(torch.stack([dataset[i][0] for i in range(len(dataset))]))).numpy()
+    truth = (val_rows[list(CLASSES)].to_numpy() >= 0.5).astype(int)
+    assert label_ranking_average_precision_score(truth, scores) == pytest.approx(learned, abs=1e-6)
+
+
+def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world, tmp_path):
+    labels, images = world
+    out = tmp_path / "extended"
+    shutil.copytree(two_epoch_run, out)
+    before = pd.read_csv(out / "metrics.csv")
+    invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))
+    after = pd.read_csv(out / "metrics.csv")
+    assert after["epoch"].tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(after.iloc[:2], before)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
+    assert TrainConfig.from_toml(out / "config.toml").epochs == 3
+    invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # nothing left to do
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
+
+
+def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(world, tmp_path, monkeypatch):
+    labels, images = world
+    straight = tmp_path / "straight"
+    invoke(tiny_args(labels, images, straight, "--epochs", "3", "--snapshots", "3"))
+
+    save_epoch = train_module._save_epoch
+
+    def save_then_die(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
+        save_epoch(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(train_module, "_save_epoch", save_then_die)
+    assert CliRunner().invoke(app, tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3")).exit_code
+    monkeypatch.setattr(train_module, "_save_epoch", save_epoch)
+    assert torch.load(killed / "last.pt", weights_only=True)["epoch"] == 1
+    invoke(tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3", "--resume"))
+
+    resumed_metrics, straight_metrics = pd.read_csv(killed / "metrics.csv"), pd.read_csv(straight / "metrics.csv")
+    assert resumed_metrics["epoch"].tolist() == [1, 2, 3]
+    columns = ["lr", "train_loss", "val_loss", "val_lrap"]
+    np.testing.assert_allclose(resumed_metrics[columns], straight_metrics[columns], rtol=1e-4, atol=1e-6)
+    for k in (1, 2, 3):  # snapshot ensemble: one checkpoint per cycle, the lr restarts at every cycle
+        assert torch.load(killed / f"snapshot_{k}.pt", weights_only=True)["epoch"] == k
+    assert straight_metrics["lr"].tolist() == pytest.approx([0.003] * 3)
+
+
+def test_cosine_schedule_and_snapshot_epochs_follow_huang_et_al():
+    base, steps_per_epoch, epochs = 0.1, 7, 10
+    for snapshots in (0, 1, 2, 3, 10):
+        cycle = math.ceil(epochs / max(1, snapshots)) * steps_per_epoch  # Huang et al. eq. 2: ceil(T / M)
+        for step in range(epochs * steps_per_epoch):
+            expected = base / 2 * (math.cos(math.pi * (step % cycle) / cycle) + 1)
+            assert learning_rate(step, steps_per_epoch, epochs, snapshots, base) == pytest.approx(expected, abs=1e-15)
+    saved = {s: [e for e in range(1, epochs + 1) if snapshot_index(e, epochs, s)] for s in (0, 1, 2, 3, 10)}
+    assert saved == {0: [], 1: [10], 2: [5, 10], 3: [4, 8, 10], 10: list(range(1, 11))}
+    assert [snapshot_index(e, 10, 3) for e in (4, 8, 10)] == [1, 2, 3]
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(world, tmp_path):
+    labels, images = world
+    out = tmp_path / "diverge"
+    invoke(tiny_args(labels, images, out, "--epochs", "1"))
+    kept = file_digest(out / "last.pt")
+    args = tiny_args(labels, images, out, "--epochs", "2", "--resume", "--lr", "1e30")
+    result = invoke(args, expect=1)
+    assert "training loss became" in result.output and "epoch 2" in result.output
+    assert file_digest(out / "last.pt") == kept
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [1]
+
+
+def test_missing_image_is_listed_and_exits_2_unless_skip_missing(tmp_path):
+    labels, images = write_world(tmp_path / "world", n_images=30)
+    (images / "img_007.jpg").unlink()
+    (images / "img_011.jpg").write_bytes(b"not a jpeg")
+    result = invoke(tiny_args(labels, images, tmp_path / "refused", "--epochs", "1"), expect=2)
+    assert "img_007.jpg" in result.output and "img_011.jpg" in result.output and "--skip-missing" in result.output
+    assert not (tmp_path / "refused").exists()
+    invoke(tiny_args(labels, images, tmp_path / "skipped", "--epochs", "1", "--skip-missing"))
+    assert len(pd.read_csv(tmp_path / "skipped" / "metrics.csv")) == 1
+
+
+def test_a_file_breaking_mid_run_is_counted_not_fatal(tmp_path, monkeypatch):
+    labels, images = write_world(tmp_path / "world", n_images=30)
+    train_ids, _ = train_module.train_val_split(pd.read_csv(labels)["image_id"].tolist(), val_fraction=0.2, seed=0)
+    (images / train_ids[0]).write_bytes(b"")  # breaks after the pre-flight check (simulated as passing)
+    monkeypatch.setattr(train_module, "find_unreadable_images", lambda labels, root: [])
+    result = invoke(tiny_args(labels, images, tmp_path / "run", "--epochs", "1", "--batch-size", "4"))
+    assert "1 unreadable images were skipped" in result.output
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["broken_images"].tolist() == [1]
+
+
+PAPER_TABLE_2 = {  # index: (backbone, loss, gamma, beta, th, none_weight, drop_max_loss, img_size, epochs, snapshots)
+    "A01": ("regnety_064", "focal", 2.0, None, None, None, False, 360, 40, 0),
+    "B02": ("hrnet_w18", "focal", 2.0, None, None, None, False, 448, 40, 0),
+    "C03": ("resnest50d", "cbfl", 2.0, 0.999, None, None, False, 360, 40, 0),
+    "C04": ("resnest50d", "cbfl", 2.0, 0.9999, None, None, False, 360, 40, 0),
+    "C05": ("resnest50d", "rfl", 2.0, None, 0.3, None, False, 360, 40, 0),
+    "C06": ("resnest50d", "rfl", 2.0, None, 0.5, None, False, 360, 40, 0),
+    "C07": ("resnest50d", "rfl", 2.0, None, 0.7, None, False, 360, 40, 0),
+    "C08": ("resnest50d", "focal", 2.0, None, None, 0.1, False, 360, 40, 0),
+    "C09": ("resnest50d", "focal", 2.0, None, None, 0.01, False, 360, 40, 0),
+    "C10": ("resnest50d", "focal", 2.0, None, None, 0.01, False, 360, 300, 6),
+    "C11": ("resnest50d", "focal", 2.0, None, None, None, True, 360, 40, 0),
+    "C12": ("resnest50d", "lovasz", None, None, None, None, False, 360, 40, 0),
+    "D13": ("se_ibn_resnet50", "focal", 2.0, None, None, None, False, 360, 40, 0),
+}
+
+
+def test_recipes_match_table_2_and_build_their_model_and_loss():
+    recipes = {path.stem: TrainConfig.from_toml(path) for path in sorted((REPO / "runs").glob("*.toml"))}
+    assert set(recipes) == set(PAPER_TABLE_2)
+    built: dict[str, torch.Size] = {}
+    for name, config in recipes.items():
+        config = config.resolved()
+        fields = ("backbone", "loss", "gamma", "beta", "th", "none_weight", "drop_max_loss", "img_size", "epochs")
+        assert (*(getattr(config, f) for f in fields), config.snapshots) == PAPER_TABLE_2[name], name
+        assert (config.batch_size, config.out) == (28, f"runs/{name}")
+        logits = torch.zeros(2, len(CLASSES))
+        assert torch.isfinite(create_loss(config.loss, **config.loss_params())(logits, logits.sigmoid()))
+        if config.backbone not in built:  # shape only, at a tiny input, no download
+            model = create_backbone(config.backbone, pretrained=False).eval()
+            with torch.no_grad():
+                built[config.backbone] = model(torch.zeros(1, 3, 64, 64)).shape
+    assert set(built.values()) == {torch.Size([1, len(CLASSES)])}
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_write_one_set_of_outputs(world, tmp_path):
+    labels, images = world
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "dsdi", *tiny_args(labels, images, out, "--epochs", "1"),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.toml", "last.pt", "metrics.csv"]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1] and np.isfinite(metrics["val_lrap"]).all()
+    assert done.stderr.count("epoch 1: train_loss") == 1  # only rank 0 reports
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
