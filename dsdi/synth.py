@@ -684,14 +684,15 @@ def encode_clip(clip: ClipScene, path: Path, fps: int = CLIP_FPS, ffmpeg: str | 
     """Write the clip's frames as H.264 MP4 (libx264, yuv420p, 30 fps) with the ffmpeg binary; atomic.
 
     The scene is converted to YUV 4:2:0 once (BT.601 limited range, as ffmpeg's own RGB input path does)
-    and each frame's planes are piped raw: this halves the encoder's work compared with piping RGB."""
+    and each frame's planes are piped raw: this halves the encoder's work compared with piping RGB.
+    x264 runs on one thread so that the bytes depend only on the seed, not on the machine's cores."""
     path = Path(path)
     luma, blue, red = _yuv420_planes(clip.scene)
     cw, ch = clip.width // 2, clip.height // 2
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     command = [ffmpeg or imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
                "-pix_fmt", "yuv420p", "-s", f"{clip.width}x{clip.height}", "-r", str(fps), "-i", "-",
-               "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p",
+               "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-threads", "1", "-pix_fmt", "yuv420p",
                "-movflags", "+faststart", str(tmp)]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
