@@ -352,3 +352,29 @@ def test_torchrun_two_processes_equal_one(world, tmp_path):
                                   read_scores(reference).drop(columns="clip_path"), atol=1e-6)
     pd.testing.assert_frame_equal(read_trec(out / "t1.trec").drop(columns="score"),
                                   read_trec(reference / "t1.trec").drop(columns="score"))
+
+
+def test_synthetic_world_ranks_and_evaluates_like_trec_eval(world, tmp_path):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from dsdi.synth import build_world
+
+    synth = build_world(tmp_path / "world", n_images=0, n_clips=6, clip_size=(96, 64), clip_seconds=(1.0, 2.0))
+    out = tmp_path / "out"
+    result = invoke("rank", "--clips", synth.clips_dir, "--models", *world["models"], "--out", out, "--run-id", "syn")
+    assert result.exit_code == 0 and "ranked 6, failed 0" in result.output, result.output
+    table = pd.read_csv(synth.clips_table, dtype={"shot_id": str}).set_index("shot_id")
+    frames = read_scores(out)["frames"]
+    assert (frames == np.ceil(table.loc[frames.index, "duration_s"] * 10 - 1e-6).astype(int)).all()
+
+    result = invoke("eval", "--run", out / "syn.xml", "--qrels", synth.qrels)
+    assert result.exit_code == 0, result.output
+    qrels: dict[str, dict[str, int]] = {}
+    for line in synth.qrels.read_text().splitlines():
+        fnum, _, shot, rel = line.split()
+        qrels.setdefault(fnum, {})[shot] = int(rel)
+    trec = read_trec(out / "syn.trec")
+    run = {str(f): dict(zip(g["shot_id"], g["score"], strict=True)) for f, g in trec.groupby("fnum")}
+    per_feature = pytrec_eval.RelevanceEvaluator(qrels, {"map"}).evaluate(run)
+    judged = [f for f, shots in qrels.items() if any(r > 0 for r in shots.values())]
+    expected = np.mean([per_feature[f]["map"] if f in per_feature else 0.0 for f in judged])
+    assert f"mAP {expected:.4f}" in result.output
