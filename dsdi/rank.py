@@ -86,6 +86,7 @@ class RankResult:
 @dataclass
 class _Model:
     key: str
+    sha256: str
     checkpoint: Path
     backbone: str
     img_size: int
@@ -100,8 +101,14 @@ def parse_model_weights(text: str | None, count: int) -> list[float]:
         weights = [float(part) for part in text.split(",")]
     except ValueError:
         raise InputError(f"--model-weights {text!r}: give comma-separated numbers, one per model") from None
-    if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
-        raise InputError(f"--model-weights {text!r}: need {count} non-negative weights (one per model), sum > 0")
+    return check_model_weights(weights, count)
+
+
+def check_model_weights(weights: list[float], count: int) -> list[float]:
+    """weights unchanged if there is one non-negative weight per model and their sum is positive."""
+    if len(weights) != count or min(weights, default=0) < 0 or sum(weights) <= 0:
+        raise InputError(f"--model-weights {','.join(f'{w:g}' for w in weights)}: need {count} non-negative "
+                         "weights (one per model), sum > 0")
     return weights
 
 
@@ -145,8 +152,8 @@ def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Mo
             module, info = load_model(checkpoint, device)
         except (FileNotFoundError, ValueError) as error:
             raise InputError(str(error)) from None
-        key = f"{file_sha256(checkpoint)[:16]}@{fps:g}fps"
-        models.append(_Model(key, checkpoint, info.backbone, info.img_size, module))
+        digest = file_sha256(checkpoint)
+        models.append(_Model(f"{digest[:16]}@{fps:g}fps", digest, checkpoint, info.backbone, info.img_size, module))
     return models
 
 
@@ -310,9 +317,7 @@ def rank(config: RankConfig) -> RankResult:
     refs = list(config.models) or finished_runs(config.runs_dir)
     if not refs:
         raise InputError(f"no models: pass --models RUN_DIR ... or train one into {config.runs_dir}/")
-    weights = config.model_weights or [1.0] * len(refs)
-    if len(weights) != len(refs):
-        raise InputError(f"--model-weights: {len(weights)} weights for {len(refs)} models")
+    weights = check_model_weights(config.model_weights or [1.0] * len(refs), len(refs))
     out_dir = Path(config.out) if config.out else SUBMISSIONS_DIR / config.run_id
     device = resolve_device(config.device)
     models = _load_models(refs, config.fps, device)
@@ -322,14 +327,17 @@ def rank(config: RankConfig) -> RankResult:
     try:
         if process_rank == 0:
             for model in models:
-                index.register_model(model.key, model.checkpoint, model.backbone, model.img_size,
-                                     model.key.split("@")[0], config.fps)
+                index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256,
+                                     config.fps)
             index.set_clips(clips)
+            for clip in clips:
+                if clip.shot_id.split() != [clip.shot_id]:
+                    index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
         if world > 1:
             torch.distributed.barrier()
         done = {m.key: index.scored_shots(m.key) for m in models}
-        todo = [(clip, needed) for clip in clips
-                if (needed := [m for m in models if clip.shot_id not in done[m.key]])]
+        todo = [(clip, needed) for clip in clips if clip.shot_id.split() == [clip.shot_id]
+                and (needed := [m for m in models if clip.shot_id not in done[m.key]])]
         if world > 1:  # every rank has read the same work list before any rank writes
             torch.distributed.barrier()
         label = "rank" if world == 1 else f"rank {process_rank}/{world}"
@@ -370,9 +378,8 @@ def fuse(out_dir: str | Path, model_weights: list[float] | None = None, agg: str
         raise InputError(f"{out_dir / RUN_JSON}: cannot read ({error}); point at a dsdi rank output folder") from None
     if agg is not None and agg not in AGGREGATIONS:
         raise InputError(f"--agg {agg!r}: choose one of {', '.join(AGGREGATIONS)}")
-    if model_weights is not None and len(model_weights) != len(run_info["model_keys"]):
-        raise InputError(f"--model-weights: {len(model_weights)} weights for {len(run_info['model_keys'])} models")
-    run_info["weights"] = model_weights if model_weights is not None else run_info["weights"]
+    if model_weights is not None:
+        run_info["weights"] = check_model_weights(model_weights, len(run_info["model_keys"]))
     run_info["agg"] = agg or run_info["agg"]
     run_info["topk"] = topk or run_info["topk"]
     if other is not None:

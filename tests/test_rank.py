@@ -272,6 +272,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
     clips = tmp_path / "clips"
     clips.mkdir()
     good = shutil.copy(next(world["clips"].glob("*.mp4")), clips)
+    shutil.copy(good, clips / "my shot.mp4")  # a shot id TRECVID cannot carry
     (clips / "zero.mp4").write_bytes(b"")
     (clips / "text.mp4").write_text("not a video\n" * 100)
     subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
@@ -285,10 +286,10 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
     out = tmp_path / "out"
     result = invoke("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad")
     assert result.exit_code == 0, result.output
-    assert "ranked 2, failed 4" in result.output
+    assert "ranked 2, failed 5" in result.output
     failures = pd.read_csv(out / "failures.csv", dtype=str)
     assert list(failures.columns) == ["clip_path", "shot_id", "reason"]
-    assert sorted(failures["shot_id"]) == ["audio", "noindex", "text", "zero"]
+    assert sorted(failures["shot_id"]) == ["audio", "my shot", "noindex", "text", "zero"]
     assert failures["reason"].str.len().min() > 5
     scores = read_scores(out)
     assert scores.loc["cut", "status"] == "truncated" and 1 <= scores.loc["cut", "frames"] < 20
