@@ -33,7 +33,7 @@ from dsdi.errors import InputError
 from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
-from dsdi.submission import rank_features, write_submission_xml, write_text_atomic, write_trec_run
+from dsdi.submission import TR_TYPES, rank_features, write_submission_xml, write_text_atomic, write_trec_run
 from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, read_shot_table
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
 
@@ -311,8 +311,11 @@ def rank(config: RankConfig) -> RankResult:
     started = time.perf_counter()
     if config.agg not in AGGREGATIONS:
         raise InputError(f"--agg {config.agg!r}: choose one of {', '.join(AGGREGATIONS)}")
-    if config.topk < 1 or config.batch_size < 1 or config.fps <= 0:
-        raise InputError("--topk and --batch-size must be >= 1 and --fps > 0")
+    if config.topk < 1 or config.batch_size < 1 or config.fps <= 0 or config.priority < 1:
+        raise InputError("--topk, --batch-size and --priority must be >= 1 and --fps > 0")
+    if config.tr_type not in TR_TYPES or not config.pid.strip() or config.run_id.split() != [config.run_id]:
+        raise InputError(f"--tr-type must be one of {', '.join(TR_TYPES)} (L = LADI only, O = other data too), "
+                         "--pid non-empty and --run-id without whitespace")
     clips = _find_clips(config)
     refs = list(config.models) or finished_runs(config.runs_dir)
     if not refs:

@@ -208,6 +208,8 @@ def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
     mixed = (expected("max", (1, 1)) + 0.5 * expected("mean", (0, 1))) / 1.5  # paper 2:1
     np.testing.assert_allclose(read_scores(out).loc[shots, list(CLASSES)], mixed, atol=2e-6)
     assert json.loads((out / "run.json").read_text())["fuse"] == [{"out_dir": str(other), "weight": 0.5}]
+    assert invoke("fuse", out, "--topk", 2).exit_code == 0
+    assert read_trec(out / "t1.trec").groupby("fnum")["rank"].apply(list).tolist() == [[1, 2]] * 32
     assert invoke("fuse", out, "--fuse", "").exit_code == 2
     assert invoke("fuse", out, "--model-weights", "1,2,3").exit_code == 2
     assert invoke("fuse", world["root"] / "nowhere").exit_code == 2
@@ -307,7 +309,8 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
         assert result.exit_code == 2 and str(folder.name) in result.output
     for bad in (["--models", tmp_path / "nope"], ["--models", world["models"][0], "--agg", "median"],
                 ["--models", world["models"][0], "--model-weights", "1,1"], ["--runs-dir", tmp_path / "noruns"],
-                ["--models", world["models"][0], "--bogus-flag"]):
+                ["--models", world["models"][0], "--bogus-flag"], ["--models", world["models"][0], "--tr-type", "X"],
+                ["--models", world["models"][0], "--run-id", "two words"]):
         assert invoke("rank", "--clips", clips, "--out", tmp_path / "o4", *bad).exit_code == 2, bad
     wrong = torch.load(world["models"][0] / "best.pt", weights_only=True) | {"classes": ["a", "b"]}
     save_checkpoint(tmp_path / "wrong.pt", wrong)
