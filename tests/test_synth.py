@@ -26,6 +26,7 @@ from dsdi.synth import (
     simulate_annotations,
     with_none_classes,
 )
+from dsdi.video import sample_frames
 
 N_IMAGES, N_CLIPS = 40, 4
 
@@ -127,6 +128,14 @@ def test_clips_decode_with_ffmpeg(world, ffmpeg_exe):
         assert "h264" in stream and "yuv420p" in stream and "640x360" in stream and "30 fps" in stream
         assert n_bytes == row.frames * 640 * 360 * 3
         assert 1.0 - 1 / 30 <= row.frames / 30 <= 2.0 + 1 / 30
+
+
+def test_ten_fps_sampler_sees_every_third_frame(world):
+    """qrels count a feature as relevant when a frame at t = 0, 0.1, ... shows it: dsdi.video samples exactly those."""
+    for row in pd.read_csv(world.clips_table).itertuples():
+        frames, timestamps = sample_frames(world.root / row.clip_path, fps=10.0)
+        assert len(frames) == len(timestamps) == -(-row.frames // 3)
+        np.testing.assert_allclose(timestamps, np.arange(len(frames)) / 10, atol=1e-6)
 
 
 def test_encoded_frames_match_the_rendered_pan(tmp_path, ffmpeg_exe):
