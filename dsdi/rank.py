@@ -281,8 +281,9 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
                 futures.append(pool.submit(_decode, todo[slot + ahead][0], config.fps, img_sizes))
             try:
                 decoded, tensors = future.result()
-            except VideoDecodeError as error:
-                index.add_failure(clip, error.reason)
+            except Exception as error:  # noqa: BLE001 - one bad file never stops the run; its reason is recorded
+                reason = error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
+                index.add_failure(clip, reason)
                 bar.update(task, advance=1)
                 continue
             offset = clip.start or 0.0

@@ -270,11 +270,19 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     np.testing.assert_allclose(read_scores(out).loc["Shot9_002", list(CLASSES)].to_numpy(float), expected, atol=2e-6)
 
 
-def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
+def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     clips = tmp_path / "clips"
     clips.mkdir()
     good = shutil.copy(next(world["clips"].glob("*.mp4")), clips)
     shutil.copy(good, clips / "my shot.mp4")  # a shot id TRECVID cannot carry
+    shutil.copy(good, clips / "boom.mp4")  # its decoder crashes unexpectedly (below)
+
+    def crashing_decoder(clip, *args, **kwargs):
+        if clip.shot_id == "boom":
+            raise RuntimeError("decoder crashed")
+        return decode_clip(clip, *args, **kwargs)
+
+    monkeypatch.setattr(dsdi.rank, "decode_clip", crashing_decoder)
     (clips / "zero.mp4").write_bytes(b"")
     (clips / "text.mp4").write_text("not a video\n" * 100)
     subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
@@ -288,10 +296,11 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe):
     out = tmp_path / "out"
     result = invoke("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad")
     assert result.exit_code == 0, result.output
-    assert "ranked 2, failed 5" in result.output
+    assert "ranked 2, failed 6" in result.output
     failures = pd.read_csv(out / "failures.csv", dtype=str)
     assert list(failures.columns) == ["clip_path", "shot_id", "reason"]
-    assert sorted(failures["shot_id"]) == ["audio", "my shot", "noindex", "text", "zero"]
+    assert sorted(failures["shot_id"]) == ["audio", "boom", "my shot", "noindex", "text", "zero"]
+    assert failures.set_index("shot_id").loc["boom", "reason"] == "RuntimeError: decoder crashed"
     assert failures["reason"].str.len().min() > 5
     scores = read_scores(out)
     assert scores.loc["cut", "status"] == "truncated" and 1 <= scores.loc["cut", "frames"] < 20
