@@ -17,9 +17,9 @@ Choices (paper 3 says "other hyper-parameters: same as IBN-Net"):
   epochs; with ``snapshots = N`` it restarts every ceil(epochs / N) epochs (Huang et al. 2017, eq. 2) and
   the model is saved at the end of each cycle. Raising ``--epochs`` on ``--resume`` re-spreads the
   schedule over the new total from the current step.
-- Validation LRAP and mAP use hard labels ``soft target >= 0.5`` (scikit-learn needs 0/1 labels; soft
+- Validation LRAP and mAP (``dsdi.metrics``, scikit-learn) use hard labels ``soft target >= 0.5`` (soft
   labels are max-normalised, so every image keeps its top class); mAP is the mean per-class average
-  precision over classes with at least one positive validation image.
+  precision over classes with at least one positive validation image. A best.pt needs a finite LRAP.
 - ``batch_size`` is per process: under ``torchrun --nproc-per-node N`` the global batch is N times it.
 - AMP only on CUDA: bfloat16 where the GPU supports it, else float16 with a gradient scaler.
 """
@@ -41,7 +41,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from rich.console import Console
-from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dsdi.backbones import create_backbone, default_img_size
@@ -55,6 +54,7 @@ from dsdi.data import (
 )
 from dsdi.errors import InputError
 from dsdi.losses import create_loss
+from dsdi.metrics import lrap, per_class_average_precision
 from dsdi.progress import progress_bar
 from dsdi.schema import CLASSES
 from dsdi.workspace import IMAGES_DIR, LABELS_CSV, RUNS_DIR
@@ -77,8 +77,6 @@ METRIC_COLUMNS = (
     "images_per_s",
     "broken_images",
 )
-POSITIVE_THRESHOLD = 0.5
-"""Soft targets at or above this count as positives for validation LRAP/mAP."""
 
 console = Console(stderr=True)
 
@@ -234,12 +232,11 @@ def snapshot_index(epoch: int, epochs: int, snapshots: int) -> int | None:
 
 
 def validation_scores(targets: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """(LRAP, mAP) of sigmoid scores (N, 37) against soft targets (N, 37) binarised at 0.5 (scikit-learn)."""
-    truth = (targets >= POSITIVE_THRESHOLD).astype(np.int64)
-    lrap = float(label_ranking_average_precision_score(truth, scores))
-    has_positive = truth.sum(axis=0) > 0
-    aps = [average_precision_score(truth[:, c], scores[:, c]) for c in np.flatnonzero(has_positive)]
-    return lrap, float(np.mean(aps)) if aps else float("nan")
+    """(LRAP, mAP) of scores (N, 37) against soft targets (N, 37) binarised at 0.5 (``dsdi.metrics``);
+    NaN for both when a score is not finite."""
+    if not np.isfinite(scores).all():
+        return math.nan, math.nan
+    return lrap(targets, scores), per_class_average_precision(targets, scores)[1]
 
 
 @dataclass
@@ -340,7 +337,9 @@ def _labelled_images(config: TrainConfig) -> pd.DataFrame:
         )
     if unreadable:
         bad_ids = {image_id for image_id, _, _ in unreadable}
-        console.print(f"skipping {len(bad_ids)} missing/unreadable images (--skip-missing)", highlight=False)
+        console.print(
+            f"skipping {len(bad_ids)} missing/unreadable images (--skip-missing)", highlight=False, soft_wrap=True
+        )
         labels = labels[~labels["image_id"].isin(bad_ids)].reset_index(drop=True)
     if len(labels) < 2:
         raise InputError(f"{config.labels}: at least 2 readable labelled images are needed to train and validate")
@@ -389,7 +388,7 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         else None
     )
     if resume and checkpoint is None and dist_state.is_main:
-        console.print(f"{run_dir}: no {LAST_NAME} yet, starting from scratch", highlight=False)
+        console.print(f"{run_dir}: no {LAST_NAME} yet, starting from scratch", highlight=False, soft_wrap=True)
 
     device = _pick_device(config.device, dist_state.local_rank)
     amp_dtype = _amp_dtype(config, device)
@@ -443,7 +442,9 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         if checkpoint["config"].get("optimizer") == config.optimizer:
             optimizer.load_state_dict(checkpoint["optimizer"])
         elif dist_state.is_main:
-            console.print(f"optimizer changed to {config.optimizer}: its state starts afresh", highlight=False)
+            console.print(
+                f"optimizer changed to {config.optimizer}: its state starts afresh", highlight=False, soft_wrap=True
+            )
         start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["scheduler"]["step"])
         best_lrap = float(checkpoint.get("best_val_lrap", -math.inf))
         if "scaler" in checkpoint:
@@ -451,10 +452,16 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         _set_rng_state(checkpoint["rng"])
         metrics = _read_metrics(run_dir / METRICS_NAME, start_epoch)
         if dist_state.is_main:
-            console.print(f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}", highlight=False)
+            console.print(
+                f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}", highlight=False, soft_wrap=True
+            )
     if start_epoch >= config.epochs:
         if dist_state.is_main:
-            console.print(f"{run_dir}: already trained {start_epoch} epochs; raise --epochs to extend", highlight=False)
+            console.print(
+                f"{run_dir}: already trained {start_epoch} epochs; raise --epochs to extend",
+                highlight=False,
+                soft_wrap=True,
+            )
         return run_dir
 
     if dist_state.is_main:
@@ -465,6 +472,7 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
             f"{config.img_size} px, {device}{f' amp {amp_dtype}' if amp_dtype else ''}, "
             f"{dist_state.world_size} process(es) -> {run_dir}",
             highlight=False,
+            soft_wrap=True,
         )
     net = (
         torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -477,7 +485,7 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         train_sampler.set_epoch(epoch)
         epoch_lr = learning_rate(step, steps_per_epoch, config.epochs, config.snapshots, config.lr)
         net.train()
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen, broken_paths = 0.0, 0, []
         with progress_bar("images", console=console) as bar:
             task = bar.add_task(
                 f"epoch {epoch}/{config.epochs}", total=len(train_sampler), info="", visible=dist_state.is_main
@@ -489,7 +497,11 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
                 step += 1
                 if batch is None:  # every image of the batch was unreadable
                     continue
-                images, targets = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+                broken_paths.extend(item.path for item in batch.broken)
+                images, targets = (
+                    batch.images.to(device, non_blocking=True),
+                    batch.targets.to(device, non_blocking=True),
+                )
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss = loss_fn(net(images), targets)
                 batch_loss = _all_mean(loss.detach(), dist_state)
@@ -511,7 +523,12 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         if not dist_state.is_main:
             continue
         if broken:
-            console.print(f"epoch {epoch}: {broken} unreadable images were skipped", highlight=False)
+            named = f" (this process: {', '.join(broken_paths[:5])}{' ...' if len(broken_paths) > 5 else ''})"
+            console.print(
+                f"epoch {epoch}: {broken} unreadable images were skipped{named if broken_paths else ''}",
+                highlight=False,
+                soft_wrap=True,
+            )
         metrics.append(
             {
                 "epoch": epoch,
@@ -530,6 +547,7 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
             f"epoch {epoch}: train_loss {metrics[-1]['train_loss']:.4f} val_loss {val_loss:.4f} "
             f"val_lrap {val_lrap:.4f} val_map {val_map:.4f} ({metrics[-1]['images_per_s']:.1f} images/s)",
             highlight=False,
+            soft_wrap=True,
         )
     return run_dir
 
@@ -612,10 +630,10 @@ def _validate(
         if batch is None:
             continue
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(batch[0].to(device, non_blocking=True))
+            logits = model(batch.images.to(device, non_blocking=True))
         logits_parts.append(logits.float().cpu())
-        target_parts.append(batch[1].float())
-        index_parts.append(torch.as_tensor(batch[2]))
+        target_parts.append(batch.targets.float())
+        index_parts.append(batch.indices)
     shard = (torch.cat(logits_parts), torch.cat(target_parts), torch.cat(index_parts)) if logits_parts else None
     shards = [shard]
     if dist_state.active:

@@ -231,7 +231,7 @@ def test_a_file_breaking_mid_run_is_counted_not_fatal(tmp_path, monkeypatch):
     (images / train_ids[0]).write_bytes(b"")  # breaks after the pre-flight check (simulated as passing)
     monkeypatch.setattr(train_module, "find_unreadable_images", lambda labels, root: [])
     result = invoke(tiny_args(labels, images, tmp_path / "run", "--epochs", "1", "--batch-size", "4"))
-    assert "1 unreadable images were skipped" in result.output
+    assert "1 unreadable images were skipped" in result.output and train_ids[0] in result.output
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["broken_images"].tolist() == [1]
 
 
