@@ -8,8 +8,9 @@ decoding. The ensemble score is the weighted mean over models of their aggregate
 then mixes in another rank output's fused scores: ``(1 * this + W * other) / (1 + W)``, so the paper's 2:1
 fusion (this run 2, other 1) is ``OTHER:0.5`` and 5:1 is ``OTHER:0.2``.
 
-Under torchrun (WORLD_SIZE > 1) rank r scores clips[r::world] into the shared SQLite index (SQLite serialises
-the writers); after a barrier rank 0 fuses and writes every output, so the result equals a one-process run.
+Under torchrun (WORLD_SIZE > 1) process r scores every world-th still-unscored clip, starting at the r-th, into
+the shared SQLite index (SQLite serialises the writers; gloo carries only barriers and the work totals); then
+process 0 fuses and writes every output, so the result equals a one-process run's.
 """
 
 from __future__ import annotations
