@@ -375,6 +375,20 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             dist.destroy_process_group()
 
 
+def _resumable_checkpoint(run_dir: Path, config: TrainConfig) -> dict | None:
+    """``last.pt`` of ``run_dir`` (None when absent); InputError when it cannot continue under ``config``."""
+    if not (run_dir / LAST_NAME).is_file():
+        return None
+    checkpoint = torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
+    for key in ("backbone", "img_size"):
+        if checkpoint[key] != getattr(config, key):
+            raise InputError(
+                f"{run_dir / LAST_NAME} was trained with {key} {checkpoint[key]!r}, not {getattr(config, key)!r}: "
+                "a resumed run keeps its model; start a new run with another --out instead"
+            )
+    return checkpoint
+
+
 def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
     config = config.resolved()
     if dist_state.active:  # one run directory for all ranks (the timestamp is rank 0's)
@@ -382,11 +396,12 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         dist.broadcast_object_list(shared, src=0)
         config = config.updated({"out": shared[0]})
     run_dir = Path(config.out)
-    checkpoint = (
-        torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
-        if resume and (run_dir / LAST_NAME).is_file()
-        else None
-    )
+    checkpoint = _resumable_checkpoint(run_dir, config) if resume else None
+    if (run_dir / LAST_NAME).is_file() and not resume:
+        raise InputError(
+            f"{run_dir} already holds a run ({LAST_NAME}); pass --resume to continue or extend it, "
+            "or choose another --out"
+        )
     if resume and checkpoint is None and dist_state.is_main:
         console.print(f"{run_dir}: no {LAST_NAME} yet, starting from scratch", highlight=False, soft_wrap=True)
 
@@ -475,7 +490,9 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
             soft_wrap=True,
         )
     net = (
-        torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
         if dist_state.active
         else model
     )
@@ -485,19 +502,23 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
         train_sampler.set_epoch(epoch)
         epoch_lr = learning_rate(step, steps_per_epoch, config.epochs, config.snapshots, config.lr)
         net.train()
-        loss_sum, seen, broken_paths = 0.0, 0, []
+        loss_sum, seen, unreadable, broken_paths = 0.0, 0, 0, []
         with progress_bar("images", console=console) as bar:
             task = bar.add_task(
                 f"epoch {epoch}/{config.epochs}", total=len(train_sampler), info="", visible=dist_state.is_main
             )
-            for batch in train_loader:
+            for batch_index, batch in enumerate(train_loader):
                 lr = learning_rate(step, steps_per_epoch, config.epochs, config.snapshots, config.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 step += 1
                 if batch is None:  # every image of the batch was unreadable
+                    unreadable += min(config.batch_size, len(train_sampler) - batch_index * config.batch_size)
+                else:
+                    unreadable += len(batch.broken)
+                    broken_paths.extend(item.path for item in batch.broken)
+                if not _every_rank_has(batch is not None, dist_state):  # DDP ranks take or skip a step together
                     continue
-                broken_paths.extend(item.path for item in batch.broken)
                 images, targets = (
                     batch.images.to(device, non_blocking=True),
                     batch.targets.to(device, non_blocking=True),
@@ -515,8 +536,7 @@ def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
                 seen += len(images)
                 bar.update(task, advance=len(images), info=f"loss {loss_sum / seen:.4f}")
         train_seconds = time.perf_counter() - started
-        expected = (len(train_sampler) // config.batch_size) * config.batch_size if drop_last else len(train_sampler)
-        broken = int(_all_sum(torch.tensor(float(expected - seen)), dist_state))
+        broken = int(_all_sum(torch.tensor(float(unreadable)), dist_state))
         images_total = _all_sum(torch.tensor(float(seen)), dist_state)
 
         val_loss, val_lrap, val_map = _validate(model, loss_fn, val_loader, device, amp_dtype, dist_state)
@@ -593,6 +613,13 @@ def _non_finite_message(loss: float, epoch: int, step: int, lr: float, run_dir: 
         else "no epoch completed, so no checkpoint was written; lower --lr or check the labels"
     )
     return f"the training loss became {loss} at epoch {epoch}, step {step} (lr {lr:.3g}); training stopped: {kept}"
+
+
+def _every_rank_has(flag: bool, dist_state: _Dist) -> bool:
+    """True when ``flag`` holds on every rank, so that all ranks skip or take a DDP step together."""
+    if not dist_state.active:
+        return flag
+    return _all_sum(torch.tensor(float(flag)), dist_state) == dist_state.world_size
 
 
 def _all_mean(value: torch.Tensor, dist_state: _Dist) -> float:

@@ -161,6 +161,11 @@ def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world
     assert TrainConfig.from_toml(out / "config.toml").epochs == 3
     invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # nothing left to do
     assert len(pd.read_csv(out / "metrics.csv")) == 3
+    refused = invoke(tiny_args(labels, images, out, "--epochs", "3"), expect=2)  # a fresh run never overwrites
+    assert "--resume" in refused.output
+    changed = invoke(tiny_args(labels, images, out, "--epochs", "4", "--resume", "--img-size", "64"), expect=2)
+    assert "img_size 32" in changed.output
+    assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
 def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(world, tmp_path, monkeypatch):
