@@ -31,7 +31,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     snapshots: int = 0
-    workers: int = 4
+    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     device: str = "auto"
     amp: str = "auto"
     """auto (bf16 if supported, else fp16; CUDA only) | bf16 | fp16 | off."""
@@ -148,6 +148,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        try:
+            create_loss(self.loss, **self.loss_params())
+        except (TypeError, ValueError) as error:
+            raise InputError(f"--loss {self.loss}: {error}") from None
 
     def loss_params(self) -> dict[str, Any]:
         """Keyword arguments for ``create_loss`` (None values are dropped there)."""
@@ -177,10 +181,23 @@ class TrainConfig:
             raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(known)}")
         values = asdict(self)
         for key, value in overrides.items():
-            if isinstance(value, int) and not isinstance(value, bool) and "float" in str(known[key].type):
-                value = float(value)
-            values[key] = value
+            values[key] = _typed_value(key, value, str(known[key].type), source)
         return TrainConfig(**values)
+
+
+_SCALAR_TYPES = {"str": ((str,), "text"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
+                 "bool": ((bool,), "true or false")}  # fmt: skip
+
+
+def _typed_value(key: str, value: Any, type_text: str, source: str) -> Any:
+    """``value`` checked against a field's annotation text (``"float | None"``...); ints become floats."""
+    base = type_text.replace(" | None", "")
+    if value is None and base != type_text:
+        return None
+    types, wanted = _SCALAR_TYPES[base]
+    if not isinstance(value, types) or (base in ("int", "float") and isinstance(value, bool)):
+        raise InputError(f"{source}: {key} must be {wanted}, got {value!r}")
+    return float(value) if base == "float" else value
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
