@@ -3,8 +3,9 @@
 What a run writes into ``runs/NAME/``:
 
 - ``config.toml``   the fully resolved config (flat TOML; read back with ``TrainConfig.from_toml``)
-- ``metrics.csv``   one row per epoch: epoch, lr, train_loss, val_loss, val_lrap, val_map, seconds,
-                    images_per_s, broken_images (rewritten atomically after every epoch)
+- ``metrics.csv``   one row per epoch: epoch, lr (at the epoch's first step), train_loss, val_loss,
+                    val_lrap, val_map, seconds (train + validation wall time), images_per_s (training
+                    images per second, all processes), broken_images (rewritten atomically each epoch)
 - ``last.pt``       the last completed epoch plus optimizer, scheduler and RNG state (for ``--resume``)
 - ``best.pt``       the epoch with the highest validation LRAP
 - ``snapshot_K.pt`` with ``snapshots = N``: the model at the end of each of the N cosine cycles
