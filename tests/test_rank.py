@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from colour_clips import ffmpeg_fps10, make_colour_clip
 from lxml import etree
 from typer.testing import CliRunner
 
@@ -41,22 +42,13 @@ runner = CliRunner()
 
 
 def make_clip(ffmpeg: str, out: Path, segments: list[tuple[str, float]], extra: tuple = ()) -> Path:
-    """An H.264 clip of solid colours, changing at the segment boundaries."""
-    inputs, labels = [], ""
-    for i, (colour, seconds) in enumerate(segments):
-        inputs += ["-f", "lavfi", "-i", f"color={colour}:s={W}x{H}:r=30:d={seconds}"]
-        labels += f"[{i}]"
-    graph = f"{labels}concat=n={len(segments)}:v=1:a=0,format=yuv420p"
-    subprocess.run([ffmpeg, "-v", "error", "-y", *inputs, "-filter_complex", graph, "-c:v", "libx264", "-g", "10",
-                    *extra, str(out)], check=True)
-    return out
+    """A W x H clip of solid colours, changing at the segment boundaries."""
+    return make_colour_clip(ffmpeg, out, segments, (W, H), gop=10, extra=extra)
 
 
 def ffmpeg_frames(ffmpeg: str, path: Path) -> np.ndarray:
-    """The ffmpeg CLI's own 10 fps sampling: rgb24 (N, H, W, 3)."""
-    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-vf", "fps=10", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+    """The ffmpeg CLI's own 10 fps sampling of a W x H clip: rgb24 (N, H, W, 3)."""
+    return ffmpeg_fps10(ffmpeg, path, (W, H))
 
 
 def save_tiny_model(run_dir: Path, seed: int) -> Path:

@@ -4,8 +4,10 @@ import math
 import subprocess
 from pathlib import Path
 
+import colour_clips
 import numpy as np
 import pytest
+from colour_clips import make_colour_clip
 
 from dsdi.errors import InputError
 from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, frame_at, read_shot_table, sample_frames
@@ -15,22 +17,13 @@ W, H = 64, 48
 
 
 def make_clip(ffmpeg: str, out: Path, segments=COLOURS, rate: int = 30, extra: tuple = ()) -> Path:
-    """Concatenate solid-colour lavfi sources into an H.264 clip."""
-    inputs, labels = [], ""
-    for i, (colour, seconds) in enumerate(segments):
-        inputs += ["-f", "lavfi", "-i", f"color={colour}:s={W}x{H}:r={rate}:d={seconds}"]
-        labels += f"[{i}]"
-    graph = f"{labels}concat=n={len(segments)}:v=1:a=0,format=yuv420p"
-    subprocess.run([ffmpeg, "-v", "error", "-y", *inputs, "-filter_complex", graph, "-c:v", "libx264", "-g", "15",
-                    *extra, str(out)], check=True)
-    return out
+    """A W x H clip of solid-colour segments (default COLOURS)."""
+    return make_colour_clip(ffmpeg, out, segments, (W, H), rate=rate, extra=extra)
 
 
 def ffmpeg_fps10(ffmpeg: str, path: Path) -> np.ndarray:
-    """The ffmpeg CLI's own `-vf fps=10` extraction, rgb24 frames (N,H,W,3)."""
-    raw = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-vf", "fps=10", "-f", "rawvideo", "-pix_fmt",
-                          "rgb24", "-"], check=True, capture_output=True).stdout
-    return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
+    """The ffmpeg CLI's own `-vf fps=10` extraction of a W x H clip, rgb24 frames (N,H,W,3)."""
+    return colour_clips.ffmpeg_fps10(ffmpeg, path, (W, H))
 
 
 @pytest.fixture(scope="module")
