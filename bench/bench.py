@@ -65,14 +65,16 @@ def machine_description(device: str) -> dict:
     }
 
 
-def best_rate(count: int, run: Callable[[], object], repeats: int = 2) -> float:
-    """Items per second of the fastest of `repeats` calls of run() (each processes `count` items)."""
-    fastest = float("inf")
+def fastest_rates(*workloads: tuple[int, Callable[[], object]], repeats: int = 2) -> list[float]:
+    """Items/s of each (count, run) workload: the fastest of `repeats` calls, the workloads called in turn
+    (A B A B ...) so that a change in the machine's load hits both sides of a ratio alike."""
+    fastest = [float("inf")] * len(workloads)
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        fastest = min(fastest, time.perf_counter() - start)
-    return count / fastest
+        for i, (_, run) in enumerate(workloads):
+            start = time.perf_counter()
+            run()
+            fastest[i] = min(fastest[i], time.perf_counter() - start)
+    return [count / seconds for (count, _), seconds in zip(workloads, fastest, strict=True)]
 
 
 def ffmpeg_exe() -> str:
@@ -106,8 +108,9 @@ def bench_decode(work: Path, device: str) -> dict:
     for label, size in (("native", None), ("640x360", (640, 360))):
         frames, _ = sample_frames(clip, fps=10.0, size=size)
         ffmpeg_count = ffmpeg_sample(clip, 10.0, size, (1280, 720))
-        dsdi_rate = best_rate(len(frames), lambda size=size: sample_frames(clip, fps=10.0, size=size))
-        ffmpeg_rate = best_rate(ffmpeg_count, lambda size=size: ffmpeg_sample(clip, 10.0, size, (1280, 720)))
+        dsdi_rate, ffmpeg_rate = fastest_rates(
+            (len(frames), lambda size=size: sample_frames(clip, fps=10.0, size=size)),
+            (ffmpeg_count, lambda size=size: ffmpeg_sample(clip, 10.0, size, (1280, 720))))
         results[label] = {"frames_dsdi": len(frames), "frames_ffmpeg": ffmpeg_count,
                           "dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_frames_per_s": ffmpeg_rate,
                           "ratio_dsdi_over_ffmpeg": dsdi_rate / ffmpeg_rate}
@@ -132,9 +135,9 @@ def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
     return run_dir
 
 
-def forward_rate(model: torch.nn.Module, batch: torch.Tensor, device: str, n_batches: int,
-                 dtype: torch.dtype) -> float:
-    """Inference images/s of model on `n_batches` copies of batch (already on device), autocast to dtype."""
+def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_batches: int,
+                   dtype: torch.dtype) -> Callable[[], None]:
+    """A warmed-up call running inference of model on `n_batches` copies of batch (on device), autocast to dtype."""
     def run() -> None:
         with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
             for _ in range(n_batches):
@@ -143,7 +146,7 @@ def forward_rate(model: torch.nn.Module, batch: torch.Tensor, device: str, n_bat
             torch.cuda.synchronize()
 
     run()  # warm-up (cudnn autotune, allocator)
-    return best_rate(len(batch) * n_batches, run)
+    return run
 
 
 def bench_rank(work: Path, device: str) -> dict:
@@ -159,17 +162,24 @@ def bench_rank(work: Path, device: str) -> dict:
     for i in range(n_clips):
         make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 640, 360, seconds)
     run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
-    config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "rank_out", run_id="bench", device=device,
-                        batch_size=batch_size, runs_dir=work / "runs")
-    result = rank(config)
-    end_to_end = result.frames_scored / result.elapsed_s
-    model, _ = load_model(run_dir, device)
     frames = np.concatenate([sample_frames(p)[0] for p in sorted(clips_dir.glob("*.mp4"))])
+    runs = []
+
+    def rank_fresh() -> None:  # a new OUT_DIR each time: nothing reused from a previous index
+        config = RankConfig(clips=clips_dir, models=[run_dir], out=work / f"rank_out{len(runs)}", run_id="bench",
+                            device=device, batch_size=batch_size, runs_dir=work / "runs")
+        runs.append(rank(config))
+
+    model, _ = load_model(run_dir, device)
     tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank uses
-    model_only = forward_rate(model, tensors, device, n_batches=max(1, len(frames) // batch_size), dtype=dtype)
+    n_batches = max(1, len(frames) // batch_size)
+    forward = forward_runner(model, tensors, device, n_batches, dtype)
+    end_to_end, model_only = fastest_rates((len(frames), rank_fresh), (n_batches * batch_size, forward))
+    if any(result.frames_scored != len(frames) for result in runs):
+        raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, sample_frames {len(frames)}")
     return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "clips": n_clips,
-            "frames_scored": result.frames_scored, "rank_elapsed_s": result.elapsed_s,
+            "frames_scored": len(frames), "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
             "rank_end_to_end_frames_per_s": end_to_end, "model_only_frames_per_s": model_only,
             "ratio_end_to_end_over_model_only": end_to_end / model_only}
 
@@ -217,16 +227,16 @@ def bench_image(work: Path, device: str) -> dict:
             continue
         with Image.open(paths[0]) as first:
             size = first.size
-        draft = best_rate(len(paths), lambda paths=paths: [load_image(p, img_size) for p in paths])
-        naive = best_rate(len(paths), lambda paths=paths: [naive_load(p, img_size) for p in paths])
+        draft, naive = fastest_rates((len(paths), lambda paths=paths: [load_image(p, img_size) for p in paths]),
+                                     (len(paths), lambda paths=paths: [naive_load(p, img_size) for p in paths]))
         results[label] = {"images": len(paths), "image_size": list(size), "img_size": img_size,
                           "load_image_per_s": draft, "naive_pil_per_s": naive,
                           "ratio_load_image_over_naive": draft / naive}
     return results
 
 
-def train_rate(model: torch.nn.Module, batches: Callable[[], object], n_images: int, device: str) -> float:
-    """Training images/s: SGD steps with the focal loss over the batches yielded by batches()."""
+def train_runner(model: torch.nn.Module, batches: Callable[[], object], device: str) -> Callable[[], None]:
+    """A call running SGD steps with the focal loss over the batches yielded by batches()."""
     from dsdi.losses import create_loss
 
     loss_fn = create_loss("focal", gamma=2.0)
@@ -244,7 +254,7 @@ def train_rate(model: torch.nn.Module, batches: Callable[[], object], n_images: 
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return best_rate(n_images, run)
+    return run
 
 
 def bench_train(work: Path, device: str) -> dict:
@@ -266,8 +276,8 @@ def bench_train(work: Path, device: str) -> dict:
                                          collate_fn=collate_skip_broken, persistent_workers=True)
     preloaded = [(batch[0], batch[1]) for batch in loader]
     model = create_backbone(backbone, num_classes=len(CLASSES)).to(device)
-    with_loader = train_rate(model, lambda: loader, len(paths), device)
-    with_tensors = train_rate(model, lambda: preloaded, len(paths), device)
+    with_loader, with_tensors = fastest_rates((len(paths), train_runner(model, lambda: loader, device)),
+                                              (len(paths), train_runner(model, lambda: preloaded, device)))
     return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "images": len(paths),
             "jpeg_size": [4000, 3000], "loader_workers": workers,
             "train_with_loader_images_per_s": with_loader, "train_preloaded_images_per_s": with_tensors,
@@ -285,8 +295,8 @@ def bench_backbones(work: Path, device: str) -> dict:
     for name, spec in PAPER_BACKBONES.items():
         model = create_backbone(name, num_classes=len(CLASSES)).to(device).eval()
         batch = torch.randn(64, 3, spec.img_size, spec.img_size, device=device)
-        rates[name] = {"img_size": spec.img_size, "bf16_images_per_s": forward_rate(model, batch, device, 8,
-                                                                                   torch.bfloat16)}
+        [rate] = fastest_rates((len(batch) * 8, forward_runner(model, batch, device, 8, torch.bfloat16)))
+        rates[name] = {"img_size": spec.img_size, "bf16_images_per_s": rate}
         del model
         torch.cuda.empty_cache()
     recipes = sorted((REPO / "runs").glob("*.toml"))
