@@ -27,10 +27,12 @@ dsdi synth "$world" --images "$IMAGES" --clips "$CLIPS" --seed "$SEED" \
 step "2/7 dsdi labels: crowd answers -> soft labels"
 dsdi labels "$world/ladi_aggregated_responses_url.tsv" --out "$RUN_DIR/labels.csv"
 
-for loss in focal cbfl; do
-  step "3/7 dsdi train: $BACKBONE, $loss loss, $EPOCHS epochs at ${IMG_SIZE}px"
+# SGD from scratch; cbfl diverged at lr 0.05 here (its class weights scale the rare classes' terms up).
+for loss_lr in focal:0.05 cbfl:0.01; do
+  loss=${loss_lr%%:*}
+  step "3/7 dsdi train: $BACKBONE, $loss loss, $EPOCHS epochs at ${IMG_SIZE}px, lr ${loss_lr#*:}"
   dsdi train --labels "$RUN_DIR/labels.csv" --images "$world/images" --backbone "$BACKBONE" --loss "$loss" \
-    --img-size "$IMG_SIZE" --epochs "$EPOCHS" --batch-size 32 --lr 0.05 --workers 2 --device cpu \
+    --img-size "$IMG_SIZE" --epochs "$EPOCHS" --batch-size 32 --lr "${loss_lr#*:}" --workers 2 --device cpu \
     --no-pretrained --seed "$SEED" --out "$RUN_DIR/models/$loss"
 done
 
