@@ -231,6 +231,7 @@ def _write_atomic(path: Path, text: str) -> None:
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
+    os.chmod(temp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
     os.replace(temp, path)
 
 
