@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,23 @@ def clip_signature(clip: Clip) -> str:
     return f"{Path(clip.path).resolve()}|{size}|{mtime}|{clip.start}|{clip.end}"
 
 
+def _retry_while_locked(statement: Callable[[], object], seconds: float = 120.0) -> None:
+    """Run ``statement``, retrying while another process holds the database.
+
+    Switching a new file to WAL (and creating its tables) can fail with "database is locked" at once,
+    without waiting on the busy timeout, when two torchrun ranks open the index at the same moment.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class ScoreIndex:
     """OUT_DIR/scores.sqlite; safe for several processes (torchrun ranks) writing at once."""
 
@@ -95,9 +113,9 @@ class ScoreIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
         self.db.execute("PRAGMA busy_timeout = 120000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        _retry_while_locked(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(_SCHEMA)
+        _retry_while_locked(lambda: self.db.executescript(_SCHEMA))
 
     def close(self) -> None:
         self.db.close()
