@@ -221,8 +221,8 @@ class _BatchScorer:
         batch = batch.to(self.device, memory_format=torch.channels_last if on_gpu else torch.contiguous_format)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
             logits = self.model.module(batch)
-        logits = logits.float().cpu().numpy().astype(np.float64)
-        return 1.0 / (1.0 + np.exp(-logits))  # float64: float32 sigmoids saturate to ties at 1.0
+        # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
+        return torch.sigmoid(logits.cpu().double()).numpy()
 
 
 @dataclass
