@@ -14,13 +14,13 @@ A checkpoint is a ``torch.save``d dict (loadable with ``weights_only=True``) wit
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dsdi.backbones import create_backbone
+from dsdi.files import atomic_output
 from dsdi.schema import CLASSES
 
 BEST_NAME = "best.pt"
@@ -40,10 +40,8 @@ class ModelInfo:
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` atomically (temp file + rename) so a kill never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def resolve_checkpoint(model_ref: str | Path) -> Path:

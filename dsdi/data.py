@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from dsdi.errors import InputError
+from dsdi.files import atomic_output
 from dsdi.progress import progress_bar
 from dsdi.schema import CLASSES
 
@@ -335,10 +336,8 @@ def _write_resized(source: Path, target: Path, min_side: int, quality: int) -> s
     scale = min_side / min(image.size)
     if scale < 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    image.save(tmp, format="JPEG", quality=quality, subsampling=0)  # 4:4:4: small images keep colour detail
-    os.replace(tmp, target)
+    with atomic_output(target) as tmp:
+        image.save(tmp, format="JPEG", quality=quality, subsampling=0)  # 4:4:4: small images keep colour detail
     return "written"
 
 
@@ -370,7 +369,6 @@ def prepare_image_cache(labels_csv: str | Path, image_root: str | Path, out_root
     broken = [(i, str(s), o) for i, s, o in zip(image_ids, sources, outcomes, strict=True) if o not in done]
     out_root.mkdir(parents=True, exist_ok=True)
     failures = out_root / "prepare_failures.csv"
-    with open(failures.with_name(failures.name + ".tmp"), "w", newline="", encoding="utf-8") as handle:
+    with atomic_output(failures) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("image_id", "path", "reason"), *broken])
-    os.replace(failures.with_name(failures.name + ".tmp"), failures)
     return PrepareResult(outcomes.count("written"), outcomes.count("up to date"), broken)

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import ast
 import csv
-import os
 import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ import pandas as pd
 from rich.table import Table
 
 from dsdi.errors import InputError
+from dsdi.files import atomic_output
 from dsdi.schema import CATEGORIES, CLASSES, NUM_CLASSES, category_of, load_token_map, normalise_token
 
 ID_COLUMNS = ("url", "img_url", "image_uuid")
@@ -394,19 +393,11 @@ def _exact_text(column: pd.Series) -> np.ndarray:
 def write_csv_atomic(table: pd.DataFrame, path: str | Path) -> None:
     """Write ``table`` as CSV (header, no index; floats round-trip exactly) through a temp file in the same
     folder and ``os.replace``, so a kill never leaves half a file and a failed run keeps the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = [_exact_text(table[name]) for name in table.columns]
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as tmp:
-            writer = csv.writer(tmp, lineterminator="\n")
-            writer.writerow([str(name) for name in table.columns])
-            writer.writerows(zip(*columns, strict=True))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([str(name) for name in table.columns])
+        writer.writerows(zip(*columns, strict=True))
 
 
 def make_labels(

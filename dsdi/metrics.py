@@ -26,8 +26,9 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
 from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
 from dsdi.schema import load_feature_numbers
-from dsdi.submission import Rankings, read_qrels, read_run, write_text_atomic
+from dsdi.submission import Rankings, read_qrels, read_run
 
 DEFAULT_K = 1000
 DEFAULT_POSITIVE_THRESHOLD = 0.5

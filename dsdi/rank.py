@@ -31,10 +31,11 @@ import torch
 from dsdi.checkpoint import BEST_NAME, LAST_NAME, load_model, resolve_checkpoint
 from dsdi.data import frames_to_tensor
 from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
 from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
-from dsdi.submission import TR_TYPES, rank_features, write_submission_xml, write_text_atomic, write_trec_run
+from dsdi.submission import TR_TYPES, rank_features, write_submission_xml, write_trec_run
 from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, read_shot_table
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
 

@@ -10,8 +10,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
 from dsdi.schema import FEATURES, load_feature_numbers
 from dsdi.video import VideoDecodeError, frame_at
 
@@ -226,15 +225,6 @@ def _failures_table(failures: list[dict[str, str]]) -> str:
     return f"<table><tr><th>shot id</th><th>clip</th><th>reason</th></tr>{cells}</table>"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(temp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-    os.replace(temp, path)
-
-
 def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_path: str | Path | None = None,
                  top_n: int = 6) -> Path:
     """Write the HTML report of a `dsdi rank` output folder; returns its path (default OUT_DIR/report.html)."""
@@ -260,5 +250,5 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
             f"<h2>Run</h2>{_facts_table(folder.facts, len(folder.failures))}{chart}"
             f"<h2>Top {top_n} clips per feature (frame that scored highest)</h2>{sections}"
             f"<h2>Failures</h2>{_failures_table(folder.failures)}</body></html>")
-    _write_atomic(out_path, page)
+    write_text_atomic(out_path, page)
     return out_path

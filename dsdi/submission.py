@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -33,6 +31,7 @@ import pandas as pd
 from lxml import etree
 
 from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
 
 Ranking = list[tuple[str, float]]
@@ -49,21 +48,6 @@ TR_TYPES = ("L", "O")
 
 
 # ---- shared helpers --------------------------------------------------------------------------
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and ``os.replace``,
-    so a reader never sees half a file and a kill leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_items: int | None = None) -> None:

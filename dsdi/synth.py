@@ -53,6 +53,7 @@ from PIL import Image
 
 from dsdi import schema
 from dsdi.errors import InputError
+from dsdi.files import atomic_output, write_text_atomic
 from dsdi.progress import progress_bar
 
 URL_PREFIX = "https://ladi.s3.amazonaws.com/synth/"
@@ -737,11 +738,10 @@ def visible_runs(visible: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _write_atomic(path: Path, write: Callable[[io.StringIO], None]) -> None:
+    """Atomically write the text that ``write`` puts into a buffer."""
     buffer = io.StringIO()
     write(buffer)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def shot_id(index: int, shots_per_video: int = 10) -> str:
@@ -783,9 +783,8 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
         task = bar.add_task("synth images", total=n_images, info="")
         for i, (name, truth) in enumerate(zip(names, labels, strict=True)):
             pixels = render_image(truth, np.random.default_rng([seed, _SEED_IMAGES, i]), *image_size)
-            tmp = world.images_dir / (name + ".tmp")
-            Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
-            os.replace(tmp, world.images_dir / name)
+            with atomic_output(world.images_dir / name) as tmp:
+                Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
             bar.update(task, advance=1)
     table = pd.DataFrame(labels, columns=list(schema.CLASSES))
     table.insert(0, "image_id", image_ids)

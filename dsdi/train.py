@@ -54,6 +54,7 @@ from dsdi.data import (
     train_val_split,
 )
 from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
 from dsdi.losses import create_loss
 from dsdi.metrics import lrap, per_class_average_precision
 from dsdi.progress import progress_bar
@@ -167,7 +168,7 @@ class TrainConfig:
     def to_toml(self, path: str | Path) -> None:
         """Write the config as flat TOML, atomically; None values are left out (TOML has no null)."""
         lines = [f"{key} = {_toml_value(value)}" for key, value in asdict(self).items() if value is not None]
-        _write_text_atomic(Path(path), "\n".join(lines) + "\n")
+        write_text_atomic(Path(path), "\n".join(lines) + "\n")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> TrainConfig:
@@ -220,12 +221,6 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def learning_rate(step: int, steps_per_epoch: int, epochs: int, snapshots: int, base_lr: float) -> float:
@@ -337,9 +332,7 @@ def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).to_csv(index=False))
 
 
 def _labelled_images(config: TrainConfig) -> pd.DataFrame:
