@@ -17,15 +17,16 @@ Ground truth
 - Annotations: per image and category, 3-6 simulated workers (``workers_per_category``); each names a drawn
   feature with probability ``1 - miss_rate`` and an absent feature of that category with ``false_rate``; a
   worker who names nothing answers ``['<category>:none']``. Tokens come from ``dsdi/data_files/token_map.csv``.
-- Clips: a feature is *visible in a frame* when at least ``min(MIN_VISIBLE_PX, 0.5 * its drawn area in the
-  scene)`` of its drawn pixels lie inside that frame's viewport (occlusion by later layers is ignored).
+- Clips: a feature is *visible in a frame* when at least ``min(MIN_VISIBLE_PX * scale**2, 0.5 * its drawn area
+  in the scene)`` of its drawn pixels lie inside that frame's viewport (occlusion by later layers is ignored;
+  scale = min(width / 640, height / 360)).
   ``clip_truth.csv`` has one row per maximal run of visible frames (30 fps): ``start_s`` = first frame index / fps,
   ``end_s`` = (last frame index + 1) / fps, ``frames`` = frames in the run, ``sampled`` = 1 when the run contains a
   frame the 10 fps sampler decodes (t = 0, 0.1, 0.2 ..., i.e. every third frame). ``qrels.txt`` has rel 1 for a
   feature and shot when any of its runs is sampled, else 0; it lists every feature (fNum order) x shot.
 
 Clips last between the two ``clip_seconds`` bounds (default 3-12 s, skewed short: min + span * u**3), at
-30 fps; the camera pans in a straight line at 70-200 px/s over a scene drawn for the whole path; a quarter of
+30 fps; the camera pans in a straight line at 70-200 px/s (times scale) over a scene drawn for the whole path; a quarter of
 the objects are placed near the end of the pan so that they are on screen briefly (often under a second).
 Scenes are drawn at RENDER_SCALE (half) resolution and upsampled; environment classes are textured cells of
 a noisy Voronoi partition, the other features are objects drawn in painter's order (water, damage, lines,
@@ -33,7 +34,10 @@ buildings, vehicles, smoke on top). Clip frames are piped to ffmpeg as raw YUV 4
 
 Frequencies follow the long tail of paper Table 1: feature j is drawn with probability
 ``p_top * (n_j / n_max) ** a`` where ``a`` puts the rarest class (lava) at ``p_min``; the order of Table 1 is
-kept exactly, and every feature is forced into at least ``min_per_feature`` images. Everything is
+kept exactly, and every feature is forced into at least ``min_per_feature`` images. Clips draw features the
+same way with a flatter tail, CLIP_FEATURE_PROBABILITY (0.30 .. 0.04, mean 0.16: about 5 features per clip),
+each feature in at least CLIP_MIN_PER_FEATURE clips, so that every feature has relevant shots to rank and a
+random ranking scores a low mAP (dense qrels would make chance look good). Everything is
 deterministic per seed (each image and clip has its own generator ``default_rng([seed, part, index])``).
 """
 
@@ -63,6 +67,9 @@ SAMPLER_FPS = 10
 MIN_VISIBLE_PX = 600
 COVER_STEP = 4  # clip coverage masks: one cell per 4x4 output pixels
 RENDER_SCALE = 0.5  # scenes are drawn at half the output resolution, then upsampled (4x less work)
+
+CLIP_FEATURE_PROBABILITY = (0.30, 0.04)  # (p_top, p_min) of feature_probabilities for clips
+CLIP_MIN_PER_FEATURE = 2
 
 _SEED_LABELS, _SEED_IMAGES, _SEED_CLIPS, _SEED_WORKERS = 0, 1, 2, 3
 
@@ -634,9 +641,14 @@ class ClipScene:
 def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: float,
                 width: int = 640, height: int = 360, fps: int = CLIP_FPS,
                 render_scale: float = RENDER_SCALE) -> ClipScene:
-    """Pan a (width x height) viewport in a straight line over a large scene holding the given features (32,)."""
+    """Pan a (width x height) viewport in a straight line over a large scene holding the given features (32,).
+
+    Object boxes, pan speed and the visibility threshold scale with min(width / 640, height / 360), as
+    render_image's scale with its 640x480 reference, so that an object has the same size relative to the
+    frame in clips as in training images of the same reference scale."""
     n_frames = max(1, int(round(duration_s * fps)))
-    speed = rng.uniform(70, 200)  # pixels per second
+    scale = min(width / 640, height / 360)
+    speed = rng.uniform(70, 200) * scale  # pixels per second
     angle = rng.uniform(-0.35, 0.35) + (np.pi if rng.random() < 0.5 else 0.0)
     travel_x, travel_y = speed * duration_s * np.cos(angle), speed * duration_s * np.sin(angle)
     scene_w, scene_h = width + 2 * int(np.ceil(abs(travel_x) / 2)), height + 2 * int(np.ceil(abs(travel_y) / 2))
@@ -652,9 +664,10 @@ def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: floa
 
     def place(look: _Look) -> tuple[int, int, int, int]:
         if look.kind == "line":
-            w, h = int(rng.uniform(300, 800)), int(rng.uniform(250, 500))
+            w, h = rng.uniform(300, 800), rng.uniform(250, 500)
         else:
-            w, h = int(rng.uniform(look.size[0], look.size[1])), int(rng.uniform(look.size[2], look.size[3]))
+            w, h = rng.uniform(look.size[0], look.size[1]), rng.uniform(look.size[2], look.size[3])
+        w, h = max(8, int(w * scale)), max(8, int(h * scale))
         if rng.random() < 0.25:  # near the end of the pan: on screen only briefly
             end_x, end_y = offsets[-1]
             toward = 1 if travel_x >= 0 else -1
@@ -677,7 +690,7 @@ def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: floa
         gx1 = np.minimum(-(-(offsets[:, 0] + width) // step), mask.shape[1])
         gy1 = np.minimum(-(-(offsets[:, 1] + height) // step), mask.shape[0])
         inside = (area[gy1, gx1] - area[gy0, gx1] - area[gy1, gx0] + area[gy0, gx0]) * step * step
-        visible[:, feature] = inside >= min(MIN_VISIBLE_PX, 0.5 * total)
+        visible[:, feature] = inside >= min(MIN_VISIBLE_PX * scale**2, 0.5 * total)
     return ClipScene(cv.picture(), offsets, visible, width, height)
 
 
@@ -801,7 +814,8 @@ def _build_clips(world: World, n_clips: int, seed: int, clip_size: tuple[int, in
                  clip_seconds: tuple[float, float]) -> None:
     """Render, encode and write the truth files of n_clips clips."""
     rng = np.random.default_rng([seed, _SEED_CLIPS])
-    clip_features = sample_labels(n_clips, rng, feature_probabilities(0.5, 0.1), min_per_feature=1)
+    clip_features = sample_labels(n_clips, rng, feature_probabilities(*CLIP_FEATURE_PROBABILITY),
+                                  min_per_feature=CLIP_MIN_PER_FEATURE)
     durations = clip_seconds[0] + (clip_seconds[1] - clip_seconds[0]) * rng.random(n_clips) ** 3  # mostly short
     fnums = schema.load_feature_numbers()
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
