@@ -7,11 +7,11 @@
 set -euo pipefail
 
 RUN_DIR=${1:-runs/demo}
-IMAGES=${DEMO_IMAGES:-1000}          # synthetic LADI-like images (320x240)
-CLIPS=${DEMO_CLIPS:-40}              # synthetic shot clips (320x180, H.264, 3-6 s)
+IMAGES=${DEMO_IMAGES:-2000}          # synthetic LADI-like images (320x240)
+CLIPS=${DEMO_CLIPS:-60}              # synthetic shot clips (320x180, H.264, 3-6 s)
 EPOCHS=${DEMO_EPOCHS:-6}
-BACKBONE=${DEMO_BACKBONE:-lcnet_050} # tiny timm model, random init (no network)
-IMG_SIZE=${DEMO_IMG_SIZE:-128}
+BACKBONE=${DEMO_BACKBONE:-resnet10t} # small timm ResNet, random init (no network)
+IMG_SIZE=${DEMO_IMG_SIZE:-64}
 SEED=${DEMO_SEED:-0}
 export HF_HUB_OFFLINE=1
 
@@ -27,13 +27,13 @@ dsdi synth "$world" --images "$IMAGES" --clips "$CLIPS" --seed "$SEED" \
 step "2/7 dsdi labels: crowd answers -> soft labels"
 dsdi labels "$world/ladi_aggregated_responses_url.tsv" --out "$RUN_DIR/labels.csv"
 
-# SGD from scratch; cbfl diverged at lr 0.05 here (its class weights scale the rare classes' terms up).
-for loss_lr in focal:0.05 cbfl:0.01; do
-  loss=${loss_lr%%:*}
-  step "3/7 dsdi train: $BACKBONE, $loss loss, $EPOCHS epochs at ${IMG_SIZE}px, lr ${loss_lr#*:}"
+# From scratch on a CPU budget: AdamW learns far more in 6 epochs than SGD or lcnet_050 did (measured on the
+# default world: val mean AUC 0.82 vs 0.68 for lcnet_050 @128 px); 64 px scored as well as 96 px here.
+for loss in focal cbfl; do
+  step "3/7 dsdi train: $BACKBONE, $loss loss, $EPOCHS epochs at ${IMG_SIZE}px, AdamW"
   dsdi train --labels "$RUN_DIR/labels.csv" --images "$world/images" --backbone "$BACKBONE" --loss "$loss" \
-    --img-size "$IMG_SIZE" --epochs "$EPOCHS" --batch-size 32 --lr "${loss_lr#*:}" --workers 2 --device cpu \
-    --no-pretrained --seed "$SEED" --out "$RUN_DIR/models/$loss"
+    --img-size "$IMG_SIZE" --epochs "$EPOCHS" --batch-size 32 --optimizer adamw --lr 3e-3 --weight-decay 0.05 \
+    --workers 1 --device cpu --no-pretrained --seed "$SEED" --out "$RUN_DIR/models/$loss"
 done
 
 step "4/7 dsdi rank: ensemble of both models (decodes every clip at 10 fps)"
