@@ -111,6 +111,12 @@ def load_token_map(extra: Path | None = None) -> dict[str, str]:
     return token_map
 
 
+def shipped_answer_tokens() -> list[tuple[str, str]]:
+    """(raw LADI answer token, class name) rows of the shipped token table, in file order (spellings as
+    LADI workers' answers have them, e.g. ``'damage:misc'``; the first row of a class is its usual one)."""
+    return [(row["token"], row["class"]) for row in _read_table(_data_file("token_map.csv"))]
+
+
 def load_feature_numbers(path: Path | None = None) -> dict[str, int]:
     """Feature name -> TRECVID feature number (fNum). Default table order 1..32.
 

@@ -26,8 +26,9 @@ Ground truth
   feature and shot when any of its runs is sampled, else 0; it lists every feature (fNum order) x shot.
 
 Clips last between the two ``clip_seconds`` bounds (default 3-12 s, skewed short: min + span * u**3), at
-30 fps; the camera pans in a straight line at 70-200 px/s (times scale) over a scene drawn for the whole path; a quarter of
-the objects are placed near the end of the pan so that they are on screen briefly (often under a second).
+30 fps; the camera pans in a straight line at 70-200 px/s (times scale) over a scene drawn for the whole path;
+a quarter of the objects are placed near the end of the pan so that they are on screen briefly (often under
+a second).
 Scenes are drawn at RENDER_SCALE (half) resolution and upsampled; environment classes are textured cells of
 a noisy Voronoi partition, the other features are objects drawn in painter's order (water, damage, lines,
 buildings, vehicles, smoke on top). Clip frames are piped to ffmpeg as raw YUV 4:2:0 planes (see encode_clip).
@@ -125,8 +126,8 @@ def sample_labels(n: int, rng: np.random.Generator, probabilities: np.ndarray | 
 def _answer_tokens() -> tuple[dict[str, str], dict[str, str]]:
     """(class name -> first LADI token mapped to it, category -> its ':none' token), from token_map.csv."""
     token_of: dict[str, str] = {}
-    for row in schema._read_table(schema._data_file("token_map.csv")):
-        token_of.setdefault(row["class"], row["token"])
+    for token, class_name in schema.shipped_answer_tokens():
+        token_of.setdefault(class_name, token)
     none_token = {schema.category_of(name): token_of[name] for name in schema.NONE_CLASSES}
     return token_of, none_token
 

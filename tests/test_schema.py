@@ -36,6 +36,14 @@ def test_token_map_covers_every_class_and_normalises_spelling():
     assert token_map[schema.normalise_token("infrastructure:dam_levee")] == "dam / levee"
 
 
+def test_shipped_answer_tokens_keep_raw_spellings_and_agree_with_the_token_map():
+    rows = schema.shipped_answer_tokens()
+    assert rows[0] == ("damage:misc", "damage (misc)")
+    assert {class_name for _, class_name in rows} == set(schema.CLASSES)
+    token_map = schema.load_token_map()
+    assert all(token_map[schema.normalise_token(token)] == class_name for token, class_name in rows)
+
+
 def test_user_token_map_extends_and_is_checked(tmp_path):
     extra = tmp_path / "tokens.csv"
     extra.write_text("token,class\nvehicles:helicopter,aircraft\n")
