@@ -45,7 +45,6 @@ deterministic per seed (each image and clip has its own generator ``default_rng(
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -704,25 +703,23 @@ def encode_clip(clip: ClipScene, path: Path, fps: int = CLIP_FPS, ffmpeg: str | 
     path = Path(path)
     luma, blue, red = _yuv420_planes(clip.scene)
     cw, ch = clip.width // 2, clip.height // 2
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    command = [ffmpeg or imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
-               "-pix_fmt", "yuv420p", "-s", f"{clip.width}x{clip.height}", "-r", str(fps), "-i", "-",
-               "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-threads", "1", "-pix_fmt", "yuv420p",
-               "-movflags", "+faststart", str(tmp)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for x, y in clip.offsets:
-            process.stdin.write(luma[y: y + clip.height, x: x + clip.width].tobytes())
-            process.stdin.write(blue[y // 2: y // 2 + ch, x // 2: x // 2 + cw].tobytes())
-            process.stdin.write(red[y // 2: y // 2 + ch, x // 2: x // 2 + cw].tobytes())
-    finally:
-        process.stdin.close()
-        error = process.stderr.read().decode(errors="replace")
-        process.wait()
-    if process.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed writing {path}: {error.strip()}")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        command = [ffmpeg or imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo",
+                   "-pix_fmt", "yuv420p", "-s", f"{clip.width}x{clip.height}", "-r", str(fps), "-i", "-",
+                   "-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-threads", "1", "-pix_fmt", "yuv420p",
+                   "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for x, y in clip.offsets:
+                process.stdin.write(luma[y: y + clip.height, x: x + clip.width].tobytes())
+                process.stdin.write(blue[y // 2: y // 2 + ch, x // 2: x // 2 + cw].tobytes())
+                process.stdin.write(red[y // 2: y // 2 + ch, x // 2: x // 2 + cw].tobytes())
+        finally:
+            process.stdin.close()
+            error = process.stderr.read().decode(errors="replace")
+            process.wait()
+        if process.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed writing {path}: {error.strip()}")
 
 
 def _yuv420_planes(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

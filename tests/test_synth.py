@@ -152,6 +152,15 @@ def test_encoded_frames_match_the_rendered_pan(tmp_path, ffmpeg_exe):
     assert np.abs(decoded[0].astype(int) - decoded[-1].astype(int)).mean() > 1  # the camera moves
 
 
+def test_failed_encode_leaves_neither_clip_nor_temp_file(tmp_path, ffmpeg_exe):
+    clip = render_clip(np.zeros(32, np.uint8), np.random.default_rng(0), 0.2, width=64, height=36)
+    target = tmp_path / "c.mp4"
+    target.write_bytes(b"previous clip")
+    with pytest.raises(RuntimeError, match="ffmpeg failed writing .*c.mp4"):
+        encode_clip(clip, target, fps=0, ffmpeg=ffmpeg_exe)  # ffmpeg rejects frame rate 0 after reading input
+    assert [p.name for p in tmp_path.iterdir()] == ["c.mp4"] and target.read_bytes() == b"previous clip"
+
+
 def test_qrels_follow_clip_truth(world):
     fnums = schema.load_feature_numbers()
     table = pd.read_csv(world.clips_table)
