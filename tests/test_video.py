@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from colour_clips import make_colour_clip
 
+import dsdi.video
 from dsdi.errors import InputError
 from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, frame_at, read_shot_table, sample_frames
 
@@ -38,12 +39,26 @@ def clips(tmp_path_factory, ffmpeg_exe):
     }
 
 
+def decode_in_chunks(clip: Clip, chunk_frames: int, backend: str | None = None) -> tuple:
+    """(frames (N,H,W,3), timestamps (N,), truncated, note) of ClipChunks, checking every chunk's length."""
+    chunks = dsdi.video.ClipChunks(clip, chunk_frames=chunk_frames, backend=backend)
+    frames, times = zip(*chunks, strict=True)
+    lengths = [len(t) for t in times]
+    assert lengths == [len(f) for f in frames] and set(lengths[:-1]) <= {chunk_frames} and 1 <= lengths[-1]
+    assert lengths[-1] <= chunk_frames
+    return np.concatenate(frames), np.concatenate(times), chunks.truncated, chunks.note
+
+
+@pytest.mark.parametrize("chunk_frames", [7, 10**6])
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
-def test_sampling_matches_ffmpeg_fps10(clips, ffmpeg_exe, backend):
-    for key in ("main", "odd"):
+def test_sampling_matches_ffmpeg_fps10(clips, ffmpeg_exe, backend, chunk_frames):
+    for key in ("main", "odd", "ts") if backend == "pyav" else ("main", "odd"):
         decoded = decode_clip(Clip(key, clips[key]), backend=backend)
+        frames, times, truncated, _ = decode_in_chunks(Clip(key, clips[key]), chunk_frames, backend)
+        np.testing.assert_array_equal(frames, decoded.frames)
+        np.testing.assert_array_equal(times, decoded.timestamps)
         reference = ffmpeg_fps10(ffmpeg_exe, clips[key])
-        assert not decoded.truncated
+        assert not decoded.truncated and not truncated
         assert abs(len(decoded.frames) - len(reference)) <= 1
         common = min(len(decoded.frames), len(reference))
         diff = np.abs(decoded.frames[:common].astype(int) - reference[:common].astype(int)).max(axis=(1, 2, 3))
@@ -112,3 +127,44 @@ def test_broken_files(clips, tmp_path, ffmpeg_exe):
     for backend in (None, "pyav"):
         decoded = decode_clip(Clip("cut", cut), backend=backend)
         assert 3 <= len(decoded.frames) < 28 and decoded.truncated and decoded.note
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_chunks_equal_whole_decoding_of_files_and_shots(clips, backend):
+    shots = [Clip("main", clips["main"]), Clip("odd", clips["odd"]), Clip("faststart", clips["faststart"]),
+             Clip("s1", clips["main"], 1.0, 2.2), Clip("s2", clips["odd"], 0.3, 0.6),
+             Clip("past_end", clips["main"], 0.55, 9.0)]  # truncated: the file ends at 3.07 s
+    if backend == "pyav":
+        shots += [Clip("ts", clips["ts"]), Clip("s3", clips["ts"], 1.5, 3.0), Clip("s4", clips["ts"], 2.95, 4.4)]
+    for shot in shots:
+        whole = decode_in_chunks(shot, 10**6, backend)
+        for chunk_frames in (1, 7):
+            frames, times, truncated, note = decode_in_chunks(shot, chunk_frames, backend)
+            np.testing.assert_array_equal(frames, whole[0])
+            np.testing.assert_array_equal(times, whole[1])
+            assert (truncated, note) == whole[2:]
+        assert whole[2] == (shot.shot_id == "past_end") and whole[3].startswith("only 2.52s of 8.45s") == whole[2]
+
+
+def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
+    open_decord, batches = dsdi.video._open_decord, []
+
+    def reader_failing_after_two_batches(path, size):
+        reader, starts, duration = open_decord(path, size)
+
+        class Failing:
+            def get_batch(self, indices):
+                batches.append(len(indices))
+                if len(batches) > 2:
+                    raise RuntimeError("corrupt packet")
+                return reader.get_batch(indices)
+
+        return Failing(), starts, duration
+
+    monkeypatch.setattr(dsdi.video, "_open_decord", reader_failing_after_two_batches)
+    clip = Clip("main", clips["main"])
+    frames, times, truncated, note = decode_in_chunks(clip, 7)
+    assert batches == [7, 7, 7]  # samples 14 on come from PyAV
+    reference = decode_clip(clip, backend="pyav")
+    np.testing.assert_array_equal(times, reference.timestamps)
+    assert np.abs(frames.astype(int) - reference.frames.astype(int)).max() <= 6 and not truncated and not note
