@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +38,7 @@ from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
 from dsdi.submission import TR_TYPES, rank_features, write_submission_xml, write_trec_run
-from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, read_shot_table
+from dsdi.video import Clip, ClipChunks, VideoDecodeError, discover_clips, read_shot_table
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
 
 RUN_JSON = "run.json"
@@ -67,6 +69,7 @@ class RankConfig:
     batch_size: int = 64
     runs_dir: Path = RUNS_DIR
     decode_workers: int | None = None  # None: the CPU cores shared among torchrun processes, at most 8
+    chunk_frames: int = 64  # sampled frames a decoding thread holds at full resolution (memory per clip decoded ahead)
 
 
 @dataclass
@@ -226,45 +229,108 @@ class _BatchScorer:
         return torch.sigmoid(logits.cpu().double()).numpy()
 
 
-@dataclass
-class _OpenClip:
-    """A decoded clip whose frames are being scored; complete when every needed model returned every frame."""
+_FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
+_PREPROCESS_FRAMES = 8  # frames converted to float at a time (a full-resolution float copy is 4x the frames' bytes)
 
-    clip: Clip
-    times_s: np.ndarray  # seconds into the clip file
+
+@dataclass
+class _Chunk:
+    """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames
+    preprocessed at each model input size S, float32 (n, 3, S, S)."""
+
+    times: np.ndarray
+    tensors: dict[int, torch.Tensor]
+
+
+@dataclass
+class _End:
+    """A clip's decoding ended: its truncated flag and note; failure: why an exception stopped it ("" if none)."""
+
     truncated: bool
     note: str
-    remaining: dict[str, int]
-    parts: dict[str, list[np.ndarray]]
+    failure: str = ""
+
+
+@dataclass
+class _OpenClip:
+    """A clip whose frames are being decoded and scored; complete when decoding ended and every needed model
+    returned every frame."""
+
+    clip: Clip
+    remaining: dict[str, int]  # model key -> frames added but not scored yet
+    parts: dict[str, list[np.ndarray]]  # model key -> sigmoids (n, 37) per scored batch part
+    times_s: list[np.ndarray] = field(default_factory=list)  # per chunk, seconds into the clip file
+    end: _End | None = None
+
+    def complete(self) -> bool:
+        return self.end is not None and not any(self.remaining.values())
+
+    def frames(self) -> int:
+        return sum(len(times) for times in self.times_s)
 
     def scores(self) -> dict[str, ClipScores]:
-        return {key: ClipScores.from_frame_scores(np.concatenate(chunks), self.times_s, self.truncated, self.note)
+        times = np.concatenate(self.times_s)
+        return {key: ClipScores.from_frame_scores(np.concatenate(chunks), times, self.end.truncated, self.end.note)
                 for key, chunks in self.parts.items()}
 
 
-def _decode(clip: Clip, fps: float, img_sizes: set[int]) -> tuple[object, dict[int, torch.Tensor]]:
-    """Decoded clip (frames dropped) and its frames preprocessed at each model input size."""
-    decoded = decode_clip(clip, fps=fps)
-    tensors = {size: frames_to_tensor(decoded.frames, size) for size in img_sizes}
-    decoded.frames = decoded.frames[:0]
-    return decoded, tensors
+def _failure_reason(error: Exception) -> str:
+    """The failures.csv reason: a VideoDecodeError's own, else the exception's type and message."""
+    return error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
+
+
+def _preprocess(frames: np.ndarray, img_sizes: set[int]) -> dict[int, torch.Tensor]:
+    """uint8 (n, H, W, 3) -> float32 (n, 3, S, S) per input size S, converted _PREPROCESS_FRAMES at a time."""
+    return {size: torch.cat([frames_to_tensor(frames[lo:lo + _PREPROCESS_FRAMES], size)
+                             for lo in range(0, len(frames), _PREPROCESS_FRAMES)]) for size in img_sizes}
+
+
+def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
+                 cancelled: threading.Event) -> None:
+    """Pool thread: the clip's chunks (_Chunk) into feed, then its _End, waiting while feed is full; gives up
+    when cancelled is set."""
+    def put(item: _Chunk | _End) -> bool:
+        while not cancelled.is_set():
+            try:
+                feed.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    chunks = ClipChunks(clip, config.fps, config.chunk_frames)
+    try:
+        for frames, times in chunks:
+            if not put(_Chunk(times, _preprocess(frames, img_sizes))):
+                return
+    except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
+        reason = _failure_reason(error)
+        put(_End(True, f"decoding stopped: {reason}", reason))
+        return
+    put(_End(chunks.truncated, chunks.note))
 
 
 def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
-    """Decode clips in `workers` background threads (2 x workers clips ahead) while the models score packed
-    batches; store each clip when all its frames are scored. Returns (clips stored, frames scored)."""
+    """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
+    _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches;
+    store each clip when all its frames are scored, record a clip that fails before its first chunk as a failure.
+    Returns (clips stored, frames scored)."""
     ahead = 2 * workers
     scorers = {m.key: _BatchScorer(m, config.batch_size, device) for m in models}
     img_sizes = {m.img_size for m in models}
     open_clips: dict[int, _OpenClip] = {}
     stored = frames_done = 0
     started = time.perf_counter()
+    cancelled = threading.Event()
 
     with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
         task = bar.add_task(label, total=len(todo), info="")
-        futures: deque[Future] = deque(
-            pool.submit(_decode, clip, config.fps, img_sizes) for clip, _ in todo[:ahead])
+
+        def start_decoding(clip: Clip) -> queue.Queue:
+            feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
+            pool.submit(_decode_into, feed, clip, config, img_sizes, cancelled)
+            return feed
 
         def collect(flush: bool) -> None:
             nonlocal stored, frames_done
@@ -273,32 +339,39 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
                     open_clip = open_clips[slot]
                     open_clip.parts[key].append(probs)
                     open_clip.remaining[key] -= len(probs)
-            for slot in sorted(s for s, c in open_clips.items() if not any(c.remaining.values())):
+            for slot in sorted(s for s, c in open_clips.items() if c.complete()):
                 done = open_clips.pop(slot)
                 index.add_clip(done.clip, done.scores())
                 stored += 1
-                frames_done += len(done.times_s)
+                frames_done += done.frames()
                 rate = frames_done / max(time.perf_counter() - started, 1e-9)
                 bar.update(task, advance=1, info=f"{rate:.1f} frames/s")
 
-        for slot, (clip, needed) in enumerate(todo):
-            future = futures.popleft()
-            if slot + ahead < len(todo):
-                futures.append(pool.submit(_decode, todo[slot + ahead][0], config.fps, img_sizes))
-            try:
-                decoded, tensors = future.result()
-            except Exception as error:  # noqa: BLE001 - one bad file never stops the run; its reason is recorded
-                reason = error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
-                index.add_failure(clip, reason)
-                bar.update(task, advance=1)
-                continue
-            offset = clip.start or 0.0
-            open_clips[slot] = _OpenClip(clip, decoded.timestamps + offset, decoded.truncated, decoded.note,
-                                         {m.key: len(decoded.timestamps) for m in needed}, {m.key: [] for m in needed})
-            for model in needed:
-                scorers[model.key].add(slot, tensors[model.img_size])
-            collect(flush=False)
-        collect(flush=True)
+        try:
+            feeds = deque(start_decoding(clip) for clip, _ in todo[:ahead])
+            for slot, (clip, needed) in enumerate(todo):
+                feed = feeds.popleft()
+                if slot + ahead < len(todo):
+                    feeds.append(start_decoding(todo[slot + ahead][0]))
+                open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
+                while isinstance(item := feed.get(), _Chunk):
+                    if not open_clip.times_s:
+                        open_clips[slot] = open_clip
+                    open_clip.times_s.append(item.times + (clip.start or 0.0))
+                    for model in needed:
+                        scorers[model.key].add(slot, item.tensors[model.img_size])
+                        open_clip.remaining[model.key] += len(item.times)
+                    collect(flush=False)
+                if not open_clip.times_s:  # nothing decoded: a failure, never scored
+                    index.add_failure(clip, item.failure)
+                    bar.update(task, advance=1)
+                    continue
+                open_clip.end = item
+                collect(flush=False)
+            collect(flush=True)
+        finally:  # an interrupted run: threads waiting on a full feed give up, queued clips never start
+            cancelled.set()
+            pool.shutdown(cancel_futures=True)
     return stored, frames_done
 
 
@@ -320,6 +393,8 @@ def rank(config: RankConfig) -> RankResult:
         raise InputError(f"--agg {config.agg!r}: choose one of {', '.join(AGGREGATIONS)}")
     if config.topk < 1 or config.batch_size < 1 or config.fps <= 0 or config.priority < 1:
         raise InputError("--topk, --batch-size and --priority must be >= 1 and --fps > 0")
+    if config.chunk_frames < 1:
+        raise InputError(f"chunk_frames must be >= 1, got {config.chunk_frames}")
     if config.tr_type not in TR_TYPES or not config.pid.strip() or config.run_id.split() != [config.run_id]:
         raise InputError(f"--tr-type must be one of {', '.join(TR_TYPES)} (L = LADI only, O = other data too), "
                          "--pid non-empty and --run-id without whitespace")

@@ -29,7 +29,7 @@ from dsdi.cli import app
 from dsdi.data import frames_to_tensor
 from dsdi.index import ScoreIndex
 from dsdi.schema import CLASSES, FEATURES
-from dsdi.video import Clip, decode_clip
+from dsdi.video import Clip, ClipChunks, decode_clip
 
 W, H, IMG = 64, 48, 64
 RNG = np.random.default_rng(7)
@@ -92,6 +92,19 @@ def frame_sigmoids(run_dir: Path, frames: np.ndarray) -> np.ndarray:
 
 def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def count_decodes(monkeypatch) -> list[str]:
+    """The shot ids `dsdi rank` starts decoding from now on (in this test)."""
+    decodes = []
+
+    class CountingChunks(ClipChunks):
+        def __init__(self, clip, *args, **kwargs):
+            decodes.append(clip.shot_id)
+            super().__init__(clip, *args, **kwargs)
+
+    monkeypatch.setattr(dsdi.rank, "ClipChunks", CountingChunks)
+    return decodes
 
 
 def read_trec(path: Path) -> pd.DataFrame:
@@ -177,8 +190,7 @@ def test_topk_trec_and_xml(world):
 def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
     out, ref = tmp_path / "out", world["reference"]
     shutil.copytree(world["out"], out)
-    decodes = []
-    monkeypatch.setattr(dsdi.rank, "decode_clip", lambda *a, **k: decodes.append(a) or decode_clip(*a, **k))
+    decodes = count_decodes(monkeypatch)
     shots = sorted(ref)
 
     def expected(agg: str, weights: tuple[float, float]) -> np.ndarray:
@@ -209,6 +221,22 @@ def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "WEIGHT > 0" in result.output
 
 
+def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
+    added, add = [], dsdi.rank._BatchScorer.add
+    monkeypatch.setattr(dsdi.rank._BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
+                        or add(self, slot, frames))
+    rows = {}
+    for chunk_frames in (5, 10_000):  # clips of 8 to 14 frames: 2 or 3 chunks each, one chunk each
+        out = tmp_path / f"chunks{chunk_frames}"
+        dsdi.rank.rank(dsdi.rank.RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
+                                            device="cpu", chunk_frames=chunk_frames))
+        with sqlite3.connect(out / "scores.sqlite") as db:
+            rows[chunk_frames] = db.execute("SELECT * FROM model_scores ORDER BY model_key, shot_id").fetchall()
+        if chunk_frames == 5:
+            assert max(added) == 5 and len(added) > 2 * len(CLIP_SEGMENTS)
+    assert len(rows[5]) == 2 * len(CLIP_SEGMENTS) and rows[5] == rows[10_000]
+
+
 def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe):
     clips, out = tmp_path / "clips", tmp_path / "out"
     shutil.copytree(world["clips"], clips)
@@ -228,8 +256,7 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     monkeypatch.setattr(ScoreIndex, "add_clip", real_add)
     with sqlite3.connect(out / "scores.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM model_scores").fetchone()[0] == 4  # 2 clips x 2 models
-    decodes = []
-    monkeypatch.setattr(dsdi.rank, "decode_clip", lambda *a, **k: decodes.append(a[0].shot_id) or decode_clip(*a, **k))
+    decodes = count_decodes(monkeypatch)
     result = invoke(*args)
     assert result.exit_code == 0 and "ranked 6, failed 0" in result.output, result.output
     assert sorted(decodes) == sorted(set(CLIP_SEGMENTS) - set(stored))
@@ -267,14 +294,20 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     clips.mkdir()
     good = shutil.copy(next(world["clips"].glob("*.mp4")), clips)
     shutil.copy(good, clips / "my shot.mp4")  # a shot id TRECVID cannot carry
-    shutil.copy(good, clips / "boom.mp4")  # its decoder crashes unexpectedly (below)
+    shutil.copy(good, clips / "boom.mp4")  # its decoder crashes unexpectedly before the first chunk (below)
+    shutil.copy(good, clips / "halfway.mp4")  # ... and this one's after its first chunk
 
-    def crashing_decoder(clip, *args, **kwargs):
-        if clip.shot_id == "boom":
-            raise RuntimeError("decoder crashed")
-        return decode_clip(clip, *args, **kwargs)
+    class CrashingChunks(ClipChunks):
+        def __iter__(self):
+            if self.clip.shot_id == "boom":
+                raise RuntimeError("decoder crashed")
+            chunks = super().__iter__()
+            yield next(chunks)
+            if self.clip.shot_id == "halfway":
+                raise RuntimeError("decoder crashed later")
+            yield from chunks
 
-    monkeypatch.setattr(dsdi.rank, "decode_clip", crashing_decoder)
+    monkeypatch.setattr(dsdi.rank, "ClipChunks", CrashingChunks)
     (clips / "zero.mp4").write_bytes(b"")
     (clips / "text.mp4").write_text("not a video\n" * 100)
     subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
@@ -288,7 +321,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     out = tmp_path / "out"
     result = invoke("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad")
     assert result.exit_code == 0, result.output
-    assert "ranked 2, failed 6" in result.output
+    assert "ranked 3, failed 6" in result.output
     failures = pd.read_csv(out / "failures.csv", dtype=str)
     assert list(failures.columns) == ["clip_path", "shot_id", "reason"]
     assert sorted(failures["shot_id"]) == ["audio", "boom", "my shot", "noindex", "text", "zero"]
@@ -296,7 +329,12 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     assert failures["reason"].str.len().min() > 5
     scores = read_scores(out)
     assert scores.loc["cut", "status"] == "truncated" and 1 <= scores.loc["cut", "frames"] < 20
-    assert sorted(read_trec(out / "bad.trec")["shot_id"].unique()) == sorted(["cut", Path(good).stem])
+    assert scores.loc["halfway", "status"] == "truncated"  # keeps its first chunk: the whole 64-frame default
+    assert scores.loc["halfway", "frames"] == scores.loc[Path(good).stem, "frames"]
+    with sqlite3.connect(out / "scores.sqlite") as db:
+        note = db.execute("SELECT note FROM model_scores WHERE shot_id = 'halfway'").fetchone()[0]
+    assert note == "decoding stopped: RuntimeError: decoder crashed later"
+    assert sorted(read_trec(out / "bad.trec")["shot_id"].unique()) == sorted(["cut", "halfway", Path(good).stem])
 
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
