@@ -329,7 +329,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     assert failures["reason"].str.len().min() > 5
     scores = read_scores(out)
     assert scores.loc["cut", "status"] == "truncated" and 1 <= scores.loc["cut", "frames"] < 20
-    assert scores.loc["halfway", "status"] == "truncated"  # keeps its first chunk: the whole 64-frame default
+    assert scores.loc["halfway", "status"] == "truncated"  # keeps its first chunk: all its frames by default
     assert scores.loc["halfway", "frames"] == scores.loc[Path(good).stem, "frames"]
     with sqlite3.connect(out / "scores.sqlite") as db:
         note = db.execute("SELECT note FROM model_scores WHERE shot_id = 'halfway'").fetchone()[0]
