@@ -174,7 +174,7 @@ class ClipChunks:
     """The frames of one clip shown at t = 0, 1/fps, ... < its duration, decoded chunk by chunk.
 
     Iterating yields (frames uint8 (n,H,W,3) RGB, timestamps float64 (n,) seconds from the clip start) with
-    1 <= n <= chunk_frames, so only one chunk of full-resolution frames is alive at a time, however long the clip.
+    1 <= n <= chunk_frames: only the chunk yielded and the next one being gathered are held, however long the clip.
     Once iteration has ended, truncated and note describe the clip (decoding stopped early or fell short of the
     clip's end / the declared duration by more than 1.5 frames at fps). backend: "decord", "pyav" or None
     (decord, then PyAV when decord fails, going on from the first sample decord did not deliver; PyAV for
