@@ -320,6 +320,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     img_sizes = {m.img_size for m in models}
     open_clips: dict[int, _OpenClip] = {}
     stored = frames_done = 0
+    model_frames = 0  # frames scored, summed over models: the live rate is this / number of models / seconds
     started = time.perf_counter()
     cancelled = threading.Event()
 
@@ -332,19 +333,21 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
             return feed
 
         def collect(flush: bool) -> None:
-            nonlocal stored, frames_done
+            nonlocal stored, frames_done, model_frames
             for key, scorer in scorers.items():
                 for slot, probs in scorer.run(flush):
                     open_clip = open_clips[slot]
                     open_clip.parts[key].append(probs)
                     open_clip.remaining[key] -= len(probs)
+                    model_frames += len(probs)
+            rate = model_frames / len(models) / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
             for slot in sorted(s for s, c in open_clips.items() if c.complete()):
                 done = open_clips.pop(slot)
                 index.add_clip(done.clip, done.scores())
                 stored += 1
                 frames_done += done.frames()
-                rate = frames_done / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, advance=1, info=f"{rate:.1f} frames/s")
+                bar.update(task, advance=1)
 
         try:
             feeds = deque(start_decoding(clip) for clip, _ in todo[:ahead])
