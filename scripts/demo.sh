@@ -27,8 +27,9 @@ dsdi synth "$world" --images "$IMAGES" --clips "$CLIPS" --seed "$SEED" \
 step "2/7 dsdi labels: crowd answers -> soft labels"
 dsdi labels "$world/ladi_aggregated_responses_url.tsv" --out "$RUN_DIR/labels.csv"
 
-# From scratch on a CPU budget: AdamW learns far more in 6 epochs than SGD or lcnet_050 did (measured on the
-# default world: val mean AUC 0.82 vs 0.68 for lcnet_050 @128 px); 64 px scored as well as 96 px here.
+# From scratch on a CPU budget (measured on pre-loaded synth images, held-out mean AUC over the 32 features):
+# resnet10t @64 px with AdamW reaches 0.82 in 6 epochs on 2000 images; lcnet_050 @128 px only 0.69 in 12 epochs
+# on 1000, SGD lr 0.05 trails AdamW, and 96 px scored no better than 64 px.
 for loss in focal cbfl; do
   step "3/7 dsdi train: $BACKBONE, $loss loss, $EPOCHS epochs at ${IMG_SIZE}px, AdamW"
   dsdi train --labels "$RUN_DIR/labels.csv" --images "$world/images" --backbone "$BACKBONE" --loss "$loss" \
