@@ -596,6 +596,15 @@ def _draw_objects(cv: _Canvas, features: list[int], place: Callable[[_Look], tup
             look.draw(cv, *place(look), feature)
 
 
+_CLIP_LINE_BOX = (300, 800, 250, 500)  # w_min, w_max, h_min, h_max of a line feature's box in a clip scene
+
+
+def _scaled_box(rng: np.random.Generator, size: tuple[float, float, float, float], scale: float) -> tuple[int, int]:
+    """(w, h) pixels: uniform in size = (w_min, w_max, h_min, h_max) reference pixels, times scale, >= 8."""
+    w, h = rng.uniform(size[0], size[1]), rng.uniform(size[2], size[3])
+    return max(8, int(w * scale)), max(8, int(h * scale))
+
+
 def _region_features(features: list[int]) -> list[int]:
     return [j for j in features if _LOOKS[schema.FEATURES[j]].kind == "region"]
 
@@ -614,8 +623,7 @@ def render_image(labels: np.ndarray, rng: np.random.Generator, width: int = 640,
     def place(look: _Look) -> tuple[int, int, int, int]:
         if look.kind == "line":
             return 0, 0, width, height
-        w = max(8, int(rng.uniform(look.size[0], look.size[1]) * scale))
-        h = max(8, int(rng.uniform(look.size[2], look.size[3]) * scale))
+        w, h = _scaled_box(rng, look.size, scale)
         x0 = int(rng.integers(-w // 5, max(1, width - w * 4 // 5)))
         return x0, int(rng.integers(-h // 5, max(1, height - h * 4 // 5))), w, h
 
@@ -663,11 +671,7 @@ def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: floa
     _draw_regions(cv, cells, rng.uniform(0, scene_w, len(cells)), rng.uniform(0, scene_h, len(cells)))
 
     def place(look: _Look) -> tuple[int, int, int, int]:
-        if look.kind == "line":
-            w, h = rng.uniform(300, 800), rng.uniform(250, 500)
-        else:
-            w, h = rng.uniform(look.size[0], look.size[1]), rng.uniform(look.size[2], look.size[3])
-        w, h = max(8, int(w * scale)), max(8, int(h * scale))
+        w, h = _scaled_box(rng, _CLIP_LINE_BOX if look.kind == "line" else look.size, scale)
         if rng.random() < 0.25:  # near the end of the pan: on screen only briefly
             end_x, end_y = offsets[-1]
             toward = 1 if travel_x >= 0 else -1
