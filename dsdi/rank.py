@@ -278,11 +278,6 @@ def _failure_reason(error: Exception) -> str:
     return error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
 
 
-def _preprocess(frames: np.ndarray, img_sizes: set[int]) -> dict[int, torch.Tensor]:
-    """uint8 (n, H, W, 3) -> float32 (n, 3, S, S) per input size S."""
-    return {size: frames_to_tensor(frames, size) for size in img_sizes}
-
-
 def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
                  cancelled: threading.Event) -> None:
     """Pool thread: the clip's chunks (_Chunk) into feed, then its _End, waiting while feed is full; gives up
@@ -299,7 +294,7 @@ def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: s
     chunks = ClipChunks(clip, config.fps, config.chunk_frames)
     try:
         for frames, times in chunks:
-            if not put(_Chunk(times, _preprocess(frames, img_sizes))):
+            if not put(_Chunk(times, {size: frames_to_tensor(frames, size) for size in img_sizes})):
                 return
     except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
         reason = _failure_reason(error)
