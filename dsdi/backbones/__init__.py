@@ -24,6 +24,7 @@ from torch import nn
 
 from dsdi.backbones.ibn import se_ibn_resnet50
 from dsdi.errors import InputError
+from dsdi.files import read_torch_file
 
 DEFAULT_IMG_SIZE = 360
 
@@ -85,12 +86,7 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a state-dict file or of a dsdi checkpoint's ``model`` entry; DDP ``module.`` stripped."""
-    if not path.is_file():
-        raise InputError(f"{path}: weights file not found")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a weights file"
-        raise InputError(f"{path}: not a PyTorch state dict or dsdi checkpoint ({error})") from None
+    loaded = read_torch_file(path, "a PyTorch state dict or dsdi checkpoint")
     state = loaded.get("model", loaded) if isinstance(loaded, dict) else loaded
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: holds no state dict (expected a dict of tensors, or a dsdi checkpoint)")
