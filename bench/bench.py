@@ -125,13 +125,11 @@ def tiny_or_real(device: str) -> tuple[str, int, int]:
 def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
     """A dsdi checkpoint (random weights) of `backbone` as `dsdi train` would leave it."""
     from dsdi.backbones import create_backbone
-    from dsdi.checkpoint import BEST_NAME, save_checkpoint
+    from dsdi.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint
     from dsdi.schema import CLASSES
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     model = create_backbone(backbone, num_classes=len(CLASSES))
-    save_checkpoint(run_dir / BEST_NAME, {"model": model.state_dict(), "backbone": backbone, "classes": list(CLASSES),
-                                          "img_size": img_size, "epoch": 1, "val_lrap": None, "config": {}})
+    save_checkpoint(run_dir / BEST_NAME, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=1))
     return run_dir
 
 
@@ -152,7 +150,8 @@ def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_b
 def bench_rank(work: Path, device: str) -> dict:
     from dsdi.checkpoint import load_model
     from dsdi.data import frames_to_tensor
-    from dsdi.rank import RankConfig, rank
+    from dsdi.rank import rank
+    from dsdi.rank_config import RankConfig
     from dsdi.video import sample_frames
 
     backbone, img_size, batch_size = tiny_or_real(device)

@@ -7,6 +7,7 @@ leaves half a file, and a failed run keeps the previous one. ``read_torch_file``
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,13 +42,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8", newline="\n")
 
 
-def _first_line(error: BaseException) -> str:
-    """The gist of a torch.load error on one short line: weights_only refusals name the refused global (their
-    first line is advice), other errors keep their first line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    refusal = next((line for line in lines if "Unsupported global" in line or "WeightsUnpickler error" in line), None)
-    reason = refusal.removeprefix("WeightsUnpickler error:").strip() if refusal else lines[0]
-    return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
+def _load_failure(error: BaseException) -> str:
+    """The gist of a torch.load error, one short sentence: weights_only refusals say what was refused (their
+    first lines are advice), other errors keep their first sentence."""
+    text = str(error)
+    _, refused, detail = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (detail if refused else text).splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0] if lines else type(error).__name__
+    reason = reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
+    if refused:
+        return f"it holds more than tensors, numbers, strings and containers: {reason}"
+    return reason
 
 
 def read_torch_file(path: str | Path, expected: str) -> Any:
@@ -60,7 +65,9 @@ def read_torch_file(path: str | Path, expected: str) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: file not found; expected {expected}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle's protocol warning precedes the refusal below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle means "not such a file"
-        raise InputError(f"{path}: not {expected} ({_first_line(error)}); check the path, or save the file "
-                         "again") from None
+        raise InputError(f"{path}: not {expected} ({_load_failure(error)}); check the path, or save the file "
+                         "again (state dicts and dsdi checkpoints load safely)") from None

@@ -8,7 +8,7 @@ from torch import nn
 
 from dsdi.backbones import PAPER_BACKBONES, create_backbone, default_img_size
 from dsdi.backbones.ibn import IBN
-from dsdi.checkpoint import save_checkpoint
+from dsdi.checkpoint import checkpoint_payload, save_checkpoint
 from dsdi.errors import InputError
 from dsdi.schema import CLASSES
 
@@ -92,7 +92,7 @@ def test_weights_from_state_dict_and_checkpoint_reload_exactly(tmp_path):
     expected = _outputs(trained, images)
 
     torch.save(trained.state_dict(), tmp_path / "state.pt")
-    save_checkpoint(tmp_path / "best.pt", {"model": trained.state_dict(), "backbone": TINY, "classes": list(CLASSES)})
+    save_checkpoint(tmp_path / "best.pt", checkpoint_payload(trained, backbone=TINY, img_size=64))
     ddp_state = {f"module.{key}": value for key, value in trained.state_dict().items()}
     torch.save(ddp_state, tmp_path / "ddp.pt")
     for name in ("state.pt", "best.pt", "ddp.pt"):
@@ -121,7 +121,7 @@ def test_weights_of_another_backbone_or_not_weights_are_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("not a tensor file")
     with pytest.raises(InputError, match="notes.pt: not a PyTorch state dict"):
         create_backbone(TINY, weights=tmp_path / "notes.pt")
-    with pytest.raises(InputError, match="weights file not found"):
+    with pytest.raises(InputError, match="absent.pt: file not found"):
         create_backbone(TINY, weights=tmp_path / "absent.pt")
     with pytest.raises(InputError, match="unknown backbone 'resnet_doesnotexist'"):
         create_backbone("resnet_doesnotexist")

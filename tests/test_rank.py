@@ -24,7 +24,7 @@ from lxml import etree
 from typer.testing import CliRunner
 
 import dsdi.rank
-from dsdi.checkpoint import save_checkpoint
+from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.cli import app
 from dsdi.data import frames_to_tensor
 from dsdi.index import ScoreIndex
@@ -68,16 +68,14 @@ def save_tiny_model(run_dir: Path, seed: int) -> Path:
             colours = torch.rand(32, 3, 1, 1).expand(32, 3, IMG, IMG)
             model((colours + 0.2 * torch.randn(32, 3, IMG, IMG) - 0.45) / 0.226)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "backbone": "lcnet_050",
-                                          "classes": list(CLASSES), "img_size": IMG, "epoch": 1,
-                                          "val_lrap": None, "config": {}})
+    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=IMG, epoch=1))
     return run_dir
 
 
 @functools.cache
 def reference_model(run_dir: Path) -> torch.nn.Module:
-    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint)."""
-    payload = torch.load(run_dir / "best.pt", weights_only=True)
+    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint.load_model)."""
+    payload = read_checkpoint(run_dir / "best.pt")
     model = timm.create_model(payload["backbone"], num_classes=len(CLASSES))
     model.load_state_dict(payload["model"])
     return model.eval()
@@ -228,7 +226,7 @@ def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
     rows = {}
     for chunk_frames in (5, 10_000):  # clips of 8 to 14 frames: 2 or 3 chunks each, one chunk each
         out = tmp_path / f"chunks{chunk_frames}"
-        dsdi.rank.rank(dsdi.rank.RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
+        dsdi.rank.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
                                             device="cpu", chunk_frames=chunk_frames))
         with sqlite3.connect(out / "scores.sqlite") as db:
             rows[chunk_frames] = db.execute("SELECT * FROM model_scores ORDER BY model_key, shot_id").fetchall()
@@ -351,7 +349,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
                 ["--models", world["models"][0], "--bogus-flag"], ["--models", world["models"][0], "--tr-type", "X"],
                 ["--models", world["models"][0], "--run-id", "two words"]):
         assert invoke("rank", "--clips", clips, "--out", tmp_path / "o4", *bad).exit_code == 2, bad
-    wrong = torch.load(world["models"][0] / "best.pt", weights_only=True) | {"classes": ["a", "b"]}
+    wrong = read_checkpoint(world["models"][0] / "best.pt") | {"classes": ["a", "b"]}
     save_checkpoint(tmp_path / "wrong.pt", wrong)
     result = invoke("rank", "--clips", clips, "--models", tmp_path / "wrong.pt", "--out", tmp_path / "o5")
     assert result.exit_code == 2 and "class schema" in result.output
