@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsdi.errors import InputError
 from dsdi.schema import NUM_CLASSES
 from dsdi.video import Clip
 
@@ -172,15 +173,23 @@ class ScoreIndex:
         return list(self.db.execute("SELECT shot_id, clip_path FROM clips ORDER BY shot_id"))
 
     def model_scores(self, model_key: str) -> dict[str, ClipScores]:
-        """shot id -> this model's stored ClipScores, for the current clip set and clip contents."""
+        """shot id -> this model's stored ClipScores, for the current clip set and clip contents.
+
+        Raises InputError naming the index file and the shot when a stored row is not 37 numbers per column
+        (a damaged or hand-edited index)."""
         rows = self.db.execute(
             "SELECT s.shot_id, s.frames, s.status, s.note, s.max_scores, s.mean_scores, s.top3_scores, s.peak_times"
             " FROM model_scores s JOIN clips c ON c.shot_id = s.shot_id AND c.signature = s.signature"
             " WHERE s.model_key = ?", (model_key,))
         result = {}
         for shot, frames, status, note, *arrays in rows:
-            values = [np.asarray(json.loads(a), dtype=np.float64) for a in arrays]
-            assert all(v.shape == (NUM_CLASSES,) for v in values), f"{self.path}: corrupt scores of {shot}"
+            try:
+                values = [np.asarray(json.loads(a), dtype=np.float64) for a in arrays]
+            except (TypeError, ValueError):  # not JSON, or not a flat list of numbers
+                values = []
+            if len(values) != len(arrays) or any(v.shape != (NUM_CLASSES,) for v in values):
+                raise InputError(f"{self.path}: the stored scores of shot {shot!r} (model {model_key}) are corrupt; "
+                                 f"delete {self.path} and run dsdi rank again to rescore the clips")
             result[shot] = ClipScores(frames, status, note or "", *values)
         return result
 

@@ -411,12 +411,7 @@ def make_labels(
 
     Raises InputError for bad input (nothing is written then).
     """
-    try:
-        token_map = load_token_map(Path(token_map_path) if token_map_path else None)
-    except ValueError as error:
-        raise InputError(f"token map: {error}") from None
-    except OSError as error:
-        raise InputError(f"--token-map {token_map_path}: cannot read it ({error.strerror or error})") from None
+    token_map = load_token_map(Path(token_map_path) if token_map_path else None)
     annotations = read_annotations(annotations_path)
     counts = count_answers(annotations, token_map, skip_unknown)
     labels = _label_frame(counts, mode)

@@ -44,10 +44,10 @@ def average_precision(
     """TREC average precision of a ranking cut at ``k`` (None = no cut); NaN when nothing is relevant.
 
     ``ranked_shot_ids``: best first. ``relevant_ids``: every relevant shot in the ground truth.
-    Raises InputError if a shot id appears twice in the ranking (an ill-formed run).
+    Raises InputError if ``k`` < 1 (``--k``) or a shot id appears twice in the ranking (an ill-formed run).
     """
     if k is not None and k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise InputError(f"--k {k}: the cut-off depth must be >= 1 (NIST scores at 1000)")
     ranked = list(ranked_shot_ids)
     if len(set(ranked)) != len(ranked):
         twice = sorted(shot_id for shot_id, count in Counter(ranked).items() if count > 1)
@@ -109,10 +109,7 @@ def evaluate_files(
     """``evaluate_run`` on a run file (TRECVID XML or TREC form) and a qrels file; InputError on bad files."""
     rankings = read_run(run_path)
     qrels = read_qrels(qrels_path)
-    try:
-        feature_numbers = load_feature_numbers(Path(feature_numbers_path) if feature_numbers_path else None)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        raise InputError(f"feature numbers file {feature_numbers_path}: {error}") from None
+    feature_numbers = load_feature_numbers(Path(feature_numbers_path) if feature_numbers_path else None)
     return evaluate_run(rankings, qrels, k, feature_numbers)
 
 
@@ -137,6 +134,8 @@ def _binary_targets(
     y_true: np.ndarray, y_score: np.ndarray, positive_threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) targets -> int 0/1 positives (>= threshold) and float64 scores, after shape checks."""
+    # ValueError, not InputError: the callers (training's validation) pass arrays they built, and train.py
+    # turns non-finite model outputs into NaN metrics before calling; no user value reaches these checks.
     y_true = np.asarray(y_true, dtype=np.float64)
     y_score = np.asarray(y_score, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape != y_score.shape:

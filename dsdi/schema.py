@@ -17,6 +17,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from dsdi.errors import InputError
+
 NUM_CLASSES = 37
 NUM_FEATURES = 32
 CATEGORIES = ("damage", "environment", "infrastructure", "vehicles", "water")
@@ -37,10 +39,27 @@ def _data_file(name: str) -> Path:
     return Path(str(resources.files("dsdi") / "data_files" / name))
 
 
-def _read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV data table; lines starting with '#' are comments."""
+def _read_table(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(file line number, row) of each row of a CSV data table; lines starting with '#' are comments."""
     with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(line for line in handle if not line.startswith("#")))
+        kept = [(number, line) for number, line in enumerate(handle, start=1) if not line.startswith("#")]
+    reader = csv.DictReader(line for _, line in kept)
+    return [(kept[reader.line_num - 1][0], row) for row in reader]
+
+
+def _read_user_table(path: Path, flag: str) -> list[tuple[int, dict[str, str]]]:
+    """``_read_table`` of a file the user gave with ``flag``; InputError naming both when it cannot be read."""
+    try:
+        return _read_table(path)
+    except FileNotFoundError:
+        raise InputError(f"{flag} {path}: cannot read it: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{flag} {path}: cannot read it as a UTF-8 CSV file ({error})") from None
+
+
+def _shipped_table_broken(name: str, problem: str) -> RuntimeError:
+    """The error for a broken data file shipped with dsdi (not the user's doing: reinstall dsdi)."""
+    return RuntimeError(f"dsdi's shipped data file {_data_file(name)} is broken: {problem}; reinstall dsdi")
 
 
 @lru_cache(maxsize=1)
@@ -49,9 +68,10 @@ def class_infos() -> tuple[ClassInfo, ...]:
     rows = _read_table(_data_file("classes.csv"))
     infos = tuple(
         ClassInfo(int(r["index"]), r["name"], r["category"], r["is_feature"] == "1", int(r["table1_count"]))
-        for r in rows
+        for _, r in rows
     )
-    assert [c.index for c in infos] == list(range(NUM_CLASSES)), "classes.csv must list indices 0..36 in order"
+    if [c.index for c in infos] != list(range(NUM_CLASSES)):
+        raise _shipped_table_broken("classes.csv", f"it must list indices 0..{NUM_CLASSES - 1} in order")
     return infos
 
 
@@ -66,7 +86,8 @@ CLASS_COUNTS: tuple[int, ...] = tuple(c.table1_count for c in class_infos())
 NONE_CLASS_MASK: tuple[bool, ...] = tuple(not c.is_feature for c in class_infos())
 """True at the 5 none-class positions."""
 
-assert len(FEATURES) == NUM_FEATURES and FEATURES == CLASSES[:NUM_FEATURES]
+if len(FEATURES) != NUM_FEATURES or FEATURES != CLASSES[:NUM_FEATURES]:
+    raise _shipped_table_broken("classes.csv", f"the first {NUM_FEATURES} classes, and only those, must be features")
 
 
 def category_of(class_name: str) -> str:
@@ -94,17 +115,23 @@ def normalise_token(token: str) -> str:
 def load_token_map(extra: Path | None = None) -> dict[str, str]:
     """Normalised answer token -> class name, from the shipped table plus an optional user table.
 
-    A user table has the same ``token,class`` columns; its rows override the shipped ones.
-    Raises ValueError naming the file and line when a row maps to a class that does not exist.
+    A user table (``--token-map``) has the same ``token,class`` columns; its rows override the shipped ones.
+    Raises InputError naming the file and line for an unreadable file, missing columns or a row that maps
+    to a class that does not exist.
     """
+    shipped = _data_file("token_map.csv")
+    sources = [(str(shipped), _read_table(shipped))]
+    if extra:
+        sources.append((f"--token-map {extra}", _read_user_table(Path(extra), "--token-map")))
     token_map: dict[str, str] = {}
-    for path in [_data_file("token_map.csv")] + ([Path(extra)] if extra else []):
-        for line_no, row in enumerate(_read_table(path), start=2):
+    for source, rows in sources:
+        for line_no, row in rows:
             if row.get("token") is None or row.get("class") is None:
-                raise ValueError(f"{path}: needs columns 'token' and 'class' (found {list(row)})")
+                raise InputError(f"{source}, line {line_no}: needs columns 'token' and 'class' (found {list(row)}); "
+                                 "start the file with the header line 'token,class'")
             if row["class"] not in CLASSES:
-                raise ValueError(
-                    f"{path}, row {line_no}: class {row['class']!r} is not one of the 37 dsdi classes "
+                raise InputError(
+                    f"{source}, line {line_no}: class {row['class']!r} is not one of the 37 dsdi classes "
                     f"(see dsdi/data_files/classes.csv for the exact names)"
                 )
             token_map[normalise_token(row["token"])] = row["class"]
@@ -114,21 +141,35 @@ def load_token_map(extra: Path | None = None) -> dict[str, str]:
 def shipped_answer_tokens() -> list[tuple[str, str]]:
     """(raw LADI answer token, class name) rows of the shipped token table, in file order (spellings as
     LADI workers' answers have them, e.g. ``'damage:misc'``; the first row of a class is its usual one)."""
-    return [(row["token"], row["class"]) for row in _read_table(_data_file("token_map.csv"))]
+    return [(row["token"], row["class"]) for _, row in _read_table(_data_file("token_map.csv"))]
 
 
 def load_feature_numbers(path: Path | None = None) -> dict[str, int]:
     """Feature name -> TRECVID feature number (fNum). Default table order 1..32.
 
-    A user file (``feature,number``) must list all 32 features with distinct numbers.
+    A user file (``--feature-numbers``, columns ``feature,number``) must list all 32 features with distinct
+    integer numbers; InputError naming the file (and line) otherwise.
     """
-    source = Path(path) if path else _data_file("feature_numbers.csv")
-    rows = _read_table(source)
-    numbers = {r["feature"]: int(r["number"]) for r in rows}
+    source = f"--feature-numbers {path}" if path else str(_data_file("feature_numbers.csv"))
+    rows = _read_user_table(Path(path), "--feature-numbers") if path else _read_table(_data_file("feature_numbers.csv"))
+    numbers: dict[str, int] = {}
+    line_of_number: dict[int, int] = {}
+    for line_no, row in rows:
+        if row.get("feature") is None or row.get("number") is None:
+            raise InputError(f"{source}, line {line_no}: needs columns 'feature' and 'number' (found {list(row)}); "
+                             "start the file with the header line 'feature,number'")
+        try:
+            number = int(row["number"])
+        except ValueError:
+            raise InputError(f"{source}, line {line_no}: feature number {row['number']!r} is not an integer") from None
+        if number in line_of_number:
+            raise InputError(f"{source}, line {line_no}: feature number {number} is used twice (first on line "
+                             f"{line_of_number[number]}); feature numbers must be distinct")
+        line_of_number[number] = line_no
+        numbers[row["feature"]] = number
     unknown = sorted(set(numbers) - set(FEATURES))
     missing = [f for f in FEATURES if f not in numbers]
     if unknown or missing:
-        raise ValueError(f"{source}: unknown features {unknown}, missing features {missing}")
-    if len(set(numbers.values())) != len(numbers):
-        raise ValueError(f"{source}: feature numbers must be distinct")
+        raise InputError(f"{source}: unknown features {unknown}, missing features {missing}; list each of the "
+                         f"{NUM_FEATURES} features once, named as in dsdi/data_files/feature_numbers.csv")
     return numbers

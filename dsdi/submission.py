@@ -51,10 +51,13 @@ TR_TYPES = ("L", "O")
 
 
 def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_items: int | None = None) -> None:
-    """Raise ValueError unless ``rankings`` is a valid rankings object (see the module docstring).
+    """Raise unless ``rankings`` is a valid rankings object (see the module docstring).
 
     Checks: integer fNum >= 0; each entry a ``(shot_id, score)`` pair; shot ids non-empty strings without
     whitespace, unique within a feature; scores finite and non-increasing; at most ``max_items`` per feature.
+    Too many items (``--topk`` above NIST's 1000) and non-finite scores (a score table can hold them) raise
+    InputError; the rest raise ValueError: rankings are built by ``rank_features`` or ``read_run``, which
+    check the user's data first, so a malformed object is a mistake of the calling code.
     """
     if not isinstance(rankings, Mapping):
         raise ValueError(f"rankings must be a dict fNum -> [(shot_id, score), ...], got {type(rankings).__name__}")
@@ -65,7 +68,8 @@ def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_item
             raise ValueError(f"feature {fnum}: ranking must be a list of (shot_id, score), "
                              f"got {type(ranking).__name__}")
         if max_items is not None and len(ranking) > max_items:
-            raise ValueError(f"feature {fnum}: {len(ranking)} items, at most {max_items} allowed (cut to top-k first)")
+            raise InputError(f"feature {fnum}: {len(ranking)} ranked shots, at most {max_items} allowed; "
+                             f"use --topk {max_items} or less")
         seen: set[str] = set()
         previous_score = math.inf
         for position, entry in enumerate(ranking, start=1):
@@ -79,7 +83,8 @@ def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_item
                 raise ValueError(f"feature {fnum}: shot id {shot_id!r} appears twice")
             seen.add(shot_id)
             if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
-                raise ValueError(f"feature {fnum}, rank {position}: score {score!r} must be a finite number")
+                raise InputError(f"feature {fnum}, rank {position}: score {score!r} of shot {shot_id!r} is not a "
+                                 "finite number; check the model or score table that produced it")
             if score > previous_score:
                 raise ValueError(f"feature {fnum}, rank {position}: score {score!r} is higher than the score above "
                                  f"it ({previous_score!r}); rankings must be sorted best first")
@@ -97,11 +102,13 @@ def rank_features(
     an array of the 32 features alone is accepted too), or a DataFrame with a ``shot_id`` column (else the
     index is the shot id) and one column per feature named as in ``schema.FEATURES``. The 5 none-classes
     are never ranked. ``feature_numbers``: feature name -> fNum (default ``schema.load_feature_numbers()``).
-    Order: score descending, ties by shot id ascending. Raises ValueError on NaN scores or bad shapes,
-    InputError on shot ids with whitespace (they come from clip file names).
+    Order: score descending, ties by shot id ascending. Raises InputError for ``topk`` < 1, NaN scores (a
+    diverged model) and shot ids with whitespace (they come from clip file names); ValueError for bad shapes,
+    missing columns or repeated shot ids, which the calling code rules out (rank builds the table from its
+    score index, one row per distinct shot with every class column).
     """
     if topk < 1:
-        raise ValueError(f"topk must be >= 1, got {topk}")
+        raise InputError(f"--topk {topk}: keep at least 1 clip per feature (NIST accepts up to {NIST_MAX_ITEMS})")
     numbers_by_feature = dict(feature_numbers) if feature_numbers is not None else load_feature_numbers()
     if isinstance(scores, pd.DataFrame):
         missing = [f for f in FEATURES if f not in scores.columns]
@@ -126,7 +133,8 @@ def rank_features(
                          "rename those clip files or give shot ids in a shot table")
     if np.isnan(matrix).any():
         row, column = np.argwhere(np.isnan(matrix))[0]
-        raise ValueError(f"NaN score for shot {shot_ids[row]!r}, feature {FEATURES[column]!r}")
+        raise InputError(f"NaN score for shot {shot_ids[row]!r}, feature {FEATURES[column]!r}: the model gives NaN "
+                         "(did its training diverge?); rank with another checkpoint")
 
     by_id = np.argsort(shot_ids.astype(str), kind="stable")  # ascending shot id: the tie order
     rankings: Rankings = {}
@@ -147,8 +155,9 @@ def _shipped_dtd() -> etree.DTD:
 
 def _elapsed_text(elapsed_s: float | Mapping[int, float] | None, fnum: int) -> str:
     value = elapsed_s.get(fnum, 0.0) if isinstance(elapsed_s, Mapping) else (elapsed_s or 0.0)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"elapsed time for feature {fnum} must be a finite number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise InputError(f"elapsed time for feature {fnum} must be a finite number >= 0 seconds, got {value!r} "
+                         "(dsdi fuse reads it from elapsed_s in OUT_DIR/run.json)")
     return f"{value:.3f}"
 
 
@@ -165,15 +174,17 @@ def submission_xml(
     """The TRECVID XML of one run (bytes, UTF-8), validated against the shipped DTD.
 
     ``elapsed_s``: seconds per feature (``elapsedTime``): one number for every feature, a dict fNum ->
-    seconds, or None for 0 (not measured). Raises ValueError for invalid rankings or attributes.
+    seconds, or None for 0 (not measured). Raises InputError for a bad ``tr_type``, ``pid``, ``priority`` or
+    elapsed time (flags of dsdi rank, or run.json for dsdi fuse) and as ``check_rankings`` does.
     """
     check_rankings(rankings, max_items=max_items)
     if tr_type not in TR_TYPES:
-        raise ValueError(f"tr_type must be one of {TR_TYPES} (L = LADI only, O = other data too), got {tr_type!r}")
+        raise InputError(f"--tr-type {tr_type!r}: choose one of {', '.join(TR_TYPES)} "
+                         "(L = trained on LADI only, O = other data too)")
     if not pid or not pid.strip():
-        raise ValueError("pid (team id) must not be empty")
+        raise InputError("--pid: the team id must not be empty")
     if isinstance(priority, bool) or not isinstance(priority, numbers.Integral) or priority < 1:
-        raise ValueError(f"priority must be an int >= 1, got {priority!r}")
+        raise InputError(f"--priority {priority!r}: the submission priority must be an integer >= 1")
 
     root = etree.Element("videoFeatureExtractionResults")
     run = etree.SubElement(
@@ -186,7 +197,7 @@ def submission_xml(
         for seq_num, (shot_id, _score) in enumerate(rankings[fnum], start=1):
             etree.SubElement(feature, "item", seqNum=str(seq_num), shotId=shot_id)
     dtd = _shipped_dtd()
-    if not dtd.validate(root):
+    if not dtd.validate(root):  # ValueError: the checks above make this a bug in dsdi, not the user's doing
         raise ValueError(f"submission does not validate against {DTD_NAME}: {dtd.error_log.filter_from_errors()}")
     return etree.tostring(
         etree.ElementTree(root),
@@ -223,7 +234,7 @@ def write_trec_run(path: str | Path, rankings: Rankings, run_id: str) -> None:
     """Atomically write ``fNum Q0 shotId rank score runId`` lines (rank from 1; score as a round-trip float)."""
     check_rankings(rankings)
     if not run_id or run_id.split() != [run_id]:
-        raise ValueError(f"run id {run_id!r} must be a non-empty string without whitespace")
+        raise InputError(f"--run-id {run_id!r}: the run id must be non-empty and without whitespace")
     lines = [
         f"{fnum} Q0 {shot_id} {rank} {float(score)!r} {run_id}\n"
         for fnum in sorted(rankings)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dsdi import schema
+from dsdi.errors import InputError
 from dsdi.losses import LOSSES, create_loss, register_loss
 
 NAMES = ["bce", "focal", "cbfl", "rfl", "lovasz"]
@@ -165,12 +166,15 @@ def test_bf16_autocast_finite(name: str) -> None:
 
 def test_registry_and_param_errors() -> None:
     assert set(NAMES) <= set(LOSSES)
-    with pytest.raises(ValueError, match="unknown loss 'nope'.*bce"):
+    with pytest.raises(InputError, match="--loss: unknown loss 'nope'.*bce"):
         create_loss("nope")
-    with pytest.raises(TypeError, match=r"does not take beta.*valid params: th, gamma, none_weight, drop_max"):
+    with pytest.raises(InputError, match=r"--loss rfl: does not take beta.*valid params: th, gamma, none_weight, "
+                       r"drop_max \(leave out --beta"):
         create_loss("rfl", beta=0.9)
     assert create_loss("focal", gamma=None, th=None).gamma == 2.0
     with pytest.raises(ValueError, match="already registered"):
         register_loss("bce")(torch.nn.Module)
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(InputError, match=r"--beta 1.0: the class-balanced beta must be in \[0, 1\)"):
         create_loss("cbfl", beta=1.0)
+    with pytest.raises(InputError, match=r"--th 0.0: the reduced focal threshold must be in \(0, 1\]"):
+        create_loss("rfl", th=0.0)

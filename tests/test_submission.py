@@ -82,46 +82,64 @@ def test_xml_escapes_description_and_keeps_previous_file_on_refusal(tmp_path):
     run = validate_with_lxml(path).getroot()[0]
     assert run.get("pid") == "T&M" and run.get("desc") == 'a "quoted" <desc>'
     before = path.read_bytes()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'Shot1_001' appears twice"):
         write_submission_xml(path, {3: [("Shot1_001", 0.9), ("Shot1_001", 0.5)]}, pid="T", run_desc="")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.xml"]  # no temp file left behind
 
 
+# case -> (rankings, exception, message): InputError where user data (--topk, a score table) can cause it,
+# ValueError where only calling code can (rank_features and read_run check the data first).
 BAD_RANKINGS = {
-    "duplicate shot": {1: [("Shot1_001", 0.9), ("Shot1_001", 0.5)]},
-    "score increases": {1: [("Shot1_001", 0.5), ("Shot2_001", 0.9)]},
-    "nan score": {1: [("Shot1_001", math.nan)]},
-    "whitespace in shot id": {1: [("Shot 1", 0.5)]},
-    "empty shot id": {1: [("", 0.5)]},
-    "string fNum": {"1": [("Shot1_001", 0.5)]},
-    "bool fNum": {True: [("Shot1_001", 0.5)]},
-    "negative fNum": {-1: [("Shot1_001", 0.5)]},
-    "ranking not a list": {1: "Shot1_001"},
-    "entry not a pair": {1: [("Shot1_001", 0.5, 3)]},
-    "not a dict": [(1, [("Shot1_001", 0.5)])],
-    "too many items": {1: [(f"Shot{i}", 1.0 / (i + 1)) for i in range(1001)]},
+    "duplicate shot": ({1: [("Shot1_001", 0.9), ("Shot1_001", 0.5)]}, ValueError, "'Shot1_001' appears twice"),
+    "score increases": ({1: [("Shot1_001", 0.5), ("Shot2_001", 0.9)]}, ValueError, "rank 2: score 0.9 is higher"),
+    "nan score": ({1: [("Shot1_001", math.nan)]}, InputError, "score nan of shot 'Shot1_001' is not a finite"),
+    "whitespace in shot id": ({1: [("Shot 1", 0.5)]}, ValueError, "shot id 'Shot 1' must be a non-empty"),
+    "empty shot id": ({1: [("", 0.5)]}, ValueError, "shot id '' must be a non-empty"),
+    "string fNum": ({"1": [("Shot1_001", 0.5)]}, ValueError, "feature number '1' must be a non-negative int"),
+    "bool fNum": ({True: [("Shot1_001", 0.5)]}, ValueError, "feature number True must be"),
+    "negative fNum": ({-1: [("Shot1_001", 0.5)]}, ValueError, "feature number -1 must be"),
+    "ranking not a list": ({1: "Shot1_001"}, ValueError, "ranking must be a list"),
+    "entry not a pair": ({1: [("Shot1_001", 0.5, 3)]}, ValueError, "expected \\(shot_id, score\\)"),
+    "not a dict": ([(1, [("Shot1_001", 0.5)])], ValueError, "rankings must be a dict"),
+    "too many items": ({1: [(f"Shot{i}", 1.0 / (i + 1)) for i in range(1001)]}, InputError,
+                       "1001 ranked shots, at most 1000 allowed; use --topk 1000 or less"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_RANKINGS))
 def test_invalid_rankings_are_refused_by_both_writers(tmp_path, case):
-    rankings = BAD_RANKINGS[case]
-    with pytest.raises(ValueError):
+    rankings, error, message = BAD_RANKINGS[case]
+    with pytest.raises(error, match=message):
         write_submission_xml(tmp_path / "run.xml", rankings, pid="T", run_desc="d")
     if case != "too many items":  # the TREC form has no NIST length limit
-        with pytest.raises(ValueError):
+        with pytest.raises(error, match=message):
             write_trec_run(tmp_path / "run.trec", rankings, "r1")
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"tr_type": "A"}, {"priority": 0}, {"pid": " "}, {"elapsed_s": -1.0}, {"elapsed_s": math.inf}]
+    ("kwargs", "message"),
+    [
+        ({"tr_type": "A"}, "--tr-type 'A': choose one of L, O"),
+        ({"priority": 0}, "--priority 0: the submission priority must be an integer >= 1"),
+        ({"pid": " "}, "--pid: the team id must not be empty"),
+        ({"elapsed_s": -1.0}, "elapsed time for feature 1 must be a finite number >= 0 seconds, got -1.0"),
+        ({"elapsed_s": math.inf}, "got inf .*run.json"),
+        ({"elapsed_s": {1: "3 s"}}, "got '3 s'"),
+    ],
 )
-def test_invalid_run_attributes_are_refused(tmp_path, kwargs):
+def test_invalid_run_attributes_are_refused(tmp_path, kwargs, message):
     arguments = {"pid": "T", "run_desc": "d", **kwargs}
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match=message):
         write_submission_xml(tmp_path / "run.xml", {1: [("Shot1_001", 0.5)]}, **arguments)
+
+
+@pytest.mark.parametrize("run_id", ["", "my run"])
+def test_invalid_run_id_is_refused(tmp_path, run_id):
+    with pytest.raises(InputError, match=f"--run-id '{run_id}': the run id must be non-empty and without whitespace"):
+        write_trec_run(tmp_path / "run.trec", {1: [("Shot1_001", 0.5)]}, run_id)
+    assert list(tmp_path.iterdir()) == []
 
 
 def xml_text(body: str, run_attributes: str = 'trType="L" pid="T" priority="1" desc="d"') -> str:
@@ -289,8 +307,12 @@ def test_rank_features_uses_given_feature_numbers_and_refuses_bad_scores():
     numbers = {feature: 100 + i for i, feature in enumerate(FEATURES)}
     rankings = rank_features({"a": np.ones(37), "b": np.zeros(37)}, topk=5, feature_numbers=numbers)
     assert sorted(rankings) == list(range(100, 132)) and rankings[100] == [("a", 1.0), ("b", 0.0)]
-    with pytest.raises(ValueError, match="NaN score for shot 'b'"):
+    with pytest.raises(InputError, match="NaN score for shot 'b'.*another checkpoint"):
         rank_features({"a": np.ones(37), "b": np.full(37, np.nan)})
+    with pytest.raises(InputError, match="--topk 0: keep at least 1 clip per feature"):
+        rank_features({"a": np.ones(37)}, topk=0)
+    with pytest.raises(ValueError, match="shot ids in the score table must be unique"):
+        rank_features(pd.DataFrame({"shot_id": ["a", "a"], **{f: [0.1, 0.2] for f in FEATURES}}))
     with pytest.raises(InputError, match="'Shot 1'"):
         rank_features({"Shot 1": np.ones(37)})
     with pytest.raises(ValueError, match="shape"):

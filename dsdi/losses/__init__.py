@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from dsdi.errors import InputError
 from dsdi.losses.base import MultiLabelLoss
 from dsdi.losses.bce import BCELoss
 from dsdi.losses.focal import ClassBalancedFocalLoss, FocalLoss, ReducedFocalLoss
@@ -24,7 +25,7 @@ def register_loss(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..
     """Decorator/registrar: ``register_loss("x")(factory)`` makes ``create_loss("x")`` call it."""
 
     def register(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in LOSSES:
+        if name in LOSSES:  # ValueError: a programming mistake (names are registered in code, not by users)
             raise ValueError(f"loss {name!r} is already registered")
         LOSSES[name] = factory
         return factory
@@ -50,15 +51,18 @@ def valid_params(name: str) -> list[str]:
 def create_loss(name: str, **params: Any) -> nn.Module:
     """Build a registered loss; None-valued params are dropped (so defaults apply).
 
-    Raises ValueError for an unknown name and TypeError naming the valid params for an unknown param.
+    Raises InputError (they come from ``dsdi train`` flags) for an unknown name, naming the choices, and for
+    an unknown param, naming the valid ones.
     """
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}")
+        raise InputError(f"--loss: unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}")
     given = {key: value for key, value in params.items() if value is not None}
     allowed = valid_params(name)
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise TypeError(f"loss {name!r} does not take {', '.join(unknown)}; valid params: {', '.join(allowed)}")
+        flags = ", ".join(f"--{param.replace('_', '-')}" for param in unknown)
+        raise InputError(f"--loss {name}: does not take {', '.join(unknown)}; valid params: {', '.join(allowed)} "
+                         f"(leave out {flags} or choose a loss that takes it)")
     return LOSSES[name](**given)
 
 

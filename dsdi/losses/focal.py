@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from dsdi import schema
+from dsdi.errors import InputError
 from dsdi.losses.base import MultiLabelLoss, log_p_hat
 
 
@@ -29,7 +30,7 @@ class FocalLoss(MultiLabelLoss):
 def class_balanced_weights(beta: float, class_counts: Sequence[float]) -> np.ndarray:
     """(1 - β) / (1 - β^n_c) per class, rescaled to sum to the number of classes; float64 (C,)."""
     if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1), got {beta}")
+        raise InputError(f"--beta {beta}: the class-balanced beta must be in [0, 1) (default 0.9999)")
     counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
     log_beta = np.log(beta) if beta > 0 else -np.inf
     effective = -np.expm1(counts * log_beta)  # 1 - β^n, accurate for β near 1
@@ -67,7 +68,7 @@ class ReducedFocalLoss(FocalLoss):
     def __init__(self, th: float = 0.5, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False) -> None:
         super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max)
         if not 0.0 < th <= 1.0:
-            raise ValueError(f"th must be in (0, 1], got {th}")
+            raise InputError(f"--th {th}: the reduced focal threshold must be in (0, 1] (default 0.5)")
         self.th = float(th)
 
     def modulation(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
