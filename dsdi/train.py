@@ -1,4 +1,4 @@
-"""The training loop (`dsdi train`): one config dataclass, one function ``train(config) -> run dir``.
+"""The training loop (`dsdi train`): ``train(config) -> run dir``, in named parts.
 
 What a run writes into ``runs/NAME/``:
 
@@ -12,8 +12,8 @@ What a run writes into ``runs/NAME/``:
 
 Choices (paper 3 says "other hyper-parameters: same as IBN-Net"):
 
-- Optimizer: SGD, momentum 0.9, weight decay 1e-4 as in IBN-Net; IBN-Net's lr 0.1 at batch 256 scaled
-  linearly to batch 28 gives 0.011, so the default lr is 0.01. ``optimizer = "adamw"`` is offered too.
+- Optimizer: SGD, momentum 0.9 (Nesterov), weight decay 1e-4 as in IBN-Net; IBN-Net's lr 0.1 at batch 256
+  scaled linearly to batch 28 gives 0.011, so the default lr is 0.01. ``optimizer = "adamw"`` is offered too.
 - Learning rate: cosine from ``lr`` to 0, updated every step. Without snapshots the cosine spans all
   epochs; with ``snapshots = N`` it restarts every ceil(epochs / N) epochs (Huang et al. 2017, eq. 2) and
   the model is saved at the end of each cycle. Raising ``--epochs`` on ``--resume`` re-spreads the
@@ -23,29 +23,28 @@ Choices (paper 3 says "other hyper-parameters: same as IBN-Net"):
   precision over classes with at least one positive validation image. A best.pt needs a finite LRAP.
 - ``batch_size`` is per process: under ``torchrun --nproc-per-node N`` the global batch is N times it.
 - AMP only on CUDA: bfloat16 where the GPU supports it, else float16 with a gradient scaler.
+
+The parts: :func:`make_loaders` (the split and its loaders), :func:`build_state` (model, optimiser, scaler),
+:func:`restore_state` (from ``last.pt``), :func:`train_one_epoch`, :func:`validate`, :func:`save_epoch`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import random
-import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 from rich.console import Console
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dsdi.backbones import create_backbone, default_img_size
-from dsdi.checkpoint import BEST_NAME, LAST_NAME, save_checkpoint
+from dsdi.backbones import create_backbone
+from dsdi.checkpoint import BEST_NAME, LAST_NAME, checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.data import (
     LabelledImageDataset,
     collate_skip_broken,
@@ -58,169 +57,19 @@ from dsdi.files import write_text_atomic
 from dsdi.losses import create_loss
 from dsdi.metrics import lrap, per_class_average_precision
 from dsdi.progress import progress_bar
+from dsdi.runtime import ProcessGroup, join_process_group, pick_device, rng_state, seed_everything, set_rng_state
 from dsdi.schema import CLASSES
-from dsdi.workspace import IMAGES_DIR, LABELS_CSV, RUNS_DIR
+from dsdi.train_config import CONFIG_NAME, TrainConfig
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-CONFIG_NAME = "config.toml"
 METRICS_NAME = "metrics.csv"
-METRIC_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "val_loss",
-    "val_lrap",
-    "val_map",
-    "seconds",
-    "images_per_s",
-    "broken_images",
-)
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_lrap", "val_map", "seconds", "images_per_s",
+                  "broken_images")
 
 console = Console(stderr=True)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; ``None`` loss params mean "the loss's own default"."""
-
-    labels: str = str(LABELS_CSV)
-    images: str = str(IMAGES_DIR)
-    out: str = ""
-    """Run directory; empty means ``runs/<backbone>-<loss>-<timestamp>``."""
-    backbone: str = "resnest50d"
-    loss: str = "cbfl"
-    gamma: float | None = None
-    beta: float | None = None
-    th: float | None = None
-    none_weight: float | None = None
-    drop_max_loss: bool = False
-    epochs: int = 40
-    batch_size: int = 28
-    img_size: int = 0
-    """Square input side in pixels; 0 means the backbone's default (360, HRNet 448)."""
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    snapshots: int = 0
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
-    device: str = "auto"
-    amp: str = "auto"
-    """auto (bf16 if supported, else fp16; CUDA only) | bf16 | fp16 | off."""
-    pretrained: bool = False
-    weights: str = ""
-    """A local state dict or dsdi checkpoint to start from; empty means none."""
-    seed: int = 0
-    val_fraction: float = 0.2
-    skip_missing: bool = False
-
-    def resolved(self) -> TrainConfig:
-        """A copy with the image size and run directory filled in, validated (InputError when invalid)."""
-        values = asdict(self)
-        if not values["img_size"]:
-            values["img_size"] = default_img_size(self.backbone)
-        if not values["out"]:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            values["out"] = str(RUNS_DIR / f"{self.backbone}-{self.loss}-{stamp}")
-        config = TrainConfig(**values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        """Raise InputError naming the option for values no run can use."""
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive finite number"),
-            (0 <= self.snapshots <= self.epochs, "--snapshots must be between 0 and --epochs"),
-            (0 < self.val_fraction < 1, "--val-fraction must be between 0 and 1 (exclusive)"),
-            (self.optimizer in ("sgd", "adamw"), "--optimizer must be sgd or adamw"),
-            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
-            (self.amp in ("auto", "bf16", "fp16", "off"), "amp must be auto, bf16, fp16 or off"),
-            (self.workers >= 0, "--workers must be 0 or more"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
-        try:
-            create_loss(self.loss, **self.loss_params())
-        except (TypeError, ValueError) as error:
-            raise InputError(f"--loss {self.loss}: {error}") from None
-
-    def loss_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``create_loss`` (None values are dropped there)."""
-        return {
-            "gamma": self.gamma,
-            "beta": self.beta,
-            "th": self.th,
-            "none_weight": self.none_weight,
-            "drop_max": True if self.drop_max_loss else None,
-        }
-
-    def to_toml(self, path: str | Path) -> None:
-        """Write the config as flat TOML, atomically; None values are left out (TOML has no null)."""
-        lines = [f"{key} = {_toml_value(value)}" for key, value in asdict(self).items() if value is not None]
-        write_text_atomic(Path(path), "\n".join(lines) + "\n")
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
-        """Read a config or recipe file; unknown keys raise InputError naming them."""
-        return cls().updated(read_toml(path), source=str(path))
-
-    def updated(self, overrides: dict[str, Any], source: str = "overrides") -> TrainConfig:
-        """A copy with ``overrides`` applied (keys must be config fields; ints are accepted for floats)."""
-        known = {f.name: f for f in fields(self)}
-        unknown = sorted(set(overrides) - set(known))
-        if unknown:
-            raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(known)}")
-        values = asdict(self)
-        for key, value in overrides.items():
-            values[key] = _typed_value(key, value, str(known[key].type), source)
-        return TrainConfig(**values)
-
-
-_SCALAR_TYPES = {"str": ((str,), "text"), "int": ((int,), "an integer"), "float": ((int, float), "a number"),
-                 "bool": ((bool,), "true or false")}  # fmt: skip
-
-
-def _typed_value(key: str, value: Any, type_text: str, source: str) -> Any:
-    """``value`` checked against a field's annotation text (``"float | None"``...); ints become floats."""
-    base = type_text.replace(" | None", "")
-    if value is None and base != type_text:
-        return None
-    types, wanted = _SCALAR_TYPES[base]
-    if not isinstance(value, types) or (base in ("int", "float") and isinstance(value, bool)):
-        raise InputError(f"{source}: {key} must be {wanted}, got {value!r}")
-    return float(value) if base == "float" else value
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The top-level table of a TOML file; InputError when missing or malformed."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{path}: not valid TOML ({error})") from None
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
 
 
 def learning_rate(step: int, steps_per_epoch: int, epochs: int, snapshots: int, base_lr: float) -> float:
@@ -253,86 +102,144 @@ def validation_scores(targets: np.ndarray, scores: np.ndarray) -> tuple[float, f
 
 
 @dataclass
-class _Dist:
-    """Where this process stands in a (possibly single-process) run."""
+class TrainingState:
+    """What a run carries from epoch to epoch and keeps in ``last.pt``."""
 
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    epoch: int = 0
+    """Epochs completed."""
+    step: int = 0
+    """Optimizer steps taken: the position in the learning-rate schedule."""
+    best_val_lrap: float = -math.inf
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """One METRIC_COLUMNS row per completed epoch (process 0 only)."""
+
+
+@dataclass
+class Loaders:
+    """The training split's loaders; ``train_sampler`` shards (and reshuffles per epoch) across processes."""
+
+    train: DataLoader
+    val: DataLoader
+    train_sampler: DistributedSampler
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
+    def train_images(self) -> int:
+        """Training images this process sees per epoch."""
+        return len(self.train_sampler)
 
 
-def _init_distributed(device_kind: str) -> _Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Dist()
-    state = _Dist(world_size, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
-    if device_kind == "cuda":
-        torch.cuda.set_device(state.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return state
+@dataclass
+class EpochStats:
+    """One training epoch: mean loss over this process's images, images seen and unreadable (all processes), the
+    unreadable files this process met, wall seconds of the training part."""
+
+    train_loss: float
+    images: float
+    broken: int
+    broken_paths: list[str]
+    seconds: float
 
 
-def _pick_device(choice: str, local_rank: int) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto")
-    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Train a classifier per ``config`` and return the run directory (see the module docstring).
+
+    ``resume``: continue from ``<out>/last.pt`` (model, optimizer, scheduler step, RNG, metrics); a run whose
+    ``epochs`` were raised is extended. Build ``config`` with ``TrainConfig.layered(flags, recipe, resume)`` to
+    get the command's precedence (the run's own config.toml under the recipe and flags). Raises InputError for
+    bad input and NonFiniteLossError when the loss stops being finite (the last completed epoch's
+    checkpoints are kept)."""
+    if resume and not config.out:
+        raise InputError("--resume needs --out RUN_DIR (the run to continue)")
+    group = join_process_group(pick_device(config.device).type)
+    try:
+        return _run(config, resume, group)
+    finally:
+        group.leave()
 
 
-def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.amp == "off":
+def _run(config: TrainConfig, resume: bool, group: ProcessGroup) -> Path:
+    config = config.resolved()
+    config = config.updated({"out": group.broadcast(config.out)})  # one run directory: process 0's timestamp
+    run_dir = Path(config.out)
+    checkpoint = _resumable_checkpoint(run_dir, config, resume, group)
+    device = pick_device(config.device, group.local_rank)
+    amp_dtype = _amp_dtype(config.amp, device)
+    seed_everything(config.seed + group.world_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    loaders = make_loaders(config, device, group)
+    state = build_state(config, device, amp_dtype)
+    loss_fn = create_loss(config.loss, **config.loss_params()).to(device)
+    if checkpoint is not None:
+        restore_state(state, checkpoint, config, run_dir, group)
+    if state.epoch >= config.epochs:
+        _say(group, f"{run_dir}: already trained {state.epoch} epochs; raise --epochs to extend")
+        return run_dir
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.to_toml(run_dir / CONFIG_NAME)
+    amp_text = f" amp {amp_dtype}" if amp_dtype else ""
+    _say(group, f"training {config.backbone} ({config.loss}) on {len(loaders.train.dataset)} images, validating on "
+                f"{len(loaders.val.dataset)}, {config.img_size} px, {device}{amp_text}, {group.world_size} "
+                f"process(es) -> {run_dir}")
+    net = (nn.parallel.DistributedDataParallel(state.model, device_ids=[device.index] if device.type == "cuda"
+                                               else None, broadcast_buffers=False) if group.active else state.model)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        epoch_lr = learning_rate(state.step, len(loaders.train), config.epochs, config.snapshots, config.lr)
+        stats = train_one_epoch(net, loss_fn, state, loaders, config, epoch, device, amp_dtype, group)
+        val_loss, val_lrap, val_map = validate(state.model, loss_fn, loaders.val, device, amp_dtype, group)
+        state.epoch = epoch
+        if not group.is_main:
+            continue
+        if stats.broken:
+            _report_broken(epoch, stats)
+        state.metrics.append({
+            "epoch": epoch, "lr": epoch_lr, "train_loss": stats.train_loss, "val_loss": val_loss,
+            "val_lrap": val_lrap, "val_map": val_map, "seconds": time.perf_counter() - started,
+            "images_per_s": stats.images / max(stats.seconds, 1e-9), "broken_images": stats.broken,
+        })
+        save_epoch(run_dir, state, config, val_lrap)
+        _say(group, f"epoch {epoch}: train_loss {stats.train_loss:.4f} val_loss {val_loss:.4f} val_lrap "
+                    f"{val_lrap:.4f} val_map {val_map:.4f} ({state.metrics[-1]['images_per_s']:.1f} images/s)")
+    return run_dir
+
+
+def _say(group: ProcessGroup, message: str) -> None:
+    """Print on process 0 only."""
+    if group.is_main:
+        console.print(message, highlight=False, soft_wrap=True)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device``; None (float32) off CUDA."""
+    if device.type != "cuda" or amp == "off":
         return None
-    if config.amp == "fp16" or (config.amp == "auto" and not torch.cuda.is_bf16_supported()):
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
 
 
-def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy_keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
-        "numpy_pos": int(numpy_state[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuples(state["python"]))
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuples(value: Any) -> Any:
-    """random.setstate needs tuples; a checkpoint round trip may give lists."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    table = pd.read_csv(path)
-    return table[table["epoch"] <= up_to_epoch].to_dict("records")
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    write_text_atomic(path, pd.DataFrame(rows, columns=list(METRIC_COLUMNS)).to_csv(index=False))
+def _resumable_checkpoint(run_dir: Path, config: TrainConfig, resume: bool, group: ProcessGroup) -> dict | None:
+    """``last.pt`` of ``run_dir`` when resuming (None when absent); InputError when a run is there without
+    ``resume`` or when it cannot continue under ``config``."""
+    last = run_dir / LAST_NAME
+    if not last.is_file():
+        if resume:
+            _say(group, f"{run_dir}: no {LAST_NAME} yet, starting from scratch")
+        return None
+    if not resume:
+        raise InputError(f"{run_dir} already holds a run ({LAST_NAME}); pass --resume to continue or extend it, "
+                         "or choose another --out")
+    checkpoint = read_checkpoint(last)
+    for key in ("backbone", "img_size"):
+        if checkpoint[key] != getattr(config, key):
+            raise InputError(f"{last} was trained with {key} {checkpoint[key]!r}, not {getattr(config, key)!r}: "
+                             "a resumed run keeps its model; start a new run with another --out instead")
+    return checkpoint
 
 
 def _labelled_images(config: TrainConfig) -> pd.DataFrame:
@@ -348,320 +255,131 @@ def _labelled_images(config: TrainConfig) -> pd.DataFrame:
         )
     if unreadable:
         bad_ids = {image_id for image_id, _, _ in unreadable}
-        console.print(
-            f"skipping {len(bad_ids)} missing/unreadable images (--skip-missing)", highlight=False, soft_wrap=True
-        )
+        console.print(f"skipping {len(bad_ids)} missing/unreadable images (--skip-missing)", highlight=False,
+                      soft_wrap=True)
         labels = labels[~labels["image_id"].isin(bad_ids)].reset_index(drop=True)
     if len(labels) < 2:
         raise InputError(f"{config.labels}: at least 2 readable labelled images are needed to train and validate")
     return labels
 
 
-def _checkpoint_payload(model: torch.nn.Module, config: TrainConfig, epoch: int, val_lrap: float | None) -> dict:
-    return {
-        "model": model.state_dict(),
-        "backbone": config.backbone,
-        "classes": list(CLASSES),
-        "img_size": config.img_size,
-        "epoch": epoch,
-        "val_lrap": val_lrap,
-        "config": asdict(config),
-    }
-
-
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train a classifier per ``config`` and return the run directory (see the module docstring).
-
-    ``resume``: continue from ``<out>/last.pt`` (model, optimizer, scheduler step, RNG, metrics); a run
-    whose ``epochs`` were raised is extended. Raises InputError for bad input and NonFiniteLossError when
-    the loss stops being finite (the last completed epoch's checkpoints are kept).
-    """
-    if resume and not config.out:
-        raise InputError("--resume needs --out RUN_DIR (the run to continue)")
-    dist_state = _init_distributed(_pick_device(config.device, 0).type)
-    try:
-        return _train(config, resume, dist_state)
-    finally:
-        if dist_state.active and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _resumable_checkpoint(run_dir: Path, config: TrainConfig) -> dict | None:
-    """``last.pt`` of ``run_dir`` (None when absent); InputError when it cannot continue under ``config``."""
-    if not (run_dir / LAST_NAME).is_file():
-        return None
-    checkpoint = torch.load(run_dir / LAST_NAME, map_location="cpu", weights_only=True)
-    for key in ("backbone", "img_size"):
-        if checkpoint[key] != getattr(config, key):
-            raise InputError(
-                f"{run_dir / LAST_NAME} was trained with {key} {checkpoint[key]!r}, not {getattr(config, key)!r}: "
-                "a resumed run keeps its model; start a new run with another --out instead"
-            )
-    return checkpoint
-
-
-def _train(config: TrainConfig, resume: bool, dist_state: _Dist) -> Path:
-    config = config.resolved()
-    if dist_state.active:  # one run directory for all ranks (the timestamp is rank 0's)
-        shared = [config.out]
-        dist.broadcast_object_list(shared, src=0)
-        config = config.updated({"out": shared[0]})
-    run_dir = Path(config.out)
-    checkpoint = _resumable_checkpoint(run_dir, config) if resume else None
-    if (run_dir / LAST_NAME).is_file() and not resume:
-        raise InputError(
-            f"{run_dir} already holds a run ({LAST_NAME}); pass --resume to continue or extend it, "
-            "or choose another --out"
-        )
-    if resume and checkpoint is None and dist_state.is_main:
-        console.print(f"{run_dir}: no {LAST_NAME} yet, starting from scratch", highlight=False, soft_wrap=True)
-
-    device = _pick_device(config.device, dist_state.local_rank)
-    amp_dtype = _amp_dtype(config, device)
-    random.seed(config.seed + dist_state.rank)
-    np.random.seed(config.seed + dist_state.rank)
-    torch.manual_seed(config.seed + dist_state.rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
+def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup) -> Loaders:
+    """The train/validation split of the readable labelled images (seeded) and this process's loaders."""
     labels = _labelled_images(config)
-    image_ids = labels["image_id"].tolist()
-    train_ids, val_ids = train_val_split(image_ids, val_fraction=config.val_fraction, seed=config.seed)
+    train_ids, val_ids = train_val_split(labels["image_id"].tolist(), val_fraction=config.val_fraction,
+                                         seed=config.seed)
     train_rows = labels[labels["image_id"].isin(set(train_ids))].reset_index(drop=True)
     val_rows = labels[labels["image_id"].isin(set(val_ids))].reset_index(drop=True)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise InputError(f"{config.labels}: the {config.val_fraction} split left an empty train or validation set")
     train_set = LabelledImageDataset(train_rows, config.images, config.img_size, train=True)
     val_set = LabelledImageDataset(val_rows, config.images, config.img_size, train=False)
-    train_sampler = DistributedSampler(
-        train_set, num_replicas=dist_state.world_size, rank=dist_state.rank, shuffle=True, seed=config.seed
-    )
-    val_sampler = DistributedSampler(val_set, num_replicas=dist_state.world_size, rank=dist_state.rank, shuffle=False)
+    train_sampler = DistributedSampler(train_set, num_replicas=group.world_size, rank=group.world_rank,
+                                       shuffle=True, seed=config.seed)
+    val_sampler = DistributedSampler(val_set, num_replicas=group.world_size, rank=group.world_rank, shuffle=False)
+    loader_args = {"batch_size": config.batch_size, "num_workers": config.workers, "collate_fn": collate_skip_broken,
+                   "pin_memory": device.type == "cuda", "persistent_workers": config.workers > 0}
     drop_last = len(train_sampler) > config.batch_size  # a batch of 1 breaks BatchNorm in train mode
-    loader_args = {
-        "batch_size": config.batch_size,
-        "num_workers": config.workers,
-        "collate_fn": collate_skip_broken,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": config.workers > 0,
-    }
-    train_loader = DataLoader(train_set, sampler=train_sampler, drop_last=drop_last, **loader_args)
-    val_loader = DataLoader(val_set, sampler=val_sampler, **loader_args)
-    steps_per_epoch = len(train_loader)
+    return Loaders(DataLoader(train_set, sampler=train_sampler, drop_last=drop_last, **loader_args),
+                   DataLoader(val_set, sampler=val_sampler, **loader_args), train_sampler)
 
-    model = create_backbone(
-        config.backbone, num_classes=len(CLASSES), pretrained=config.pretrained, weights=config.weights or None
-    ).to(device)
-    loss_fn = create_loss(config.loss, **config.loss_params()).to(device)
+
+def build_state(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None) -> TrainingState:
+    """A fresh model (random, ``pretrained`` or ``weights``) on ``device``, its optimizer and gradient scaler."""
+    model = create_backbone(config.backbone, num_classes=len(CLASSES), pretrained=config.pretrained,
+                            weights=config.weights or None).to(device)
     if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
-        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    start_epoch, step, best_lrap = 0, 0, -math.inf
-    metrics: list[dict[str, Any]] = []
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        if checkpoint["config"].get("optimizer") == config.optimizer:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-        elif dist_state.is_main:
-            console.print(
-                f"optimizer changed to {config.optimizer}: its state starts afresh", highlight=False, soft_wrap=True
-            )
-        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["scheduler"]["step"])
-        best_lrap = float(checkpoint.get("best_val_lrap", -math.inf))
-        if "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        _set_rng_state(checkpoint["rng"])
-        metrics = _read_metrics(run_dir / METRICS_NAME, start_epoch)
-        if dist_state.is_main:
-            console.print(
-                f"resuming {run_dir} after epoch {start_epoch} of {config.epochs}", highlight=False, soft_wrap=True
-            )
-    if start_epoch >= config.epochs:
-        if dist_state.is_main:
-            console.print(
-                f"{run_dir}: already trained {start_epoch} epochs; raise --epochs to extend",
-                highlight=False,
-                soft_wrap=True,
-            )
-        return run_dir
-
-    if dist_state.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.to_toml(run_dir / CONFIG_NAME)
-        console.print(
-            f"training {config.backbone} ({config.loss}) on {len(train_rows)} images, validating on {len(val_rows)}, "
-            f"{config.img_size} px, {device}{f' amp {amp_dtype}' if amp_dtype else ''}, "
-            f"{dist_state.world_size} process(es) -> {run_dir}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    net = (
-        torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
-        if dist_state.active
-        else model
-    )
-
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        started = time.perf_counter()
-        train_sampler.set_epoch(epoch)
-        epoch_lr = learning_rate(step, steps_per_epoch, config.epochs, config.snapshots, config.lr)
-        net.train()
-        loss_sum, seen, unreadable, broken_paths = 0.0, 0, 0, []
-        with progress_bar("images", console=console) as bar:
-            task = bar.add_task(
-                f"epoch {epoch}/{config.epochs}", total=len(train_sampler), info="", visible=dist_state.is_main
-            )
-            for batch_index, batch in enumerate(train_loader):
-                lr = learning_rate(step, steps_per_epoch, config.epochs, config.snapshots, config.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                step += 1
-                if batch is None:  # every image of the batch was unreadable
-                    unreadable += min(config.batch_size, len(train_sampler) - batch_index * config.batch_size)
-                else:
-                    unreadable += len(batch.broken)
-                    broken_paths.extend(item.path for item in batch.broken)
-                if not _every_rank_has(batch is not None, dist_state):  # DDP ranks take or skip a step together
-                    continue
-                images, targets = (
-                    batch.images.to(device, non_blocking=True),
-                    batch.targets.to(device, non_blocking=True),
-                )
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = loss_fn(net(images), targets)
-                batch_loss = _all_mean(loss.detach(), dist_state)
-                if not math.isfinite(batch_loss):
-                    raise NonFiniteLossError(_non_finite_message(batch_loss, epoch, step, lr, run_dir))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += batch_loss * len(images)
-                seen += len(images)
-                bar.update(task, advance=len(images), info=f"loss {loss_sum / seen:.4f}")
-        train_seconds = time.perf_counter() - started
-        broken = int(_all_sum(torch.tensor(float(unreadable)), dist_state))
-        images_total = _all_sum(torch.tensor(float(seen)), dist_state)
-
-        val_loss, val_lrap, val_map = _validate(model, loss_fn, val_loader, device, amp_dtype, dist_state)
-        if not dist_state.is_main:
-            continue
-        if broken:
-            named = f" (this process: {', '.join(broken_paths[:5])}{' ...' if len(broken_paths) > 5 else ''})"
-            console.print(
-                f"epoch {epoch}: {broken} unreadable images were skipped{named if broken_paths else ''}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        metrics.append(
-            {
-                "epoch": epoch,
-                "lr": epoch_lr,
-                "train_loss": loss_sum / max(1, seen),
-                "val_loss": val_loss,
-                "val_lrap": val_lrap,
-                "val_map": val_map,
-                "seconds": time.perf_counter() - started,
-                "images_per_s": images_total / max(train_seconds, 1e-9),
-                "broken_images": broken,
-            }
-        )
-        best_lrap = _save_epoch(run_dir, model, optimizer, scaler, config, epoch, step, val_lrap, best_lrap, metrics)
-        console.print(
-            f"epoch {epoch}: train_loss {metrics[-1]['train_loss']:.4f} val_loss {val_loss:.4f} "
-            f"val_lrap {val_lrap:.4f} val_map {val_map:.4f} ({metrics[-1]['images_per_s']:.1f} images/s)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    return run_dir
+    return TrainingState(model, optimizer, scaler)
 
 
-def _save_epoch(
-    run_dir: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    config: TrainConfig,
-    epoch: int,
-    step: int,
-    val_lrap: float,
-    best_lrap: float,
-    metrics: list[dict[str, Any]],
-) -> float:
-    """Write metrics.csv, best.pt, snapshot_K.pt and last.pt (last, so a kill leaves a consistent run)."""
-    _write_metrics(run_dir / METRICS_NAME, metrics)
-    payload = _checkpoint_payload(model, config, epoch, val_lrap)
-    if val_lrap > best_lrap:
-        best_lrap = val_lrap
-        save_checkpoint(run_dir / BEST_NAME, payload)
-    snapshot = snapshot_index(epoch, config.epochs, config.snapshots)
-    if snapshot is not None:
-        save_checkpoint(run_dir / f"snapshot_{snapshot}.pt", payload)
-    training_state = {
-        "optimizer": optimizer.state_dict(),
-        "scheduler": {"step": step, "kind": "cosine", "snapshots": config.snapshots},
-        "rng": _rng_state(),
-        "best_val_lrap": best_lrap,
-    }
-    if scaler.is_enabled():
-        training_state["scaler"] = scaler.state_dict()
-    save_checkpoint(run_dir / LAST_NAME, {**payload, **training_state})
-    return best_lrap
+def restore_state(state: TrainingState, checkpoint: dict, config: TrainConfig, run_dir: Path,
+                  group: ProcessGroup) -> None:
+    """Continue from a ``last.pt``: model, optimizer (unless the optimizer changed), scaler, schedule position,
+    best LRAP, RNG and the metrics rows up to its epoch."""
+    state.model.load_state_dict(checkpoint["model"])
+    if checkpoint["config"].get("optimizer") == config.optimizer:
+        state.optimizer.load_state_dict(checkpoint["optimizer"])
+    else:
+        _say(group, f"optimizer changed to {config.optimizer}: its state starts afresh")
+    if "scaler" in checkpoint:
+        state.scaler.load_state_dict(checkpoint["scaler"])
+    state.epoch, state.step = int(checkpoint["epoch"]), int(checkpoint["scheduler"]["step"])
+    state.best_val_lrap = float(checkpoint.get("best_val_lrap", -math.inf))
+    set_rng_state(checkpoint["rng"])
+    metrics_path = run_dir / METRICS_NAME
+    if metrics_path.is_file():
+        table = pd.read_csv(metrics_path)
+        state.metrics = table[table["epoch"] <= state.epoch].to_dict("records")
+    _say(group, f"resuming {run_dir} after epoch {state.epoch} of {config.epochs}")
+
+
+def train_one_epoch(net: nn.Module, loss_fn: nn.Module, state: TrainingState, loaders: Loaders, config: TrainConfig,
+                    epoch: int, device: torch.device, amp_dtype: torch.dtype | None,
+                    group: ProcessGroup) -> EpochStats:
+    """One pass over this process's shard: the learning rate set per step, all-broken batches skipped by every
+    process together, NonFiniteLossError when the loss stops being finite."""
+    started = time.perf_counter()
+    loaders.train_sampler.set_epoch(epoch)
+    net.train()
+    loss_sum, seen, unreadable, broken_paths = 0.0, 0, 0, []
+    with progress_bar("images", console=console) as bar:
+        task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=loaders.train_images, info="",
+                            visible=group.is_main)
+        for batch_index, batch in enumerate(loaders.train):
+            lr = learning_rate(state.step, len(loaders.train), config.epochs, config.snapshots, config.lr)
+            for param_group in state.optimizer.param_groups:
+                param_group["lr"] = lr
+            state.step += 1
+            if batch is None:  # every image of the batch was unreadable
+                unreadable += min(config.batch_size, loaders.train_images - batch_index * config.batch_size)
+            else:
+                unreadable += len(batch.broken)
+                broken_paths.extend(item.path for item in batch.broken)
+            if not group.all_have(batch is not None):  # DDP processes take or skip a step together
+                continue
+            images, targets = batch.images.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(net(images), targets)
+            batch_loss = group.mean(float(loss.detach()))
+            if not math.isfinite(batch_loss):
+                raise NonFiniteLossError(_non_finite_message(batch_loss, epoch, state.step, lr, Path(config.out)))
+            state.optimizer.zero_grad(set_to_none=True)
+            state.scaler.scale(loss).backward()
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+            loss_sum += batch_loss * len(images)
+            seen += len(images)
+            bar.update(task, advance=len(images), info=f"loss {loss_sum / seen:.4f}")
+    return EpochStats(loss_sum / max(1, seen), group.sum(seen), int(group.sum(unreadable)), broken_paths,
+                      time.perf_counter() - started)
+
+
+def _report_broken(epoch: int, stats: EpochStats) -> None:
+    paths = stats.broken_paths
+    named = f" (this process: {', '.join(paths[:5])}{' ...' if len(paths) > 5 else ''})" if paths else ""
+    console.print(f"epoch {epoch}: {stats.broken} unreadable images were skipped{named}", highlight=False,
+                  soft_wrap=True)
 
 
 def _non_finite_message(loss: float, epoch: int, step: int, lr: float, run_dir: Path) -> str:
-    kept = (
-        f"the last good checkpoint is {run_dir / LAST_NAME} (epoch {epoch - 1}); lower --lr or check the labels, "
-        "then continue with --resume"
-        if epoch > 1
-        else "no epoch completed, so no checkpoint was written; lower --lr or check the labels"
-    )
+    kept = (f"the last good checkpoint is {run_dir / LAST_NAME} (epoch {epoch - 1}); lower --lr or check the labels, "
+            "then continue with --resume" if epoch > 1
+            else "no epoch completed, so no checkpoint was written; lower --lr or check the labels")
     return f"the training loss became {loss} at epoch {epoch}, step {step} (lr {lr:.3g}); training stopped: {kept}"
 
 
-def _every_rank_has(flag: bool, dist_state: _Dist) -> bool:
-    """True when ``flag`` holds on every rank, so that all ranks skip or take a DDP step together."""
-    if not dist_state.active:
-        return flag
-    return _all_sum(torch.tensor(float(flag)), dist_state) == dist_state.world_size
-
-
-def _all_mean(value: torch.Tensor, dist_state: _Dist) -> float:
-    if dist_state.active:
-        value = value.float().clone()
-        dist.all_reduce(value)
-        value /= dist_state.world_size
-    return float(value)
-
-
-def _all_sum(value: torch.Tensor, dist_state: _Dist) -> float:
-    if dist_state.active:
-        value = value.clone().to("cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(value)
-    return float(value)
-
-
 @torch.no_grad()
-def _validate(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    dist_state: _Dist,
-) -> tuple[float, float, float]:
-    """(val_loss, val_lrap, val_map) over the whole validation set, on rank 0 (NaN on other ranks).
+def validate(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, device: torch.device,
+             amp_dtype: torch.dtype | None, group: ProcessGroup) -> tuple[float, float, float]:
+    """(val_loss, val_lrap, val_map) over the whole validation set, on process 0 (NaN in the others).
 
-    Each rank scores its shard; rank 0 gathers logits, targets and row indices and drops the padding
-    duplicates of DistributedSampler.
-    """
+    Each process scores its shard; process 0 gathers logits, targets and row indices and drops the padding
+    duplicates of DistributedSampler."""
     model.eval()
     logits_parts, target_parts, index_parts = [], [], []
     for batch in loader:
@@ -673,14 +391,8 @@ def _validate(
         target_parts.append(batch.targets.float())
         index_parts.append(batch.indices)
     shard = (torch.cat(logits_parts), torch.cat(target_parts), torch.cat(index_parts)) if logits_parts else None
-    shards = [shard]
-    if dist_state.active:
-        shards = [None] * dist_state.world_size
-        dist.all_gather_object(shards, shard)
-    if not dist_state.is_main:
-        return math.nan, math.nan, math.nan
-    shards = [s for s in shards if s is not None]
-    if not shards:
+    shards = [s for s in group.gather(shard) if s is not None]
+    if not group.is_main or not shards:
         return math.nan, math.nan, math.nan
     logits, targets, indices = (torch.cat(parts) for parts in zip(*shards, strict=True))
     _, first = np.unique(indices.numpy(), return_index=True)
@@ -688,3 +400,26 @@ def _validate(
     val_loss = float(loss_fn(logits.to(device), targets.to(device)))
     val_lrap, val_map = validation_scores(targets.numpy(), torch.sigmoid(logits).numpy())
     return val_loss, val_lrap, val_map
+
+
+def save_epoch(run_dir: Path, state: TrainingState, config: TrainConfig, val_lrap: float) -> None:
+    """Write metrics.csv, best.pt, snapshot_K.pt and last.pt (last, so a kill leaves a consistent run)."""
+    write_text_atomic(run_dir / METRICS_NAME, pd.DataFrame(state.metrics, columns=list(METRIC_COLUMNS))
+                      .to_csv(index=False))
+    payload = checkpoint_payload(state.model, backbone=config.backbone, img_size=config.img_size, epoch=state.epoch,
+                                 val_lrap=val_lrap, config=asdict(config))
+    if val_lrap > state.best_val_lrap:
+        state.best_val_lrap = val_lrap
+        save_checkpoint(run_dir / BEST_NAME, payload)
+    snapshot = snapshot_index(state.epoch, config.epochs, config.snapshots)
+    if snapshot is not None:
+        save_checkpoint(run_dir / f"snapshot_{snapshot}.pt", payload)
+    training_state = {
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": {"step": state.step, "kind": "cosine", "snapshots": config.snapshots},
+        "rng": rng_state(),
+        "best_val_lrap": state.best_val_lrap,
+    }
+    if state.scaler.is_enabled():
+        training_state["scaler"] = state.scaler.state_dict()
+    save_checkpoint(run_dir / LAST_NAME, {**payload, **training_state})

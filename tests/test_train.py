@@ -27,7 +27,8 @@ from dsdi.checkpoint import load_model
 from dsdi.cli import app
 from dsdi.losses import create_loss
 from dsdi.schema import CLASSES
-from dsdi.train import METRIC_COLUMNS, TrainConfig, learning_rate, snapshot_index
+from dsdi.train import METRIC_COLUMNS, learning_rate, snapshot_index
+from dsdi.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]
@@ -178,16 +179,16 @@ def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(wo
     straight = tmp_path / "straight"
     invoke(tiny_args(labels, images, straight, "--epochs", "3", "--snapshots", "3"))
 
-    save_epoch = train_module._save_epoch
+    save_epoch = train_module.save_epoch
 
     def save_then_die(*args, **kwargs):  # the process is killed right after epoch 1's checkpoint
         save_epoch(*args, **kwargs)
         raise KeyboardInterrupt
 
     killed = tmp_path / "killed"
-    monkeypatch.setattr(train_module, "_save_epoch", save_then_die)
+    monkeypatch.setattr(train_module, "save_epoch", save_then_die)
     assert CliRunner().invoke(app, tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3")).exit_code
-    monkeypatch.setattr(train_module, "_save_epoch", save_epoch)
+    monkeypatch.setattr(train_module, "save_epoch", save_epoch)
     assert torch.load(killed / "last.pt", weights_only=True)["epoch"] == 1
     invoke(tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3", "--resume"))
 

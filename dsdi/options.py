@@ -1,0 +1,238 @@
+"""Config dataclasses as the single source of truth for a command's options.
+
+A command's config is a dataclass whose fields are declared with :func:`option`: name, type, default and help
+text live there once. From the fields this module builds the typer parameters of the command (one flag per
+field: ``batch_size`` -> ``--batch-size``, booleans as ``--x/--no-x``), checks values against their declared
+type, choices and minimum, and layers settings by precedence. Adding an option to a command is one field::
+
+    lr: float = option(0.01, help="peak learning rate", minimum=0.0)
+
+Flags default to ``None`` ("not given"), so that a flag overrides a recipe only when it is given; the help
+shows the field's default. A field whose command-line form differs from its value (a comma list, OUT:W pairs)
+names a ``parse`` function (text -> value, InputError on bad text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import sys
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+_SCALARS = (str, int, float, bool, Path)
+_TYPE_WORDS = {str: "text", int: "an integer", float: "a number", bool: "true or false", Path: "a path"}
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, factory: Callable[[], Any] | None = None,
+           choices: Iterable[str] | None = None, minimum: float | None = None, above: float | None = None,
+           shown_default: str | None = None, parse: Callable[[str], Any] | None = None,
+           cli_type: type | None = None, repeat: bool = False) -> Any:
+    """A config field with its command-line help.
+
+    ``factory``: default_factory instead of ``default``. ``choices``: the allowed values (listed in the help,
+    checked by :func:`check_values`). ``minimum`` / ``above``: the value must be >= / > it. ``shown_default``:
+    the default as the help shows it (e.g. "the backbone's"). ``parse``/``cli_type``: the flag takes
+    ``cli_type`` (default str) text and ``parse`` turns it into the field's value; with ``repeat`` the flag
+    may be given several times and ``parse`` turns each into one item of the field's list."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above,
+                "shown_default": shown_default, "parse": parse, "cli_type": cli_type, "repeat": repeat}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag_name(field_name: str) -> str:
+    """``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _field_type(config_cls: type, name: str) -> tuple[type, bool, bool]:
+    """(scalar type, may be None, is a list) of a field's annotation, e.g. ``list[Path]`` -> (Path, False, True)."""
+    hint = typing.get_type_hints(config_cls)[name]
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    if optional:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return typing.get_args(hint)[0], optional, True
+    return hint, optional, False
+
+
+def _help_text(field: dataclasses.Field) -> tuple[str, str | bool]:
+    """(help with the choices appended, the default as shown by --help)."""
+    meta = field.metadata
+    text = meta["help"] + (f" ({' | '.join(meta['choices'])})" if meta["choices"] else "")
+    if meta["shown_default"] is not None:
+        return text, meta["shown_default"]
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if default is None or default == [] or default == "":
+        return text, False
+    return text, str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def cli_parameters(config_cls: type) -> list[inspect.Parameter]:
+    """One keyword typer parameter per field of ``config_cls``, default ``None`` (= not given)."""
+    parameters = []
+    for field in dataclasses.fields(config_cls):
+        scalar, _, is_list = _field_type(config_cls, field.name)
+        help_text, shown = _help_text(field)
+        flag = flag_name(field.name)
+        decls = [f"{flag}/--no-{flag[2:]}"] if scalar is bool else [flag]
+        meta = field.metadata
+        cli_type = meta["cli_type"] or (str if meta["parse"] else scalar)
+        repeated = meta["repeat"] or (is_list and meta["parse"] is None)
+        annotation = typing.Optional[list[cli_type] if repeated else cli_type]  # noqa: UP045 - typer needs it
+        parameters.append(inspect.Parameter(
+            field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+            default=typer.Option(None, *decls, help=help_text, show_default=shown,
+                                 metavar=f"<{cli_type.__name__.lower()}>..." if repeated else None),
+        ))
+    return parameters
+
+
+def given_values(config_cls: type, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields given on the command line (not None), their text parsed by the field's ``parse``."""
+    given = {}
+    for field in dataclasses.fields(config_cls):
+        value = arguments.get(field.name)
+        if value is None:
+            continue
+        parse = field.metadata["parse"]
+        if parse is not None:
+            value = [parse(item) for item in value] if isinstance(value, list) else parse(value)
+        given[field.name] = value
+    return given
+
+
+def command_option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    """A command parameter that is not a config field (e.g. ``--resume``, typer's context)."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def config_command(config_cls: type, run: Callable[..., None], *extra: inspect.Parameter,
+                   doc: str | None = None) -> Callable[..., None]:
+    """A typer command function whose flags are ``config_cls``'s fields plus ``extra`` parameters.
+
+    ``run(given, **extras)`` is called with the dict of given field values (:func:`given_values`) and the extra
+    parameters by name."""
+    extra_names = {parameter.name for parameter in extra}
+
+    def command(**arguments: Any) -> None:
+        extras = {name: arguments[name] for name in extra_names}
+        run(given_values(config_cls, arguments), **extras)
+
+    parameters = [*extra, *cli_parameters(config_cls)]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    command.__doc__ = doc or run.__doc__
+    command.__name__ = run.__name__
+    return command
+
+
+def typed_value(config_cls: type, name: str, value: Any, source: str) -> Any:
+    """``value`` checked against the field's type (ints accepted for floats, str for paths); InputError naming
+    ``source`` and the option otherwise."""
+    scalar, optional, is_list = _field_type(config_cls, name)
+    if value is None:
+        if optional:
+            return None
+        raise InputError(f"{source}: {name} cannot be empty")
+    if is_list:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{source}: {name} must be a list, got {value!r}")
+        return [_typed_scalar(scalar, name, item, source) for item in value]
+    return _typed_scalar(scalar, name, value, source)
+
+
+def _typed_scalar(scalar: type, name: str, value: Any, source: str) -> Any:
+    if scalar not in _SCALARS:  # composite values (tuples) are built by the field's parse function
+        return value
+    accepted = {float: (int, float), Path: (str, Path)}.get(scalar, (scalar,))
+    if not isinstance(value, accepted) or (scalar in (int, float) and isinstance(value, bool)):
+        raise InputError(f"{source}: {name} must be {_TYPE_WORDS[scalar]}, got {value!r}")
+    return scalar(value)
+
+
+def updated(config: Any, overrides: Mapping[str, Any], source: str = "overrides") -> Any:
+    """A copy of the dataclass ``config`` with ``overrides`` applied; unknown keys and values of the wrong type
+    raise InputError naming ``source``."""
+    known = {field.name for field in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(f"{source}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    values = {name: typed_value(type(config), name, value, source) for name, value in overrides.items()}
+    return dataclasses.replace(config, **values)
+
+
+def check_values(config: Any) -> None:
+    """InputError naming the flag for a value outside its field's choices or minimum."""
+    for field in dataclasses.fields(config):
+        value, meta = getattr(config, field.name), field.metadata
+        if value is None or isinstance(value, (list, tuple)):
+            continue
+        if meta["choices"] and value not in meta["choices"]:
+            raise InputError(f"{flag_name(field.name)} {value!r}: choose one of {', '.join(meta['choices'])}")
+        if meta["minimum"] is not None and not (value >= meta["minimum"]):
+            raise InputError(f"{flag_name(field.name)} must be at least {meta['minimum']:g}, got {value!r}")
+        if meta["above"] is not None and not (value > meta["above"] and math.isfinite(value)):
+            raise InputError(f"{flag_name(field.name)} must be a finite number above {meta['above']:g}, got {value!r}")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The top-level table of a TOML file; InputError when missing or malformed."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected a TOML config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid TOML ({error})") from None
+
+
+def write_toml(path: str | Path, config: Any) -> None:
+    """Write the dataclass ``config`` as flat TOML, atomically; None values are left out (TOML has no null)."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in dataclasses.asdict(config).items() if value is not None]
+    write_text_atomic(Path(path), "\n".join(lines) + "\n")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def option_table(config_cls: type) -> str:
+    """The README's Markdown table of a command's options: flag, default, meaning (generated from the fields)."""
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for field in dataclasses.fields(config_cls):
+        help_text, shown = _help_text(field)
+        scalar, _, _ = _field_type(config_cls, field.name)
+        flag = flag_name(field.name)
+        flag = f"{flag}/--no-{flag[2:]}" if scalar is bool else flag
+        default = "" if shown is False else f"`{shown}`"
+        rows.append(f"| `{flag}` | {default} | {help_text.replace('|', '&#124;')} |")
+    return "\n".join(rows)

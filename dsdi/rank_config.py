@@ -1,0 +1,101 @@
+"""``RankConfig``: every option of ``dsdi rank``, declared once (the command's flags are made from it).
+
+:meth:`RankConfig.resolved` fills the defaults that depend on other options (the models found in ``runs_dir``,
+equal model weights, ``submissions/<run_id>``) and checks every value, so ``dsdi.rank.rank(RankConfig(...))``
+from Python does exactly what the command does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dsdi import options
+from dsdi.errors import InputError
+from dsdi.index import AGGREGATIONS
+from dsdi.options import option
+from dsdi.runtime import check_device_choice
+from dsdi.submission import TR_TYPES
+from dsdi.video import CHUNK_FRAMES
+from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
+
+
+def parse_model_weights(text: str) -> list[float]:
+    """'2,1,1' -> [2.0, 1.0, 1.0]; InputError for text that is not comma-separated numbers."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise InputError(f"--model-weights {text!r}: give comma-separated numbers, one per model") from None
+
+
+def check_model_weights(weights: list[float], count: int) -> list[float]:
+    """``weights`` unchanged if there is one non-negative weight per model and their sum is positive."""
+    if len(weights) != count or min(weights, default=0) < 0 or sum(weights) <= 0:
+        raise InputError(f"--model-weights {','.join(f'{w:g}' for w in weights)}: need {count} non-negative "
+                         "weights (one per model), sum > 0")
+    return weights
+
+
+def parse_fuse_spec(text: str) -> tuple[Path, float]:
+    """'submissions/other:0.5' -> (Path('submissions/other'), 0.5): another rank output and its weight."""
+    folder, sep, weight = text.rpartition(":")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not sep or not folder or value <= 0:
+        raise InputError(f"--fuse {text!r}: write OTHER_OUT_DIR:WEIGHT with WEIGHT > 0 (paper 2:1 -> OTHER:0.5)")
+    return Path(folder), value
+
+
+@dataclasses.dataclass
+class RankConfig:
+    """Everything ``dsdi rank`` needs; see :meth:`resolved` for the defaults that depend on other options."""
+
+    clips: Path | None = option(None, help="folder of shot clips (recursive; shot id = file stem)")
+    shots: Path | None = option(None, help="master shot table CSV video,shot_id,start,end (seconds), "
+                                           "instead of --clips")
+    models: list[Path] = option([], help="run dirs or .pt files: --models runs/A runs/B",
+                                shown_default="every finished run in --runs-dir")
+    model_weights: list[float] | None = option(None, help="comma list, one weight per model", shown_default="equal",
+                                               parse=parse_model_weights)
+    fuse: list[tuple[Path, float]] = option([], help="OTHER_OUT_DIR:W mixes another rank output in: "
+                                                     "(this + W*other)/(1+W); paper 2:1 -> :0.5",
+                                            parse=parse_fuse_spec, repeat=True)
+    topk: int = option(1000, help="clips kept per feature (NIST: at most 1000)", minimum=1)
+    fps: float = option(10.0, help="frames sampled per second of clip", above=0.0)
+    agg: str = option("max", help="clip score per class over its frames", choices=AGGREGATIONS)
+    out: Path | None = option(None, help="output folder", shown_default=f"{SUBMISSIONS_DIR}/<run-id>")
+    run_id: str = option("dsdi_run", help="run name: OUT/<run-id>.xml and .trec (no whitespace)")
+    tr_type: str = option("L", help="L = trained on LADI only, O = other data too", choices=TR_TYPES)
+    priority: int = option(1, help="submission priority", minimum=1)
+    pid: str = option("dsdi", help="team id written into the XML")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    batch_size: int = option(64, help="frames per forward pass (packed across clips)", minimum=1)
+    runs_dir: Path = option(RUNS_DIR, help="where the default models are looked for")
+    decode_workers: int | None = option(None, help="clip decoding threads", minimum=1,
+                                        shown_default="CPU cores per process, at most 8")
+    chunk_frames: int = option(CHUNK_FRAMES, help="sampled frames a decoding thread holds at full resolution",
+                               minimum=1)
+
+    def updated(self, overrides: dict, source: str = "overrides") -> RankConfig:
+        """A copy with ``overrides`` applied (keys must be fields; values of the field's type)."""
+        return options.updated(self, overrides, source)
+
+    def resolved(self) -> RankConfig:
+        """A checked copy with ``models`` (default: every finished run in ``runs_dir``), ``model_weights``
+        (default equal) and ``out`` filled in. InputError names the flag of a value no run can use."""
+        from dsdi.checkpoint import finished_runs
+
+        options.check_values(self)
+        check_device_choice(self.device)
+        if not self.pid.strip() or self.run_id.split() != [self.run_id]:
+            raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
+        if self.clips is None and self.shots is None:
+            raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
+        models = list(self.models) or finished_runs(self.runs_dir)
+        if not models:
+            raise InputError(f"no models: pass --models RUN_DIR ... or train one into {self.runs_dir}/")
+        weights = check_model_weights(self.model_weights or [1.0] * len(models), len(models))
+        out = Path(self.out) if self.out else SUBMISSIONS_DIR / self.run_id
+        return dataclasses.replace(self, models=models, model_weights=weights, out=out)
