@@ -13,7 +13,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped by the imageio-ffmpeg wheel."""
-    import imageio_ffmpeg
+    """Path of the ffmpeg binary dsdi runs (dsdi.ffmpeg_cli: the one shipped by the imageio-ffmpeg wheel)."""
+    from dsdi.ffmpeg_cli import ffmpeg_exe
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return ffmpeg_exe()
