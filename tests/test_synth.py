@@ -4,9 +4,9 @@ Table 1 frequency order (scipy), crowd-noise rates (binomial bounds), determinis
 import ast
 import filecmp
 import re
-import subprocess
 from pathlib import Path
 
+import ffmpeg
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from dsdi import schema
 from dsdi.cli import app
+from dsdi.ffmpeg_cli import FfmpegError, run
 from dsdi.labels import read_annotations, soft_labels
 from dsdi.synth import (
     build_world,
@@ -26,6 +27,7 @@ from dsdi.synth import (
     simulate_annotations,
     with_none_classes,
 )
+from dsdi.synth.looks import LOOKS, check_looks
 from dsdi.video import sample_frames
 
 N_IMAGES, N_CLIPS = 40, 4
@@ -112,10 +114,10 @@ def test_worker_noise_rates_match_settings():
 
 def _ffmpeg_info(ffmpeg_exe: str, path: Path) -> tuple[str, int]:
     """(ffmpeg's stream description, number of decoded frames) from the ffmpeg CLI."""
-    result = subprocess.run([ffmpeg_exe, "-v", "info", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-                            capture_output=True, check=True)
-    stream = next(line for line in result.stderr.decode().splitlines() if "Video:" in line)
-    return stream, len(result.stdout)
+    command = ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24").global_args("-v", "info")
+    stdout, stderr = command.run(cmd=ffmpeg_exe, capture_stdout=True, capture_stderr=True)
+    stream = next(line for line in stderr.decode().splitlines() if "Video:" in line)
+    return stream, len(stdout)
 
 
 def test_clips_decode_with_ffmpeg(world, ffmpeg_exe):
@@ -141,10 +143,10 @@ def test_ten_fps_sampler_sees_every_third_frame(world):
 def test_encoded_frames_match_the_rendered_pan(tmp_path, ffmpeg_exe):
     features = with_none_classes(np.eye(32, dtype=np.uint8)[[7, 22, 31]].max(axis=0, keepdims=True))[0]
     clip = render_clip(features[:32], np.random.default_rng(0), 0.5, width=320, height=180)
-    encode_clip(clip, tmp_path / "c.mp4", ffmpeg=ffmpeg_exe)
-    decoded = np.frombuffer(subprocess.run(
-        [ffmpeg_exe, "-v", "error", "-i", str(tmp_path / "c.mp4"), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True, check=True).stdout, np.uint8).reshape(-1, 180, 320, 3)
+    encode_clip(clip, tmp_path / "c.mp4")
+    command = (ffmpeg.input(str(tmp_path / "c.mp4")).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+               .global_args("-v", "error"))
+    decoded = np.frombuffer(run(command, "decoding c.mp4", cmd=ffmpeg_exe), np.uint8).reshape(-1, 180, 320, 3)
     assert len(decoded) == len(clip.offsets) == 15
     for frame, (x, y) in zip(decoded, clip.offsets, strict=True):
         rendered = clip.scene[y: y + 180, x: x + 320].astype(int)
@@ -152,13 +154,20 @@ def test_encoded_frames_match_the_rendered_pan(tmp_path, ffmpeg_exe):
     assert np.abs(decoded[0].astype(int) - decoded[-1].astype(int)).mean() > 1  # the camera moves
 
 
-def test_failed_encode_leaves_neither_clip_nor_temp_file(tmp_path, ffmpeg_exe):
+def test_failed_encode_leaves_neither_clip_nor_temp_file(tmp_path):
     clip = render_clip(np.zeros(32, np.uint8), np.random.default_rng(0), 0.2, width=64, height=36)
     target = tmp_path / "c.mp4"
     target.write_bytes(b"previous clip")
-    with pytest.raises(RuntimeError, match="ffmpeg failed writing .*c.mp4"):
-        encode_clip(clip, target, fps=0, ffmpeg=ffmpeg_exe)  # ffmpeg rejects frame rate 0 after reading input
+    with pytest.raises(FfmpegError, match="ffmpeg failed writing .*c.mp4: .*"):
+        encode_clip(clip, target, fps=0)  # ffmpeg rejects frame rate 0 after reading input
     assert [p.name for p in tmp_path.iterdir()] == ["c.mp4"] and target.read_bytes() == b"previous clip"
+
+
+def test_every_feature_has_exactly_one_look():
+    assert set(LOOKS) == set(schema.FEATURES) and {look.kind for look in LOOKS.values()} == {"region", "object", "line"}
+    check_looks()
+    with pytest.raises(RuntimeError, match=r"no look for \['meteor crater'\], looks for unknown features \['lava'\]"):
+        check_looks(tuple(name for name in schema.FEATURES if name != "lava") + ("meteor crater",))
 
 
 def test_qrels_follow_clip_truth(world):

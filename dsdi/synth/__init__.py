@@ -1,0 +1,56 @@
+"""The embedded synthetic world: LADI-like aerial images, crowd answers, shot clips and their ground truth.
+
+``build_world(out_dir)`` (CLI: ``dsdi synth OUT_DIR``) writes::
+
+    OUT/images/img_000123.jpg            procedurally rendered aerial scenes (default 640x480 JPEG, quality 90)
+    OUT/ladi_aggregated_responses_url.tsv LADI format: url, WorkerId, Answer (one row per worker and category)
+    OUT/true_labels.csv                  image_id (= the url) + 37 0/1 columns named schema.CLASSES
+    OUT/clips/ShotN_MMM.mp4              H.264 (libx264, yuv420p), 30 fps, 640x360, panning over a large scene
+    OUT/clips.csv                        shot_id, clip_path, duration_s, frames, fps, width, height
+    OUT/clip_truth.csv                   shot_id, feature, fnum, start_s, end_s, frames, sampled
+    OUT/qrels.txt                        ``fNum 0 shotId rel`` for every feature x clip
+
+Ground truth
+- Images: a feature is in ``true_labels.csv`` when it was drawn. ``<category>: none`` is 1 when no feature of
+  that category was drawn. Image ids are LADI-like urls ``https://ladi.s3.amazonaws.com/synth/img_000123.jpg``
+  whose basename is the file name.
+- Annotations: per image and category, 3-6 simulated workers (``workers_per_category``); each names a drawn
+  feature with probability ``1 - miss_rate`` and an absent feature of that category with ``false_rate``; a
+  worker who names nothing answers ``['<category>:none']``. Tokens come from ``dsdi/data_files/token_map.csv``.
+- Clips: a feature is *visible in a frame* when at least ``min(MIN_VISIBLE_PX * scale**2, 0.5 * its drawn area
+  in the scene)`` of its drawn pixels lie inside that frame's viewport (occlusion by later layers is ignored;
+  scale = min(width / 640, height / 360)).
+  ``clip_truth.csv`` has one row per maximal run of visible frames (30 fps): ``start_s`` = first frame index / fps,
+  ``end_s`` = (last frame index + 1) / fps, ``frames`` = frames in the run, ``sampled`` = 1 when the run contains a
+  frame the 10 fps sampler decodes (t = 0, 0.1, 0.2 ..., i.e. every third frame). ``qrels.txt`` has rel 1 for a
+  feature and shot when any of its runs is sampled, else 0; it lists every feature (fNum order) x shot.
+
+Clips last between the two ``clip_seconds`` bounds (default 3-12 s, skewed short: min + span * u**3), at
+30 fps; the camera pans in a straight line at 70-200 px/s (times scale) over a scene drawn for the whole path;
+a quarter of the objects are placed near the end of the pan so that they are on screen briefly (often under
+a second).
+Scenes are drawn at RENDER_SCALE (half) resolution and upsampled; environment classes are textured cells of
+a noisy Voronoi partition, the other features are objects drawn in painter's order (water, damage, lines,
+buildings, vehicles, smoke on top). Clip frames are piped to ffmpeg as raw YUV 4:2:0 planes (see encode_clip).
+
+Frequencies follow the long tail of paper Table 1: feature j is drawn with probability
+``p_top * (n_j / n_max) ** a`` where ``a`` puts the rarest class (lava) at ``p_min``; the order of Table 1 is
+kept exactly, and every feature is forced into at least ``min_per_feature`` images. Clips draw features the
+same way with a flatter tail, CLIP_FEATURE_PROBABILITY (0.30 .. 0.04, mean 0.16: about 5 features per clip),
+each feature in at least CLIP_MIN_PER_FEATURE clips, so that every feature has relevant shots to rank and a
+random ranking scores a low mAP (dense qrels would make chance look good). Everything is
+deterministic per seed (each image and clip has its own generator ``default_rng([seed, part, index])``).
+
+Modules, each using only those above it: ``canvas`` (the drawing surface and shapes), ``looks`` (how each
+feature is drawn), ``scenes`` (render_image, render_clip), ``crowd`` (label sampling, simulated workers),
+``clips`` (encoding, visible runs, clip truth and qrels), ``world`` (build_world).
+"""
+
+from dsdi.synth.clips import encode_clip, shot_id, visible_runs
+from dsdi.synth.crowd import feature_probabilities, sample_labels, simulate_annotations, with_none_classes
+from dsdi.synth.scenes import ClipScene, render_clip, render_image
+from dsdi.synth.world import World, build_world
+
+__all__ = ["World", "build_world", "feature_probabilities", "sample_labels", "with_none_classes",
+           "simulate_annotations", "render_image", "render_clip", "encode_clip", "visible_runs", "shot_id",
+           "ClipScene"]

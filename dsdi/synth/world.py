@@ -1,0 +1,89 @@
+"""The world builder: renders images, crowd answers, clips and ground truth into one folder (layout in the
+dsdi.synth docstring)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dsdi import schema
+from dsdi.errors import InputError
+from dsdi.files import atomic_output, write_text_atomic
+from dsdi.progress import progress_bar
+from dsdi.synth.clips import build_clips
+from dsdi.synth.crowd import sample_labels, simulate_annotations
+from dsdi.synth.scenes import render_image
+
+URL_PREFIX = "https://ladi.s3.amazonaws.com/synth/"
+ANNOTATIONS_NAME = "ladi_aggregated_responses_url.tsv"
+
+_SEED_LABELS, _SEED_IMAGES, _SEED_CLIPS, _SEED_WORKERS = 0, 1, 2, 3  # default_rng([seed, part, ...]) streams
+
+
+@dataclass(frozen=True)
+class World:
+    """Paths of a built synthetic world."""
+
+    root: Path
+    images_dir: Path
+    annotations: Path
+    true_labels: Path
+    clips_dir: Path
+    qrels: Path
+    clip_truth: Path
+    clips_table: Path
+
+
+def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, seed: int = 0, *,
+                image_size: tuple[int, int] = (640, 480), clip_size: tuple[int, int] = (640, 360),
+                clip_seconds: tuple[float, float] = (3.0, 12.0), miss_rate: float = 0.2,
+                false_rate: float = 0.02, workers_per_category: tuple[int, int] = (3, 6),
+                min_per_feature: int = 3) -> World:
+    """Render the synthetic world into out_dir (layout in the dsdi.synth docstring) and return its paths.
+    Sizes are (width, height) in pixels; clip_seconds is the (min, max) clip duration."""
+    if n_images < 0 or n_clips < 0:
+        raise InputError(f"--images and --clips must be >= 0 (got {n_images} and {n_clips})")
+    if not (0.0 <= miss_rate <= 1.0 and 0.0 <= false_rate <= 1.0):
+        raise InputError(f"miss and false rates must lie in [0, 1] (got {miss_rate} and {false_rate})")
+    if min(image_size) < 32 or min(clip_size) < 32 or any(v % 2 for v in clip_size):
+        raise InputError(f"sizes must be >= 32 px and clip sizes even (got {image_size}, {clip_size})")
+    if not 0 < clip_seconds[0] <= clip_seconds[1]:
+        raise InputError(f"clip durations must satisfy 0 < min <= max (got {clip_seconds})")
+    if not 1 <= workers_per_category[0] <= workers_per_category[1]:
+        raise InputError(f"workers per category must satisfy 1 <= min <= max (got {workers_per_category})")
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a directory: choose another OUT_DIR")
+    world = World(root, root / "images", root / ANNOTATIONS_NAME, root / "true_labels.csv", root / "clips",
+                  root / "qrels.txt", root / "clip_truth.csv", root / "clips.csv")
+    world.images_dir.mkdir(parents=True, exist_ok=True)
+    world.clips_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*world.images_dir.glob("img_*.jpg"), *world.clips_dir.glob("Shot*_*.mp4")]:
+        stale.unlink()
+
+    labels = sample_labels(n_images, np.random.default_rng([seed, _SEED_LABELS]), min_per_feature=min_per_feature)
+    names = [f"img_{i:06d}.jpg" for i in range(n_images)]
+    image_ids = [URL_PREFIX + name for name in names]
+    with progress_bar("images") as bar:
+        task = bar.add_task("synth images", total=n_images, info="")
+        for i, (name, truth) in enumerate(zip(names, labels, strict=True)):
+            pixels = render_image(truth, np.random.default_rng([seed, _SEED_IMAGES, i]), *image_size)
+            with atomic_output(world.images_dir / name) as tmp:
+                Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
+            bar.update(task, advance=1)
+    table = pd.DataFrame(labels, columns=list(schema.CLASSES))
+    table.insert(0, "image_id", image_ids)
+    write_text_atomic(world.true_labels, table.to_csv(index=False))
+    answers = simulate_annotations(image_ids, labels, np.random.default_rng([seed, _SEED_WORKERS]), miss_rate,
+                                   false_rate, workers_per_category)
+    write_text_atomic(world.annotations, answers.to_csv(sep="\t", index=False))
+
+    clips = build_clips(world.clips_dir, n_clips, [seed, _SEED_CLIPS], clip_size, clip_seconds)
+    write_text_atomic(world.clips_table, clips.clips_csv)
+    write_text_atomic(world.clip_truth, clips.truth_csv)
+    write_text_atomic(world.qrels, clips.qrels)
+    return world
