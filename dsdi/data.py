@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from torchvision.transforms import v2
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
 from dsdi.progress import progress_bar
+from dsdi.runtime import default_workers
 from dsdi.schema import CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,6 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 """What PIL raises for a missing, truncated, corrupt or non-image file."""
 JPEG_END_MARKER = b"\xff\xd9"
+DECODE_THREADS_CAP = 8  # image decoding threads at most (PIL releases the GIL while decoding)
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def _parallel_map(function: Callable, items: Sequence, description: str, unit: s
     """``[function(item) for item in items]`` on a thread pool (PIL releases the GIL while decoding), with
     a progress bar."""
     results = []
-    with progress_bar(unit) as bar, ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+    with progress_bar(unit) as bar, ThreadPoolExecutor(workers or default_workers(DECODE_THREADS_CAP)) as pool:
         task = bar.add_task(description, total=len(items), info="")
         for result in pool.map(function, items):
             results.append(result)

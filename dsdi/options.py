@@ -183,15 +183,25 @@ def updated(config: Any, overrides: Mapping[str, Any], source: str = "overrides"
 def check_values(config: Any) -> None:
     """InputError naming the flag for a value outside its field's choices or minimum."""
     for field in dataclasses.fields(config):
-        value, meta = getattr(config, field.name), field.metadata
-        if value is None or isinstance(value, (list, tuple)):
-            continue
-        if meta["choices"] and value not in meta["choices"]:
-            raise InputError(f"{flag_name(field.name)} {value!r}: choose one of {', '.join(meta['choices'])}")
-        if meta["minimum"] is not None and not (value >= meta["minimum"]):
-            raise InputError(f"{flag_name(field.name)} must be at least {meta['minimum']:g}, got {value!r}")
-        if meta["above"] is not None and not (value > meta["above"] and math.isfinite(value)):
-            raise InputError(f"{flag_name(field.name)} must be a finite number above {meta['above']:g}, got {value!r}")
+        check_value(field, getattr(config, field.name))
+
+
+def check_field_value(config_cls: type, name: str, value: Any) -> None:
+    """InputError naming the flag when ``value`` is outside the choices or minimum of field ``name``."""
+    check_value(next(field for field in dataclasses.fields(config_cls) if field.name == name), value)
+
+
+def check_value(field: dataclasses.Field, value: Any) -> None:
+    """InputError naming the flag when ``value`` is outside ``field``'s choices or minimum (None passes)."""
+    meta = field.metadata
+    if value is None or isinstance(value, (list, tuple)):
+        return
+    if meta["choices"] and value not in meta["choices"]:
+        raise InputError(f"{flag_name(field.name)} {value!r}: choose one of {', '.join(meta['choices'])}")
+    if meta["minimum"] is not None and not (value >= meta["minimum"]):
+        raise InputError(f"{flag_name(field.name)} must be at least {meta['minimum']:g}, got {value!r}")
+    if meta["above"] is not None and not (value > meta["above"] and math.isfinite(value)):
+        raise InputError(f"{flag_name(field.name)} must be a finite number above {meta['above']:g}, got {value!r}")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -233,6 +243,6 @@ def option_table(config_cls: type) -> str:
         scalar, _, _ = _field_type(config_cls, field.name)
         flag = flag_name(field.name)
         flag = f"{flag}/--no-{flag[2:]}" if scalar is bool else flag
-        default = "" if shown is False else f"`{shown}`"
+        default = "" if shown is False else shown if field.metadata["shown_default"] else f"`{shown}`"
         rows.append(f"| `{flag}` | {default} | {help_text.replace('|', '&#124;')} |")
     return "\n".join(rows)

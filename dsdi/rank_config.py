@@ -86,6 +86,7 @@ class RankConfig:
         """A checked copy with ``models`` (default: every finished run in ``runs_dir``), ``model_weights``
         (default equal) and ``out`` filled in. InputError names the flag of a value no run can use."""
         from dsdi.checkpoint import finished_runs
+        from dsdi.fusion import RankOutput
 
         options.check_values(self)
         check_device_choice(self.device)
@@ -93,6 +94,10 @@ class RankConfig:
             raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
         if self.clips is None and self.shots is None:
             raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
+        for folder, _ in self.fuse:
+            if not RankOutput(folder).clip_scores_csv.is_file():
+                raise InputError(f"--fuse {folder}: {RankOutput(folder).clip_scores_csv} not found; point at a "
+                                 "dsdi rank output folder")
         models = list(self.models) or finished_runs(self.runs_dir)
         if not models:
             raise InputError(f"no models: pass --models RUN_DIR ... or train one into {self.runs_dir}/")

@@ -54,7 +54,7 @@ class TrainConfig:
     workers: int = option(help="data loader worker processes", factory=lambda: default_workers(TRAIN_WORKERS_CAP),
                           minimum=0, shown_default=f"CPU cores, at most {TRAIN_WORKERS_CAP}")
     device: str = option("auto", help="training device", choices=DEVICE_CHOICES)
-    amp: str = option("auto", help="mixed precision, CUDA only (auto: bf16 if supported, else fp16)",
+    amp: str = option("auto", help="mixed precision on CUDA; auto: bf16 where supported, else fp16",
                       choices=("auto", "bf16", "fp16", "off"))
     pretrained: bool = option(False, help="start from timm's ImageNet weights (downloads them)")
     weights: str = option("", help="a local state dict or dsdi checkpoint to start from")
