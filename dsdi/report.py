@@ -5,23 +5,22 @@ scored highest, and the run's facts and failures. No network: CSS inline, chart 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
+from dsdi.fusion import RankedRun, RankOutput
 from dsdi.schema import FEATURES, load_feature_numbers
+from dsdi.submission import Rankings
 from dsdi.video import VideoDecodeError, frame_at
-
-Rankings = dict[int, list[tuple[str, float]]]
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fff; }
@@ -37,80 +36,6 @@ figure img { display: block; width: 160px; }
   justify-content: center; text-align: center; color: #777; }
 .tag { font-weight: bold; } .rel .tag { color: #2a9d4b; } .nonrel .tag { color: #c0392b; }
 """
-
-
-@dataclass
-class RunFolder:
-    """What `dsdi rank` wrote: run facts, fused clip scores, peak-frame times, failures, the ranking."""
-
-    path: Path
-    facts: dict
-    clip_rows: list[dict[str, str]]
-    peak_times: dict[str, dict[str, float]]
-    failures: list[dict[str, str]]
-    rankings: Rankings
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: missing columns {missing}; is this a `dsdi rank` output folder?")
-        return list(reader)
-
-
-def _as_float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
-
-
-def _rankings_from_scores(clip_rows: list[dict[str, str]], numbers: dict[str, int]) -> Rankings:
-    """Rank the clips with a finite fused score per feature, best first (ties by shot id)."""
-    rankings: Rankings = {}
-    for feature in FEATURES:
-        scored = [(row["shot_id"], _as_float(row.get(feature))) for row in clip_rows]
-        scored = [(shot, score) for shot, score in scored if math.isfinite(score)]
-        rankings[numbers[feature]] = sorted(scored, key=lambda item: (-item[1], item[0]))
-    return rankings
-
-
-def _read_rankings(out_dir: Path, run_id: str | None, clip_rows: list[dict[str, str]],
-                   numbers: dict[str, int]) -> Rankings:
-    """The submitted run (<run-id>.trec or .xml) when present, else the fused scores of clip_scores.csv."""
-    candidates = [out_dir / f"{run_id}.trec", out_dir / f"{run_id}.xml"] if run_id else []
-    for path in candidates:
-        if path.is_file():
-            from dsdi.submission import read_run
-
-            return read_run(path)
-    return _rankings_from_scores(clip_rows, numbers)
-
-
-def load_run_folder(out_dir: str | Path) -> RunFolder:
-    """Read a `dsdi rank` OUT_DIR (clip_scores.csv is required; the other files are optional)."""
-    out_dir = Path(out_dir)
-    scores_path = out_dir / "clip_scores.csv"
-    if not scores_path.is_file():
-        raise InputError(f"{scores_path}: not found; pass the output folder of `dsdi rank`")
-    clip_rows = _read_csv(scores_path, ("shot_id", "clip_path"))
-    facts = {}
-    if (out_dir / "run.json").is_file():
-        try:
-            facts = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{out_dir / 'run.json'}: not valid JSON ({error}); re-run `dsdi rank`") from None
-    peak_times: dict[str, dict[str, float]] = {}
-    if (out_dir / "peak_frames.csv").is_file():
-        for row in _read_csv(out_dir / "peak_frames.csv", ("shot_id",)):
-            peak_times[row["shot_id"]] = {f: _as_float(row.get(f)) for f in FEATURES}
-    failures = []
-    if (out_dir / "failures.csv").is_file():
-        failures = _read_csv(out_dir / "failures.csv", ("clip_path", "shot_id", "reason"))
-    rankings = _read_rankings(out_dir, facts.get("run_id"), clip_rows, load_feature_numbers())
-    return RunFolder(out_dir, facts, clip_rows, peak_times, failures, rankings)
 
 
 def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], float, dict[int, dict[str, int]]]:
@@ -180,17 +105,16 @@ def _thumbnail_html(clip_path: Path, time_s: float, cache: dict) -> str:
     return cache[key]
 
 
-def _feature_section(feature: str, fnum: int, folder: RunFolder, top_n: int, qrels: dict[int, dict[str, int]] | None,
-                     ap: float | None, cache: dict) -> str:
-    rows_by_shot = {row["shot_id"]: row for row in folder.clip_rows}
+def _feature_section(feature: str, fnum: int, run: RankedRun, folder: Path, top_n: int,
+                     qrels: dict[int, dict[str, int]] | None, ap: float | None, cache: dict) -> str:
     heading = f"{fnum}. {html.escape(feature)}" + (f" &mdash; AP {ap:.3f}" if ap is not None else "")
     figures = []
-    for rank, (shot_id, run_score) in enumerate(folder.rankings.get(fnum, [])[:top_n], start=1):
-        row = rows_by_shot.get(shot_id, {})
-        score = _as_float(row.get(feature)) if row else run_score
-        time_s = folder.peak_times.get(shot_id, {}).get(feature, math.nan)
-        if row and math.isfinite(time_s):
-            picture = _thumbnail_html(_resolve_clip(row["clip_path"], folder.path), time_s, cache)
+    for rank, (shot_id, run_score) in enumerate(run.rankings.get(fnum, [])[:top_n], start=1):
+        known = shot_id in run.clip_scores.index
+        score = float(run.clip_scores.at[shot_id, feature]) if known else run_score
+        time_s = float(run.peak_times.at[shot_id, feature]) if shot_id in run.peak_times.index else math.nan
+        if known and math.isfinite(time_s):
+            picture = _thumbnail_html(_resolve_clip(run.clip_scores.at[shot_id, "clip_path"], folder), time_s, cache)
         else:
             picture = '<div class="noframe">no peak frame recorded</div>'
         css_class, tag = "", ""
@@ -217,19 +141,20 @@ def _facts_table(facts: dict, n_failures: int) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _failures_table(failures: list[dict[str, str]]) -> str:
-    if not failures:
+def _failures_table(failures: pd.DataFrame) -> str:
+    if not len(failures):
         return "<p>No clip failed.</p>"
-    cells = "".join(f"<tr><td>{html.escape(f['shot_id'])}</td><td>{html.escape(f['clip_path'])}</td>"
-                    f"<td>{html.escape(f['reason'])}</td></tr>" for f in failures)
+    cells = "".join(f"<tr><td>{html.escape(f.shot_id)}</td><td>{html.escape(f.clip_path)}</td>"
+                    f"<td>{html.escape(f.reason)}</td></tr>" for f in failures.itertuples())
     return f"<table><tr><th>shot id</th><th>clip</th><th>reason</th></tr>{cells}</table>"
 
 
 def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_path: str | Path | None = None,
                  top_n: int = 6) -> Path:
     """Write the HTML report of a `dsdi rank` output folder; returns its path (default OUT_DIR/report.html)."""
-    folder = load_run_folder(out_dir)
-    out_path = Path(out_path) if out_path else folder.path / "report.html"
+    folder = Path(out_dir)
+    run = RankOutput(folder).read()
+    out_path = Path(out_path) if out_path else folder / "report.html"
     numbers = load_feature_numbers()
     ap_by_fnum: dict[int, float] = {}
     qrels = None
@@ -237,18 +162,18 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
     if qrels_path is not None:
         if not Path(qrels_path).is_file():
             raise InputError(f"{qrels_path}: qrels file not found; pass a file of lines `fNum 0 shotId rel`")
-        ap_by_fnum, mean_ap, qrels = _evaluate(folder.rankings, Path(qrels_path))
+        ap_by_fnum, mean_ap, qrels = _evaluate(run.rankings, Path(qrels_path))
         bars = [(f, ap_by_fnum[numbers[f]]) for f in FEATURES if numbers[f] in ap_by_fnum]
         chart = (f"<h2>Average precision per feature (mAP {mean_ap:.4f} over {len(bars)} features with a "
                  f"relevant clip)</h2>{ap_chart_svg(bars, mean_ap)}")
     cache: dict = {}
-    sections = "".join(_feature_section(f, numbers[f], folder, top_n, qrels, ap_by_fnum.get(numbers[f]), cache)
+    sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, ap_by_fnum.get(numbers[f]), cache)
                        for f in FEATURES)
-    title = html.escape(f"dsdi report: {folder.facts.get('run_id', folder.path.name)}")
+    title = html.escape(f"dsdi report: {run.facts.get('run_id', folder.name)}")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{CSS}</style></head><body><h1>{title}</h1>"
-            f"<h2>Run</h2>{_facts_table(folder.facts, len(folder.failures))}{chart}"
+            f"<h2>Run</h2>{_facts_table(run.facts, len(run.failures))}{chart}"
             f"<h2>Top {top_n} clips per feature (frame that scored highest)</h2>{sections}"
-            f"<h2>Failures</h2>{_failures_table(folder.failures)}</body></html>")
+            f"<h2>Failures</h2>{_failures_table(run.failures)}</body></html>")
     write_text_atomic(out_path, page)
     return out_path
