@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,11 +62,12 @@ def read_shot_table(path: str | Path) -> list[Clip]:
     against the table's folder."""
     path = Path(path)
     try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read shot table ({exc})") from exc
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise InputError(f"{path}: cannot read shot table ({reason}); need a CSV video,shot_id,start,end") from None
     clips = []
-    with handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"video", "shot_id", "start", "end"} - set(reader.fieldnames or [])
         if missing:
