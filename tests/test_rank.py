@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from colour_clips import ffmpeg_fps10, make_colour_clip
+from colour_clips import ffmpeg_fps10, make_colour_clip, make_pattern_clip, make_tone_clip
 from lxml import etree
 from typer.testing import CliRunner
 
@@ -308,11 +308,9 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     monkeypatch.setattr(dsdi.rank, "ClipChunks", CrashingChunks)
     (clips / "zero.mp4").write_bytes(b"")
     (clips / "text.mp4").write_text("not a video\n" * 100)
-    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac",
-                    str(clips / "audio.mp4")], check=True)
+    make_tone_clip(ffmpeg_exe, clips / "audio.mp4")
     whole = tmp_path / "whole.mp4"  # 2 s of a moving test pattern, index (moov) first
-    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={W}x{H}:r=30:d=2", "-c:v",
-                    "libx264", "-pix_fmt", "yuv420p", "-g", "10", "-movflags", "+faststart", str(whole)], check=True)
+    make_pattern_clip(ffmpeg_exe, whole, (W, H), 2, gop=10, extra=("-movflags", "+faststart"))
     (clips / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # head -c: half the bytes
     no_index = make_clip(ffmpeg_exe, tmp_path / "noindex.mp4", [("red", 1.0)])  # index (moov) at the end
     (clips / "noindex.mp4").write_bytes(no_index.read_bytes()[: no_index.stat().st_size // 2])

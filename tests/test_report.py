@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_clips import make_colour_clip
 from lxml import html as lxml_html
 from PIL import Image
 from typer.testing import CliRunner
@@ -39,12 +40,8 @@ FAILED_REASON = "<script>alert('x')</script> moov atom not found"
 
 
 def _make_clip(ffmpeg_exe: str, path: Path, first: tuple[int, int, int], second: tuple[int, int, int]) -> None:
-    def colour(rgb: tuple[int, int, int], label: str) -> str:
-        return f"color=c=0x{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x}:s=160x120:r=10:d=1[{label}]"
-
-    graph = f"{colour(first, 'a')};{colour(second, 'b')};[a][b]concat=n=2:v=1:a=0[v]"
-    subprocess.run([ffmpeg_exe, "-y", "-loglevel", "error", "-filter_complex", graph, "-map", "[v]",
-                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    segments = [("0x{:02x}{:02x}{:02x}".format(*rgb), 1.0) for rgb in (first, second)]
+    make_colour_clip(ffmpeg_exe, path, segments, (160, 120), rate=10, gop=None)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 """dsdi.video against the ffmpeg CLI: real H.264 clips whose colour changes at known instants."""
 
 import math
-import subprocess
 from pathlib import Path
 
 import colour_clips
 import numpy as np
 import pytest
-from colour_clips import make_colour_clip
+from colour_clips import make_colour_clip, make_tone_clip
 
 import dsdi.video
 from dsdi.errors import InputError
@@ -23,7 +22,7 @@ def make_clip(ffmpeg: str, out: Path, segments=COLOURS, rate: int = 30, extra: t
 
 
 def ffmpeg_fps10(ffmpeg: str, path: Path) -> np.ndarray:
-    """The ffmpeg CLI's own `-vf fps=10` extraction of a W x H clip, rgb24 frames (N,H,W,3)."""
+    """The ffmpeg CLI's own `fps=10` extraction of a W x H clip, rgb24 frames (N,H,W,3)."""
     return colour_clips.ffmpeg_fps10(ffmpeg, path, (W, H))
 
 
@@ -114,8 +113,7 @@ def test_broken_files(clips, tmp_path, ffmpeg_exe):
     (tmp_path / "zero.mp4").write_bytes(b"")
     (tmp_path / "text.mp4").write_text("hello, not a video\n" * 50)
     audio = tmp_path / "audio.mp4"
-    subprocess.run([ffmpeg_exe, "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(audio)],
-                   check=True)
+    make_tone_clip(ffmpeg_exe, audio)
     for name in ("zero.mp4", "text.mp4", "audio.mp4"):
         for backend in (None, "pyav"):
             with pytest.raises(VideoDecodeError) as info:
