@@ -4,7 +4,7 @@
 
 Sections (each prints "n/a (reason)" instead of crashing when a part is missing):
 
-- decode:   dsdi.video.sample_frames at 10 fps vs the ffmpeg CLI (`-vf fps=10[,scale]` to a rawvideo pipe) on
+- decode:   dsdi.video.sample_frames at 10 fps vs the ffmpeg CLI (filters `fps=10[,scale]` to a rawvideo pipe) on
             the same 20 s 720p30 H.264 clip: sampled frames/s.
 - rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write)
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,27 +76,30 @@ def fastest_rates(*workloads: tuple[int, Callable[[], object]], repeats: int = 2
     return [count / seconds for (count, _), seconds in zip(workloads, fastest, strict=True)]
 
 
-def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def make_testsrc_clip(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> Path:
     """H.264 clip of ffmpeg's testsrc2 pattern."""
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                    f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", "-c:v", "libx264",
-                    "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    import ffmpeg
+
+    from dsdi.ffmpeg_cli import run
+
+    pattern = ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", format="lavfi")
+    command = pattern.output(str(path), vcodec="libx264", preset="veryfast", pix_fmt="yuv420p")
+    run(command.global_args("-loglevel", "error").overwrite_output(), f"making {path}")
     return path
 
 
 def ffmpeg_sample(path: Path, fps: float, size: tuple[int, int] | None, native: tuple[int, int]) -> int:
-    """Frames the ffmpeg CLI delivers as rgb24 on a pipe with -vf fps[,scale]; returns the frame count."""
+    """Frames the ffmpeg CLI delivers as rgb24 on a pipe through the filters fps[,scale]; returns the frame count."""
+    import ffmpeg
+
+    from dsdi.ffmpeg_cli import run
+
     width, height = size or native
-    filters = f"fps={fps:g}" + (f",scale={width}:{height}" if size else "")
-    raw = subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-i", str(path), "-vf", filters, "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "pipe:"], check=True, capture_output=True).stdout
-    return len(raw) // (width * height * 3)
+    video = ffmpeg.input(str(path)).filter("fps", f"{fps:g}")
+    if size:
+        video = video.filter("scale", width, height)
+    command = video.output("pipe:", format="rawvideo", pix_fmt="rgb24").global_args("-loglevel", "error")
+    return len(run(command, f"sampling {path}")) // (width * height * 3)
 
 
 def bench_decode(work: Path, device: str) -> dict:
