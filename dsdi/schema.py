@@ -35,7 +35,8 @@ class ClassInfo:
     table1_count: int
 
 
-def _data_file(name: str) -> Path:
+def shipped_data_file(name: str) -> Path:
+    """The path of one of dsdi's shipped tables in ``dsdi/data_files/``."""
     return Path(str(resources.files("dsdi") / "data_files" / name))
 
 
@@ -59,13 +60,13 @@ def _read_user_table(path: Path, flag: str) -> list[tuple[int, dict[str, str]]]:
 
 def _shipped_table_broken(name: str, problem: str) -> RuntimeError:
     """The error for a broken data file shipped with dsdi (not the user's doing: reinstall dsdi)."""
-    return RuntimeError(f"dsdi's shipped data file {_data_file(name)} is broken: {problem}; reinstall dsdi")
+    return RuntimeError(f"dsdi's shipped data file {shipped_data_file(name)} is broken: {problem}; reinstall dsdi")
 
 
 @lru_cache(maxsize=1)
 def class_infos() -> tuple[ClassInfo, ...]:
     """The 37 classes in model output order."""
-    rows = _read_table(_data_file("classes.csv"))
+    rows = _read_table(shipped_data_file("classes.csv"))
     infos = tuple(
         ClassInfo(int(r["index"]), r["name"], r["category"], r["is_feature"] == "1", int(r["table1_count"]))
         for _, r in rows
@@ -119,7 +120,7 @@ def load_token_map(extra: Path | None = None) -> dict[str, str]:
     Raises InputError naming the file and line for an unreadable file, missing columns or a row that maps
     to a class that does not exist.
     """
-    shipped = _data_file("token_map.csv")
+    shipped = shipped_data_file("token_map.csv")
     sources = [(str(shipped), _read_table(shipped))]
     if extra:
         sources.append((f"--token-map {extra}", _read_user_table(Path(extra), "--token-map")))
@@ -141,7 +142,7 @@ def load_token_map(extra: Path | None = None) -> dict[str, str]:
 def shipped_answer_tokens() -> list[tuple[str, str]]:
     """(raw LADI answer token, class name) rows of the shipped token table, in file order (spellings as
     LADI workers' answers have them, e.g. ``'damage:misc'``; the first row of a class is its usual one)."""
-    return [(row["token"], row["class"]) for _, row in _read_table(_data_file("token_map.csv"))]
+    return [(row["token"], row["class"]) for _, row in _read_table(shipped_data_file("token_map.csv"))]
 
 
 def load_feature_numbers(path: Path | None = None) -> dict[str, int]:
@@ -150,8 +151,8 @@ def load_feature_numbers(path: Path | None = None) -> dict[str, int]:
     A user file (``--feature-numbers``, columns ``feature,number``) must list all 32 features with distinct
     integer numbers; InputError naming the file (and line) otherwise.
     """
-    source = f"--feature-numbers {path}" if path else str(_data_file("feature_numbers.csv"))
-    rows = _read_user_table(Path(path), "--feature-numbers") if path else _read_table(_data_file("feature_numbers.csv"))
+    source = f"--feature-numbers {path}" if path else str(shipped_data_file("feature_numbers.csv"))
+    rows = _read_user_table(Path(path), "--feature-numbers") if path else _read_table(shipped_data_file("feature_numbers.csv"))
     numbers: dict[str, int] = {}
     line_of_number: dict[int, int] = {}
     for line_no, row in rows:

@@ -156,7 +156,7 @@ def _pyav_frames(path: Path, begin: float, end: float | None, info: _PyavStream)
     yield from frames
 
 
-def _open_decord(path: Path, size: tuple[int, int] | None) -> tuple[object, np.ndarray, float]:
+def open_decord_reader(path: Path, size: tuple[int, int] | None) -> tuple[object, np.ndarray, float]:
     """decord reader, frame start times (s) and the stream's duration (s)."""
     import decord
 
@@ -215,7 +215,7 @@ class ClipChunks:
 
     def _decord_chunks(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """decord: the sampled frame indices fetched chunk_frames at a time."""
-        reader, starts, duration = _open_decord(path, self.size)
+        reader, starts, duration = open_decord_reader(path, self.size)
         begin, end = self._span(duration)
         indices, times = _sample_times(starts, begin, end - begin, self.fps)
         self._finish(end, duration, "")

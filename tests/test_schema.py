@@ -85,11 +85,11 @@ def test_feature_numbers_default_and_override(tmp_path):
 
 
 def test_a_broken_shipped_classes_table_is_a_clear_error(tmp_path, monkeypatch):
-    shipped = schema._data_file("classes.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    shipped = schema.shipped_data_file("classes.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     header = next(i for i, line in enumerate(shipped) if not line.startswith("#"))
     broken = tmp_path / "classes.csv"
     broken.write_text("".join(shipped[: header + 1] + shipped[header + 2 :]), encoding="utf-8")  # class 0 gone
-    monkeypatch.setattr(schema, "_data_file", lambda name: tmp_path / name)
+    monkeypatch.setattr(schema, "shipped_data_file", lambda name: tmp_path / name)
     with pytest.raises(RuntimeError, match=f"dsdi's shipped data file {re.escape(str(broken))} is broken: it must "
                        "list indices 0..36 in order; reinstall dsdi"):
         schema.class_infos.__wrapped__()

@@ -145,7 +145,7 @@ def test_chunks_equal_whole_decoding_of_files_and_shots(clips, backend):
 
 
 def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
-    open_decord, batches = dsdi.video._open_decord, []
+    open_decord, batches = dsdi.video.open_decord_reader, []
 
     def reader_failing_after_two_batches(path, size):
         reader, starts, duration = open_decord(path, size)
@@ -159,7 +159,7 @@ def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
 
         return Failing(), starts, duration
 
-    monkeypatch.setattr(dsdi.video, "_open_decord", reader_failing_after_two_batches)
+    monkeypatch.setattr(dsdi.video, "open_decord_reader", reader_failing_after_two_batches)
     clip = Clip("main", clips["main"])
     frames, times, truncated, note = decode_in_chunks(clip, 7)
     assert batches == [7, 7, 7]  # samples 14 on come from PyAV
