@@ -290,28 +290,36 @@ def rank_command(
         _print_rank_summary(result)
 
 
-@app.command("fuse")
+@app.command("fuse", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @exits_on_input_error
 def fuse_command(
+    ctx: typer.Context,
     out_dir: Path = typer.Argument(..., help="A dsdi rank output folder (holds scores.sqlite and run.json)."),
+    out: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--out", help="Write into this new folder (with a copy of the scores) and leave OUT_DIR as it is."
+    ),
+    models: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--models", help="Only these of the run's models: run dirs, checkpoints or keys as in run.json."
+    ),
     model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model."),  # noqa: UP045
     agg: Optional[str] = typer.Option(None, "--agg", help="max | mean | top3 (default: as ranked)."),  # noqa: UP045
     fuse: Optional[list[str]] = typer.Option(None, "--fuse", help="OTHER_OUT_DIR:W (replaces the run's --fuse)."),  # noqa: UP045
     topk: Optional[int] = typer.Option(None, "--topk", min=1, help="Clips kept per feature (default: as ranked)."),  # noqa: UP045
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run name of the outputs (default: as ranked)."),  # noqa: UP045
 ) -> None:
-    """Re-fuse and re-rank a rank output from its stored scores (no decoding); rewrites its outputs."""
-    import json
+    """Re-fuse and re-rank a rank output from its stored scores (no decoding); rewrites its outputs, or with --out
+    writes them (and a copy of the scores) into a new folder. `dsdi fuse OUT --out ALONE --models runs/A`: one
+    model's ranking; weights are equal over the chosen models unless --model-weights."""
+    from dsdi.fusion import fuse as fuse_run
+    from dsdi.rank_config import parse_fuse_spec, parse_model_weights
 
-    from dsdi.rank import RUN_JSON, parse_fuse_spec, parse_model_weights
-    from dsdi.rank import fuse as fuse_run
-
-    weights = None
-    if model_weights is not None:
-        run_json = out_dir / RUN_JSON
-        count = len(json.loads(run_json.read_text())["model_keys"]) if run_json.is_file() else 0
-        weights = parse_model_weights(model_weights, count)
+    chosen = [*(models or []), *map(str, _extra_models(ctx))]
+    if chosen and not models:
+        raise InputError(f"unexpected argument(s) {' '.join(chosen)}; see dsdi fuse --help")
+    weights = parse_model_weights(model_weights) if model_weights is not None else None
     other = [parse_fuse_spec(spec) for spec in fuse] if fuse else None
-    _print_rank_summary(fuse_run(out_dir, model_weights=weights, agg=agg, other=other, topk=topk))
+    _print_rank_summary(fuse_run(out_dir, model_weights=weights, agg=agg, other=other, topk=topk, models=chosen or None,
+                                 new_out=out, run_id=run_id))
 
 
 # ---- dsdi report (owner: report) -------------------------------------------------------------

@@ -3,10 +3,8 @@ top-k per feature -> TRECVID XML and TREC run.
 
 Per model and clip the frame sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of
 the top 3) and stored in the score index (``dsdi.index``) as each clip finishes, so a killed run resumes where it
-stopped, new clips are scored incrementally and ``fuse`` re-ranks with other weights or aggregation without
-decoding. The ensemble score is the weighted mean over models of their aggregated clip scores; ``--fuse OTHER:W``
-then mixes in another rank output's fused scores: ``(1 * this + W * other) / (1 + W)``, so the paper's 2:1
-fusion (this run 2, other 1) is ``OTHER:0.5`` and 5:1 is ``OTHER:0.2``.
+stopped, new clips are scored incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without
+decoding. Fusing the models' scores and writing the output folder is ``dsdi.fusion``'s.
 
 Under torchrun (WORLD_SIZE > 1) process r scores every world-th still-unscored clip, starting at the r-th, into
 the shared SQLite index (SQLite serialises the writers; gloo carries only barriers and the work totals); then
@@ -15,7 +13,6 @@ process 0 fuses and writes every output, so the result equals a one-process run'
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -23,28 +20,20 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from dsdi.checkpoint import BEST_NAME, LAST_NAME, load_model, resolve_checkpoint
 from dsdi.data import frames_to_tensor
 from dsdi.errors import InputError
-from dsdi.files import write_text_atomic
+from dsdi.fusion import RankOutput, RankResult, fuse_and_write
 from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
-from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
-from dsdi.submission import TR_TYPES, rank_features, write_submission_xml, write_trec_run
+from dsdi.submission import TR_TYPES
 from dsdi.video import CHUNK_FRAMES, Clip, ClipChunks, VideoDecodeError, discover_clips, read_shot_table
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
-
-RUN_JSON = "run.json"
-CLIP_SCORES_CSV = "clip_scores.csv"
-FAILURES_CSV = "failures.csv"
-PEAK_FRAMES_CSV = "peak_frames.csv"
 
 
 @dataclass
@@ -70,22 +59,6 @@ class RankConfig:
     runs_dir: Path = RUNS_DIR
     decode_workers: int | None = None  # None: the CPU cores shared among torchrun processes, at most 8
     chunk_frames: int = CHUNK_FRAMES  # sampled frames a decoding thread holds at full resolution at a time
-
-
-@dataclass
-class RankResult:
-    """What a rank or fuse call produced. clips_scored / frames_scored count this call's new work (over all
-    torchrun processes); output paths are None on torchrun ranks other than 0."""
-
-    out_dir: Path
-    run_id: str
-    clips_ranked: int
-    clips_failed: int
-    clips_scored: int
-    frames_scored: int
-    elapsed_s: float
-    xml_path: Path | None = None
-    trec_path: Path | None = None
 
 
 @dataclass
@@ -126,8 +99,9 @@ def parse_fuse_spec(text: str) -> tuple[Path, float]:
         value = -1.0
     if not sep or not folder or value <= 0:
         raise InputError(f"--fuse {text!r}: write OTHER_OUT_DIR:WEIGHT with WEIGHT > 0 (paper 2:1 -> OTHER:0.5)")
-    if not (Path(folder) / CLIP_SCORES_CSV).is_file():
-        raise InputError(f"--fuse {text!r}: {Path(folder) / CLIP_SCORES_CSV} not found; point at a dsdi rank output")
+    if not RankOutput(Path(folder)).clip_scores_csv.is_file():
+        raise InputError(f"--fuse {text!r}: {RankOutput(Path(folder)).clip_scores_csv} not found; point at a dsdi "
+                         "rank output")
     return Path(folder), value
 
 
@@ -152,11 +126,8 @@ def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Mo
     """Each checkpoint on device, with its index key (content hash + sampling rate)."""
     models = []
     for ref in refs:
-        try:
-            checkpoint = resolve_checkpoint(ref)
-            module, info = load_model(checkpoint, device)
-        except (FileNotFoundError, ValueError) as error:
-            raise InputError(str(error)) from None
+        checkpoint = resolve_checkpoint(ref)
+        module, info = load_model(checkpoint, device)
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
@@ -438,7 +409,7 @@ def rank(config: RankConfig) -> RankResult:
         }
         result = RankResult(out_dir, config.run_id, 0, 0, clips_scored, frames_scored, 0.0)
         if process_rank == 0:
-            result = _fuse_and_write(index, out_dir, run_info, started, clips_scored, frames_scored)
+            result = fuse_and_write(index, RankOutput(out_dir), run_info, started, clips_scored, frames_scored)
     finally:
         index.close()
         if world > 1:
@@ -446,95 +417,3 @@ def rank(config: RankConfig) -> RankResult:
             torch.distributed.destroy_process_group()
     return result
 
-
-def fuse(out_dir: str | Path, model_weights: list[float] | None = None, agg: str | None = None,
-         other: list[tuple[Path, float]] | None = None, topk: int | None = None) -> RankResult:
-    """Re-fuse and re-rank a rank output from its score index (no decoding) with other weights, aggregation,
-    fused runs or top-k (None keeps the value in run.json); rewrites every output of OUT_DIR."""
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    try:
-        run_info = json.loads((out_dir / RUN_JSON).read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{out_dir / RUN_JSON}: cannot read ({error}); point at a dsdi rank output folder") from None
-    if agg is not None and agg not in AGGREGATIONS:
-        raise InputError(f"--agg {agg!r}: choose one of {', '.join(AGGREGATIONS)}")
-    if model_weights is not None:
-        run_info["weights"] = check_model_weights(model_weights, len(run_info["model_keys"]))
-    run_info["agg"] = agg or run_info["agg"]
-    run_info["topk"] = topk or run_info["topk"]
-    if other is not None:
-        run_info["fuse"] = [{"out_dir": str(p), "weight": w} for p, w in other]
-    index = ScoreIndex(out_dir)
-    try:
-        return _fuse_and_write(index, out_dir, run_info, started, 0, 0, scoring_elapsed_s=run_info.get("elapsed_s"))
-    finally:
-        index.close()
-
-
-def fused_scores(index: ScoreIndex, model_keys: list[str], weights: list[float], agg: str,
-                 other: list[tuple[Path, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(clip table: shot_id index, clip_path, frames, status, 37 fused class columns; peak frame times of the
-    highest-weight model: shot_id index, 32 feature columns in seconds). Clips lacking any model's scores
-    are left out."""
-    per_model = [index.model_scores(key) for key in model_keys]
-    paths = dict(index.current_clips())
-    shots = sorted(set(paths).intersection(*per_model))
-    weight = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    fused = np.zeros((len(shots), len(CLASSES)))
-    for w, scores in zip(weight, per_model, strict=True):
-        if shots:
-            fused += w * np.stack([scores[shot].aggregate(agg) for shot in shots])
-    fused = _mix_other_runs(pd.DataFrame(fused, index=pd.Index(shots, name="shot_id"), columns=list(CLASSES)), other)
-    first, leader = per_model[0], per_model[int(np.argmax(weight))]
-    table = pd.DataFrame({"clip_path": [paths[s] for s in shots], "frames": [first[s].frames for s in shots],
-                          "status": [first[s].status for s in shots]}, index=fused.index)
-    peaks = pd.DataFrame([leader[s].peak_times[: len(FEATURES)] for s in shots], index=fused.index,
-                         columns=list(FEATURES))
-    return table.join(fused), peaks
-
-
-def _mix_other_runs(fused: pd.DataFrame, other: list[tuple[Path, float]]) -> pd.DataFrame:
-    """(1 * this + sum W * other) / (1 + sum W) per clip, over the runs that scored that clip."""
-    if not other:
-        return fused
-    total, norm = fused.copy(), pd.Series(1.0, index=fused.index)
-    for folder, weight in other:
-        path = Path(folder) / CLIP_SCORES_CSV
-        try:
-            theirs = pd.read_csv(path, dtype={"shot_id": str}).set_index("shot_id")[list(CLASSES)]
-        except (OSError, KeyError, ValueError) as error:
-            raise InputError(f"{path}: cannot read class scores ({error}); point --fuse at a rank output") from None
-        theirs = theirs.reindex(fused.index)
-        present = theirs.notna().all(axis=1)
-        total[present] += weight * theirs[present]
-        norm[present] += weight
-    return total.div(norm, axis=0)
-
-
-def _fuse_and_write(index: ScoreIndex, out_dir: Path, run_info: dict, started: float, clips_scored: int,
-                    frames_scored: int, scoring_elapsed_s: float | None = None) -> RankResult:
-    """Fuse the index, rank top-k per feature and write the XML, TREC run, CSVs and run.json of out_dir."""
-    other = [(Path(f["out_dir"]), float(f["weight"])) for f in run_info["fuse"]]
-    table, peaks = fused_scores(index, run_info["model_keys"], run_info["weights"], run_info["agg"], other)
-    failures = pd.DataFrame(index.failures(), columns=["clip_path", "shot_id", "reason"])
-    run_id = run_info["run_id"]
-    elapsed = time.perf_counter() - started if scoring_elapsed_s is None else scoring_elapsed_s
-    run_info.update(clips_ranked=len(table), clips_failed=len(failures), elapsed_s=round(elapsed, 3),
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_text_atomic(out_dir / FAILURES_CSV, failures.to_csv(index=False))
-    write_text_atomic(out_dir / CLIP_SCORES_CSV, table.to_csv())
-    write_text_atomic(out_dir / PEAK_FRAMES_CSV, peaks.to_csv(float_format="%.3f"))
-    result = RankResult(out_dir, run_id, len(table), len(failures), clips_scored, frames_scored, elapsed)
-    if len(table):
-        rankings = rank_features(table[list(CLASSES)], run_info["topk"], load_feature_numbers())
-        desc = (f"dsdi: {len(run_info['models'])} model(s), {run_info['agg']} over {run_info['fps']:g} fps frames"
-                + "".join(f", fused with {f['out_dir']} at weight {f['weight']:g}" for f in run_info["fuse"]))
-        result.xml_path, result.trec_path = out_dir / f"{run_id}.xml", out_dir / f"{run_id}.trec"
-        write_submission_xml(result.xml_path, rankings, pid=run_info["pid"], run_desc=desc,
-                             tr_type=run_info["tr_type"], priority=run_info["priority"], elapsed_s=elapsed)
-        write_trec_run(result.trec_path, rankings, run_id)
-    write_text_atomic(out_dir / RUN_JSON, json.dumps(run_info, indent=2) + "\n")
-    if not len(table):
-        raise InputError(f"no clip could be ranked ({len(failures)} failed; see {out_dir / FAILURES_CSV})")
-    return result

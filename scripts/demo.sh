@@ -41,12 +41,9 @@ step "4/7 dsdi rank: ensemble of both models (decodes every clip at 10 fps)"
 dsdi rank --clips "$world/clips" --models "$RUN_DIR/models/focal" "$RUN_DIR/models/cbfl" --device cpu \
   --run-id ensemble --out "$RUN_DIR/rank/ensemble"
 
-step "5/7 dsdi rank: each model alone (scores reused from the ensemble's index, no decoding)"
+step "5/7 dsdi fuse: each model alone (re-ranked from the ensemble's stored scores, no decoding)"
 for loss in focal cbfl; do
-  mkdir -p "$RUN_DIR/rank/$loss"
-  cp "$RUN_DIR/rank/ensemble/scores.sqlite" "$RUN_DIR/rank/$loss/"
-  dsdi rank --clips "$world/clips" --models "$RUN_DIR/models/$loss" --device cpu --run-id "$loss" \
-    --out "$RUN_DIR/rank/$loss"
+  dsdi fuse "$RUN_DIR/rank/ensemble" --models "$RUN_DIR/models/$loss" --run-id "$loss" --out "$RUN_DIR/rank/$loss"
 done
 # A random ranking of the same clips (seeded), in TREC run form, as the chance baseline.
 mkdir -p "$RUN_DIR/rank/random"

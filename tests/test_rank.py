@@ -219,6 +219,40 @@ def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "WEIGHT > 0" in result.output
 
 
+def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeypatch):
+    source, alone, ref = tmp_path / "source", tmp_path / "alone", world["reference"]
+    shutil.copytree(world["out"], source)
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    decodes = count_decodes(monkeypatch)
+    shots = sorted(ref)
+    result = invoke("fuse", source, "--out", alone, "--models", world["models"][1], "--run-id", "b_alone")
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before and not decodes
+    b_max = np.stack([ref[s]["B"][1].max(axis=0) for s in shots])  # model B alone, as dsdi rank would rank it
+    np.testing.assert_allclose(read_scores(alone).loc[shots, list(CLASSES)], b_max, atol=2e-6)
+    assert read_trec(alone / "b_alone.trec")["run_id"].eq("b_alone").all() and (alone / "b_alone.xml").is_file()
+    run = json.loads((alone / "run.json").read_text())
+    source_run = json.loads((source / "run.json").read_text())
+    assert run["models"] == source_run["models"][1:] and run["model_keys"] == source_run["model_keys"][1:]
+    assert run["weights"] == [1.0] and run["scores_from"] == str(source) and run["topk"] == 3
+    shutil.rmtree(source)  # the new folder holds its own copy of the scores
+    assert invoke("fuse", alone, "--agg", "mean").exit_code == 0
+    assert invoke("report", alone).exit_code == 0 and (alone / "report.html").is_file()
+    both = tmp_path / "both"  # by model key and by a copy of A's checkpoint (same content)
+    shutil.copy(world["models"][0] / "best.pt", tmp_path / "a_copy.pt")
+    result = invoke("fuse", world["out"], "--out", both, "--models", source_run["model_keys"][1],
+                    tmp_path / "a_copy.pt", "--model-weights", "1,3")
+    assert result.exit_code == 0, result.output
+    assert json.loads((both / "run.json").read_text())["model_keys"] == source_run["model_keys"][::-1]
+    for bad, says in ((["--out", both], "already holds a rank output"),
+                      (["--out", tmp_path / "n1", "--models", tmp_path / "nope"], "is not among the models"),
+                      (["--out", tmp_path / "n2", "--models", world["models"][0], world["models"][0]], "given twice"),
+                      (["--out", tmp_path / "n3", "--models", world["models"][0], "--model-weights", "1,1"],
+                       "need 1 non-negative")):
+        result = invoke("fuse", world["out"], *bad)
+        assert result.exit_code == 2 and says in " ".join(result.output.split()), (bad, result.output)
+
+
 def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
     added, add = [], dsdi.rank._BatchScorer.add
     monkeypatch.setattr(dsdi.rank._BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
