@@ -117,3 +117,11 @@ def load_model(model_ref: str | Path, device: str | torch.device = "cpu") -> tup
     info = ModelInfo(path, checkpoint["backbone"], int(checkpoint["img_size"]), int(checkpoint.get("epoch", 0)),
                      checkpoint.get("val_lrap"))
     return model, info
+
+
+def finished_runs(runs_dir: str | Path) -> list[Path]:
+    """Run directories under ``runs_dir`` holding a best.pt or last.pt, sorted by name."""
+    if not Path(runs_dir).is_dir():
+        return []
+    return sorted(p for p in Path(runs_dir).iterdir()
+                  if p.is_dir() and ((p / BEST_NAME).is_file() or (p / LAST_NAME).is_file()))

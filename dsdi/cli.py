@@ -4,6 +4,7 @@ of the same name; bad input (``InputError``) is printed without a traceback and 
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path  # noqa: F401  (used by the command sections)
 from typing import Optional  # noqa: F401  (typer needs Optional on Python 3.10)
 
@@ -11,6 +12,9 @@ import typer
 from rich.console import Console
 
 from dsdi.errors import InputError
+from dsdi.options import command_option, config_command
+from dsdi.rank_config import RankConfig
+from dsdi.train_config import TrainConfig
 from dsdi.workspace import IMAGES_DIR, LABELS_CSV, RUNS_DIR, SUBMISSIONS_DIR  # noqa: F401
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -164,65 +168,28 @@ def prepare(
 # ---- dsdi train (owner: train) ---------------------------------------------------------------
 
 
-@app.command()
-@exits_on_input_error
-def train(
-    labels: Path | None = typer.Option(None, help=f"labels CSV (image_id + 37 classes) [default {LABELS_CSV}]"),
-    images: Path | None = typer.Option(None, help=f"image root [default {IMAGES_DIR}]"),
-    backbone: str | None = typer.Option(None, help="timm model name or dsdi backbone [default resnest50d]"),
-    loss: str | None = typer.Option(None, help="bce | focal | cbfl | rfl | lovasz [default cbfl]"),
-    gamma: float | None = typer.Option(None, help="focal gamma (loss default if unset)"),
-    beta: float | None = typer.Option(None, help="class-balanced beta (cbfl)"),
-    th: float | None = typer.Option(None, help="reduced-focal threshold (rfl)"),
-    none_weight: float | None = typer.Option(None, help="factor on the 5 none-class losses (paper 0.1, 0.01)"),
-    drop_max_loss: bool | None = typer.Option(
-        None, "--drop-max-loss/--no-drop-max-loss", help="outlier removal: drop each batch's largest sample loss"
-    ),
-    epochs: int | None = typer.Option(None, help="total epochs [default 40]; raise it with --resume to extend"),
-    batch_size: int | None = typer.Option(None, help="images per batch and process [default 28]"),
-    img_size: int | None = typer.Option(None, help="input side in px [default: backbone's, 360 / HRNet 448]"),
-    optimizer: str | None = typer.Option(None, help="sgd (momentum 0.9, nesterov) | adamw [default sgd]"),
-    lr: float | None = typer.Option(None, help="peak learning rate of the cosine schedule [default 0.01]"),
-    weight_decay: float | None = typer.Option(None, help="weight decay [default 1e-4]"),
-    snapshots: int | None = typer.Option(None, help="N cosine cycles, snapshot_K.pt after each [default 0]"),
-    workers: int | None = typer.Option(None, help="data loader worker processes [default 4]"),
-    out: Path | None = typer.Option(None, help=f"run directory [default {RUNS_DIR}/<backbone>-<loss>-<time>]"),
-    config: Path | None = typer.Option(None, help="recipe TOML (e.g. runs/C04.toml); flags override it"),
-    device: str | None = typer.Option(None, help="auto | cpu | cuda [default auto]"),
-    amp: str | None = typer.Option(None, help="auto | bf16 | fp16 | off (CUDA only) [default auto]"),
-    resume: bool = typer.Option(False, "--resume", help="continue --out from its last.pt (or extend it)"),
-    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained", help="timm hub weights"),
-    weights: Path | None = typer.Option(None, help="local state dict or dsdi checkpoint to start from"),
-    seed: int | None = typer.Option(None, help="split, init and augmentation seed [default 0]"),
-    skip_missing: bool | None = typer.Option(
-        None, "--skip-missing/--no-skip-missing", help="train without missing/unreadable images instead of failing"
-    ),
-    val_fraction: float | None = typer.Option(None, help="validation share of the images [default 0.2]"),
-) -> None:
-    """Train a multi-label classifier; writes config.toml, metrics.csv, last.pt, best.pt (+ snapshot_K.pt)."""
-    from dsdi.train import CONFIG_NAME, NonFiniteLossError, TrainConfig, read_toml
-    from dsdi.train import train as run_training
+def _train(given: dict, config: Path | None, resume: bool) -> None:
+    """Train a multi-label classifier; writes config.toml, metrics.csv, last.pt, best.pt (+ snapshot_K.pt).
 
-    flags = {
-        "labels": labels, "images": images, "backbone": backbone, "loss": loss, "gamma": gamma, "beta": beta,
-        "th": th, "none_weight": none_weight, "drop_max_loss": drop_max_loss, "epochs": epochs,
-        "batch_size": batch_size, "img_size": img_size, "optimizer": optimizer, "lr": lr,
-        "weight_decay": weight_decay, "snapshots": snapshots, "workers": workers, "out": out, "device": device,
-        "amp": amp, "pretrained": pretrained, "weights": weights, "seed": seed, "skip_missing": skip_missing,
-        "val_fraction": val_fraction,
-    }  # fmt: skip
-    settings = TrainConfig()
-    if resume and out is not None and (out / CONFIG_NAME).is_file():
-        settings = TrainConfig.from_toml(out / CONFIG_NAME)
-    if config is not None:
-        settings = settings.updated(read_toml(config), source=str(config))
-    given = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items() if value is not None}
+    Precedence: defaults < the run's own config.toml (with --resume) < --config recipe < flags."""
+    from dsdi.train import NonFiniteLossError, train
+
+    settings = TrainConfig.layered(given, recipe=config, resume=resume)
     try:
-        run_dir = run_training(settings.updated(given, source="command line"), resume=resume)
+        run_dir = train(settings, resume=resume)
     except NonFiniteLossError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(code=1) from None
     console.print(f"train: {run_dir}", highlight=False)
+
+
+TRAIN_COMMAND_OPTIONS = (
+    command_option("config", Optional[Path], typer.Option(  # noqa: UP045 - typer on Python 3.10
+        None, "--config", help="recipe TOML (e.g. runs/C04.toml); flags override it")),
+    command_option("resume", bool, typer.Option(
+        False, "--resume", help="continue --out from its last.pt (or extend it with a higher --epochs)")),
+)
+app.command("train")(exits_on_input_error(config_command(TrainConfig, _train, *TRAIN_COMMAND_OPTIONS)))
 
 # ---- dsdi rank / dsdi fuse (owner: rank) -----------------------------------------------------
 
@@ -231,7 +198,7 @@ def _extra_models(ctx: typer.Context) -> list[Path]:
     """`--models A B C`: click gives an option one value, so B and C arrive as extra arguments."""
     unknown = [arg for arg in ctx.args if arg.startswith("-")]
     if unknown:
-        raise InputError(f"unknown option(s) {' '.join(unknown)}; see dsdi rank --help")
+        raise InputError(f"unknown option(s) {' '.join(unknown)}; see {ctx.command_path} --help")
     return [Path(arg) for arg in ctx.args]
 
 
@@ -242,52 +209,21 @@ def _print_rank_summary(result) -> None:
                   f"{result.elapsed_s:.1f} s) -> {outputs}", highlight=False)
 
 
-@app.command("rank", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@exits_on_input_error
-def rank_command(
-    ctx: typer.Context,
-    clips: Optional[Path] = typer.Option(None, "--clips", help="Folder of shot clips (recursive; shot id = file stem)."),  # noqa: UP045,E501
-    models: Optional[list[Path]] = typer.Option(  # noqa: UP045
-        None, "--models", help="Run dirs or .pt files: --models runs/A runs/B (default: every finished run in runs/)."
-    ),
-    model_weights: Optional[str] = typer.Option(None, "--model-weights", help="Comma list, one per model (default equal)."),  # noqa: UP045,E501
-    fuse: Optional[list[str]] = typer.Option(  # noqa: UP045
-        None, "--fuse", help="OTHER_OUT_DIR:W mixes another rank output in: (this + W*other)/(1+W); paper 2:1 -> :0.5."
-    ),
-    topk: int = typer.Option(1000, "--topk", min=1, help="Clips kept per feature (NIST: at most 1000)."),
-    fps: float = typer.Option(10.0, "--fps", min=0.01, help="Frames sampled per second of clip."),
-    agg: str = typer.Option("max", "--agg", help="Clip score per class over its frames: max | mean | top3."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default submissions/<run-id>)."),  # noqa: UP045
-    run_id: str = typer.Option("dsdi_run", "--run-id", help="Run name: OUT/<run-id>.xml and .trec."),
-    tr_type: str = typer.Option("L", "--tr-type", help="L = trained on LADI only, O = other data too."),
-    priority: int = typer.Option(1, "--priority", min=1, help="Submission priority."),
-    pid: str = typer.Option("dsdi", "--pid", help="Team id written into the XML."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per forward pass (packed across clips)."),
-    shots: Optional[Path] = typer.Option(  # noqa: UP045
-        None, "--shots", help="Master shot table CSV video,shot_id,start,end (seconds) instead of --clips."
-    ),
-    runs_dir: Path = typer.Option(RUNS_DIR, "--runs-dir", help="Where default models are looked for."),
-    decode_workers: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--decode-workers", min=1, help="Clip decoding threads (default: CPU cores per process, at most 8)."
-    ),
-) -> None:
+def _rank(given: dict, ctx: typer.Context) -> None:
     """Rank shot clips per disaster feature (paper 2.5): 10 fps frames, max of sigmoids, fused models, top-k.
 
     Resumable: scores are kept in OUT/scores.sqlite per model and clip; re-running skips scored clips."""
-    from dsdi.rank import RankConfig, finished_runs, parse_fuse_spec, parse_model_weights, rank
+    from dsdi.rank import rank
 
-    model_refs = [*(models or []), *_extra_models(ctx)] or finished_runs(runs_dir)
-    config = RankConfig(
-        clips=clips, shots=shots, models=model_refs,
-        model_weights=parse_model_weights(model_weights, len(model_refs)) if model_weights else None,
-        fuse=[parse_fuse_spec(spec) for spec in fuse or []], topk=topk, fps=fps, agg=agg, out=out, run_id=run_id,
-        tr_type=tr_type, priority=priority, pid=pid, device=device, batch_size=batch_size, runs_dir=runs_dir,
-        decode_workers=decode_workers,
-    )
-    result = rank(config)
-    if result.xml_path is not None:  # torchrun: only rank 0 writes and reports
+    given["models"] = [*given.get("models", []), *_extra_models(ctx)]
+    result = rank(RankConfig().updated(given, source="command line"))
+    if result.xml_path is not None:  # torchrun: only process 0 writes and reports
         _print_rank_summary(result)
+
+
+RANK_COMMAND_OPTIONS = (command_option("ctx", typer.Context, inspect.Parameter.empty),)
+app.command("rank", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    exits_on_input_error(config_command(RankConfig, _rank, *RANK_COMMAND_OPTIONS)))
 
 
 @app.command("fuse", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -33,8 +33,9 @@ import pandas as pd
 from dsdi.checkpoint import resolve_checkpoint
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
-from dsdi.index import AGGREGATIONS, INDEX_NAME, ScoreIndex, file_sha256
-from dsdi.rank_config import check_model_weights
+from dsdi.index import INDEX_NAME, ScoreIndex, file_sha256
+from dsdi.options import check_field_value
+from dsdi.rank_config import RankConfig, check_model_weights
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
 from dsdi.submission import Rankings, rank_features, read_run, write_submission_xml, write_trec_run
 
@@ -315,8 +316,7 @@ def fuse(out_dir: str | Path, model_weights: list[float] | None = None, agg: str
     source = RankOutput(Path(out_dir))
     facts = source.read_facts()
     target = RankOutput(Path(new_out)) if new_out is not None else source
-    if agg is not None and agg not in AGGREGATIONS:
-        raise InputError(f"--agg {agg!r}: choose one of {', '.join(AGGREGATIONS)}")
+    check_field_value(RankConfig, "agg", agg)
     if run_id is not None and run_id.split() != [run_id]:
         raise InputError(f"--run-id {run_id!r}: give a run name without whitespace")
     if models:

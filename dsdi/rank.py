@@ -13,7 +13,6 @@ process 0 fuses and writes every output, so the result equals a one-process run'
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -25,40 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dsdi.checkpoint import BEST_NAME, LAST_NAME, load_model, resolve_checkpoint
+from dsdi.checkpoint import load_model, resolve_checkpoint
 from dsdi.data import frames_to_tensor
 from dsdi.errors import InputError
 from dsdi.fusion import RankOutput, RankResult, fuse_and_write
-from dsdi.index import AGGREGATIONS, ClipScores, ScoreIndex, file_sha256
+from dsdi.index import ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
-from dsdi.submission import TR_TYPES
-from dsdi.video import CHUNK_FRAMES, Clip, ClipChunks, VideoDecodeError, discover_clips, read_shot_table
-from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
+from dsdi.rank_config import RankConfig
+from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
+from dsdi.video import Clip, ClipChunks, VideoDecodeError, discover_clips, read_shot_table
 
-
-@dataclass
-class RankConfig:
-    """Everything ``dsdi rank`` needs. models empty: every finished run under runs_dir; out None:
-    submissions/<run_id>; model_weights None: equal; fuse: (other rank OUT_DIR, weight vs this run's 1)."""
-
-    clips: Path | None = None
-    shots: Path | None = None
-    models: list[Path] = field(default_factory=list)
-    model_weights: list[float] | None = None
-    fuse: list[tuple[Path, float]] = field(default_factory=list)
-    topk: int = 1000
-    fps: float = 10.0
-    agg: str = "max"
-    out: Path | None = None
-    run_id: str = "dsdi_run"
-    tr_type: str = "L"
-    priority: int = 1
-    pid: str = "dsdi"
-    device: str = "auto"
-    batch_size: int = 64
-    runs_dir: Path = RUNS_DIR
-    decode_workers: int | None = None  # None: the CPU cores shared among torchrun processes, at most 8
-    chunk_frames: int = CHUNK_FRAMES  # sampled frames a decoding thread holds at full resolution at a time
+RANK_DECODE_WORKERS_CAP = 8
 
 
 @dataclass
@@ -69,57 +45,6 @@ class _Model:
     backbone: str
     img_size: int
     module: torch.nn.Module
-
-
-def parse_model_weights(text: str | None, count: int) -> list[float]:
-    """'2,1,1' -> [2.0, 1.0, 1.0] (one non-negative weight per model, positive sum); None -> equal weights."""
-    if text is None:
-        return [1.0] * count
-    try:
-        weights = [float(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(f"--model-weights {text!r}: give comma-separated numbers, one per model") from None
-    return check_model_weights(weights, count)
-
-
-def check_model_weights(weights: list[float], count: int) -> list[float]:
-    """weights unchanged if there is one non-negative weight per model and their sum is positive."""
-    if len(weights) != count or min(weights, default=0) < 0 or sum(weights) <= 0:
-        raise InputError(f"--model-weights {','.join(f'{w:g}' for w in weights)}: need {count} non-negative "
-                         "weights (one per model), sum > 0")
-    return weights
-
-
-def parse_fuse_spec(text: str) -> tuple[Path, float]:
-    """'submissions/other:0.5' -> (Path('submissions/other'), 0.5): another rank output and its weight."""
-    folder, sep, weight = text.rpartition(":")
-    try:
-        value = float(weight)
-    except ValueError:
-        value = -1.0
-    if not sep or not folder or value <= 0:
-        raise InputError(f"--fuse {text!r}: write OTHER_OUT_DIR:WEIGHT with WEIGHT > 0 (paper 2:1 -> OTHER:0.5)")
-    if not RankOutput(Path(folder)).clip_scores_csv.is_file():
-        raise InputError(f"--fuse {text!r}: {RankOutput(Path(folder)).clip_scores_csv} not found; point at a dsdi "
-                         "rank output")
-    return Path(folder), value
-
-
-def finished_runs(runs_dir: Path) -> list[Path]:
-    """Run directories under runs_dir holding a best.pt or last.pt, sorted by name."""
-    if not Path(runs_dir).is_dir():
-        return []
-    return sorted(p for p in Path(runs_dir).iterdir()
-                  if p.is_dir() and ((p / BEST_NAME).is_file() or (p / LAST_NAME).is_file()))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda (this torchrun process's LOCAL_RANK GPU) when available, else cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Model]:
@@ -137,14 +62,9 @@ def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Mo
 
 
 def _find_clips(config: RankConfig) -> list[Clip]:
-    if config.shots is not None:
-        clips = read_shot_table(config.shots)
-        source = config.shots
-    elif config.clips is not None:
-        clips = discover_clips(config.clips)
-        source = config.clips
-    else:
-        raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
+    """The clips of ``--shots`` (preferred) or ``--clips``; InputError for none or a shot id used twice."""
+    source = config.shots if config.shots is not None else config.clips
+    clips = read_shot_table(source) if config.shots is not None else discover_clips(source)
     if not clips:
         raise InputError(f"{source}: no video clips found (looked for mp4, mkv, avi, mov, webm, mpg, ts)")
     seen: dict[str, Clip] = {}
@@ -342,78 +262,59 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     return stored, frames_done
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); joins the torchrun process group (gloo: only barriers travel) when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
-
-
 def rank(config: RankConfig) -> RankResult:
     """Score every clip with every model (resuming from the index), fuse, rank and write OUT_DIR outputs.
 
-    Raises InputError for a missing/empty clip folder, bad models or flags, and when no clip could be ranked
-    (failures.csv and run.json are still written then)."""
+    ``config`` is resolved first (:meth:`RankConfig.resolved`). Under torchrun, process r scores every world-th
+    clip still to score; process 0 registers the work, fuses and writes. Raises InputError for a missing/empty
+    clip folder, bad models or flags, and when no clip could be ranked (failures.csv and run.json are still
+    written then)."""
     started = time.perf_counter()
-    if config.agg not in AGGREGATIONS:
-        raise InputError(f"--agg {config.agg!r}: choose one of {', '.join(AGGREGATIONS)}")
-    if config.topk < 1 or config.batch_size < 1 or config.fps <= 0 or config.priority < 1:
-        raise InputError("--topk, --batch-size and --priority must be >= 1 and --fps > 0")
-    if config.chunk_frames < 1:
-        raise InputError(f"chunk_frames must be >= 1, got {config.chunk_frames}")
-    if config.tr_type not in TR_TYPES or not config.pid.strip() or config.run_id.split() != [config.run_id]:
-        raise InputError(f"--tr-type must be one of {', '.join(TR_TYPES)} (L = LADI only, O = other data too), "
-                         "--pid non-empty and --run-id without whitespace")
+    config = config.resolved()
     clips = _find_clips(config)
-    refs = list(config.models) or finished_runs(config.runs_dir)
-    if not refs:
-        raise InputError(f"no models: pass --models RUN_DIR ... or train one into {config.runs_dir}/")
-    weights = check_model_weights(config.model_weights or [1.0] * len(refs), len(refs))
-    out_dir = Path(config.out) if config.out else SUBMISSIONS_DIR / config.run_id
-    device = resolve_device(config.device)
-    models = _load_models(refs, config.fps, device)
-
-    process_rank, world = _distributed()
-    index = ScoreIndex(out_dir)
+    group = join_process_group("cpu")  # gloo whatever the device: only barriers and two totals travel
+    device = pick_device(config.device, group.local_rank)
+    models = _load_models(config.models, config.fps, device)
+    index = ScoreIndex(config.out)
     try:
-        if process_rank == 0:
-            for model in models:
-                index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256,
-                                     config.fps)
-            index.set_clips(clips)
-            for clip in clips:
-                if clip.shot_id.split() != [clip.shot_id]:
-                    index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
-        if world > 1:
-            torch.distributed.barrier()
-        done = {m.key: index.scored_shots(m.key) for m in models}
-        todo = [(clip, needed) for clip in clips if clip.shot_id.split() == [clip.shot_id]
-                and (needed := [m for m in models if clip.shot_id not in done[m.key]])]
-        if world > 1:  # every rank has read the same work list before any rank writes
-            torch.distributed.barrier()
-        label = "rank" if world == 1 else f"rank {process_rank}/{world}"
-        workers = config.decode_workers or max(1, min(8, (os.cpu_count() or 1) // world))
-        clips_scored, frames_scored = _score_clips(todo[process_rank::world], models, config, index, device,
-                                                   workers, label)
-        if world > 1:  # totals over ranks; also waits until every rank has stored its clips
-            totals = torch.tensor([clips_scored, frames_scored], dtype=torch.int64)
-            torch.distributed.all_reduce(totals)
-            clips_scored, frames_scored = (int(v) for v in totals)
+        todo = _work_list(index, clips, models, config.fps, group)
+        label = "rank" if not group.active else f"rank {group.world_rank}/{group.world_size}"
+        workers = config.decode_workers or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
+        clips_scored, frames_scored = _score_clips(todo[group.world_rank::group.world_size], models, config, index,
+                                                   device, workers, label)
+        clips_scored, frames_scored = int(group.sum(clips_scored)), int(group.sum(frames_scored))  # also waits
         run_info = {
             "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
             "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],
-            "weights": weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
+            "weights": config.model_weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
             "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
             "tr_type": config.tr_type, "priority": config.priority,
         }
-        result = RankResult(out_dir, config.run_id, 0, 0, clips_scored, frames_scored, 0.0)
-        if process_rank == 0:
-            result = fuse_and_write(index, RankOutput(out_dir), run_info, started, clips_scored, frames_scored)
+        result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0)
+        if group.is_main:
+            result = fuse_and_write(index, RankOutput(config.out), run_info, started, clips_scored, frames_scored)
     finally:
         index.close()
-        if world > 1:
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        group.barrier()
+        group.leave()
     return result
+
+
+def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: float,
+               group: ProcessGroup) -> list[tuple[Clip, list[_Model]]]:
+    """(clip, the models still to score it) for every clip with a valid shot id, the same in every process.
+    Process 0 first registers the models and the clip set and records shot ids with whitespace as failures."""
+    if group.is_main:
+        for model in models:
+            index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256, fps)
+        index.set_clips(clips)
+        for clip in clips:
+            if clip.shot_id.split() != [clip.shot_id]:
+                index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
+    group.barrier()
+    done = {m.key: index.scored_shots(m.key) for m in models}
+    todo = [(clip, needed) for clip in clips if clip.shot_id.split() == [clip.shot_id]
+            and (needed := [m for m in models if clip.shot_id not in done[m.key]])]
+    group.barrier()  # every process has read the same work list before any process writes
+    return todo
 

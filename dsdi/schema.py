@@ -151,8 +151,9 @@ def load_feature_numbers(path: Path | None = None) -> dict[str, int]:
     A user file (``--feature-numbers``, columns ``feature,number``) must list all 32 features with distinct
     integer numbers; InputError naming the file (and line) otherwise.
     """
-    source = f"--feature-numbers {path}" if path else str(shipped_data_file("feature_numbers.csv"))
-    rows = _read_user_table(Path(path), "--feature-numbers") if path else _read_table(shipped_data_file("feature_numbers.csv"))
+    shipped = shipped_data_file("feature_numbers.csv")
+    source = f"--feature-numbers {path}" if path else str(shipped)
+    rows = _read_user_table(Path(path), "--feature-numbers") if path else _read_table(shipped)
     numbers: dict[str, int] = {}
     line_of_number: dict[int, int] = {}
     for line_no, row in rows:

@@ -28,6 +28,7 @@ from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.cli import app
 from dsdi.data import frames_to_tensor
 from dsdi.index import ScoreIndex
+from dsdi.rank_config import RankConfig
 from dsdi.schema import CLASSES, FEATURES
 from dsdi.video import Clip, ClipChunks, decode_clip
 
