@@ -50,7 +50,7 @@ _FAILURE_COLUMNS = ("clip_path", "shot_id", "reason")
 @dataclass
 class RankResult:
     """What a rank or fuse call produced. clips_scored / frames_scored count this call's new work (over all
-    torchrun processes); output paths are None on torchrun ranks other than 0."""
+    torchrun processes); output paths are None in torchrun processes other than 0."""
 
     out_dir: Path
     run_id: str

@@ -93,7 +93,7 @@ def _retry_while_locked(statement: Callable[[], object], seconds: float = 120.0)
     """Run ``statement``, retrying while another process holds the database.
 
     Switching a new file to WAL (and creating its tables) can fail with "database is locked" at once,
-    without waiting on the busy timeout, when two torchrun ranks open the index at the same moment.
+    without waiting on the busy timeout, when two torchrun processes open the index at the same moment.
     """
     deadline = time.monotonic() + seconds
     while True:
@@ -107,7 +107,7 @@ def _retry_while_locked(statement: Callable[[], object], seconds: float = 120.0)
 
 
 class ScoreIndex:
-    """OUT_DIR/scores.sqlite; safe for several processes (torchrun ranks) writing at once."""
+    """OUT_DIR/scores.sqlite; safe for several processes (torchrun processes) writing at once."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.path = Path(out_dir) / INDEX_NAME
