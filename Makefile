@@ -23,7 +23,7 @@ bench: $(STAMP)
 	.venv/bin/python bench/bench.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check dsdi tests bench
+	$(BIN)/ruff check dsdi tests bench scripts
 
 clean:
 	rm -rf $(VENV) runs/demo .pytest_cache
