@@ -273,3 +273,41 @@ def report(
     from dsdi.report import build_report
 
     console.print(f"report: {build_report(out_dir, qrels_path=qrels, out_path=out, top_n=top)}", highlight=False)
+
+
+# ---- dsdi select (owner: ensemble) -----------------------------------------------------------
+
+
+@app.command("select")
+@exits_on_input_error
+def select_command(
+    runs: list[str] = typer.Argument(..., help="Run folders to choose from (RUN_DIR, or RUN_DIR:last / "
+                                     ":snapshot_K for another checkpoint of that run)."),
+    size: int = typer.Option(10, "--size", min=1, help="Greedy steps (picks, repetitions allowed)."),
+    out: Path = typer.Option(..., "--out", help="Ensemble file to write, e.g. runs/ensembles/NAME.toml."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Checkpoint of each run: best | last | snapshot_K."),
+    runs_dir: Path = typer.Option(RUNS_DIR, "--runs-dir", help="Members under it are written relative to it "
+                                  "(as dsdi rank --ensemble looks them up)."),
+) -> None:
+    """Choose an ensemble on the common hold-out: greedy forward selection with replacement (Caruana et al.
+    2004) on the stored hold-out sigmoids; writes an ensemble file (weights = how often a run was picked)."""
+    from rich.table import Table
+
+    from dsdi.selection import select_ensemble
+
+    found = select_ensemble(runs, size, out, checkpoint=checkpoint, runs_dir=runs_dir)
+    shown = Table(title=f"hold-out ({found.images} images): {len(found.candidates)} runs, {size} picks")
+    for header in ("ensemble", "models", "hold-out mAP", "LRAP"):
+        shown.add_column(header, justify="left" if header == "ensemble" else "right")
+    picked = ", ".join(f"{m.run.name}{'' if m.checkpoint == 'best' else ':' + m.checkpoint} x{m.weight:g}"
+                       for m in found.ensemble.members)
+    for label, count, (mean_ap, lrap_value) in (
+            (f"selection ({picked})", len(found.ensemble.members), found.selected),
+            ("all runs, equal weights", len(found.candidates), found.all_equal),
+            (f"best single ({found.best_single_label})", 1, found.best_single)):
+        shown.add_row(label, str(count), f"{mean_ap:.4f}", f"{lrap_value:.4f}")
+    console.print(shown)
+    steps = " ".join(f"{found.candidates[i].label}:{score:.4f}" for i, score in
+                     zip(found.selection.picks, found.selection.scores, strict=True))
+    console.print(f"steps (pick:mAP after it): {steps}", highlight=False)
+    console.print(f"wrote {out}; rank with: dsdi rank --ensemble {out} --clips CLIPS", highlight=False)

@@ -1,8 +1,8 @@
 """``RankConfig``: every option of ``dsdi rank``, declared once (the command's flags are made from it).
 
-:meth:`RankConfig.resolved` fills the defaults that depend on other options (the models found in ``runs_dir``,
-equal model weights, ``submissions/<run_id>``) and checks every value, so ``dsdi.rank.rank(RankConfig(...))``
-from Python does exactly what the command does.
+:meth:`RankConfig.resolved` fills the defaults that depend on other options (the models found in ``runs_dir``
+or named by an ``--ensemble`` file, equal model weights, ``submissions/<run_id>``) and checks every value, so
+``dsdi.rank.rank(RankConfig(...))`` from Python does exactly what the command does.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ class RankConfig:
                                            "instead of --clips")
     models: list[Path] = option([], help="run dirs or .pt files: --models runs/A runs/B",
                                 shown_default="every finished run in --runs-dir")
+    ensemble: Path | None = option(None, help="ensemble file (runs/ensembles/NAME.toml): members, checkpoints, "
+                                              "weights, agg, fuse; not with --models/--model-weights; "
+                                              "--agg/--fuse/--run-id override the file's")
     model_weights: list[float] | None = option(None, help="comma list, one weight per model", shown_default="equal",
                                                parse=parse_model_weights)
     fuse: list[tuple[Path, float]] = option([], help="OTHER_OUT_DIR:W mixes another rank output in: "
@@ -64,15 +67,17 @@ class RankConfig:
                                             parse=parse_fuse_spec, repeat=True)
     topk: int = option(1000, help="clips kept per feature (NIST: at most 1000)", minimum=1)
     fps: float = option(10.0, help="frames sampled per second of clip", above=0.0)
-    agg: str = option("max", help="clip score per class over its frames", choices=AGGREGATIONS)
+    agg: str | None = option(None, help="clip score per class over its frames", choices=AGGREGATIONS,
+                             shown_default="max, or the --ensemble's")
     out: Path | None = option(None, help="output folder", shown_default=f"{SUBMISSIONS_DIR}/<run-id>")
-    run_id: str = option("dsdi_run", help="run name: OUT/<run-id>.xml and .trec (no whitespace)")
+    run_id: str | None = option(None, help="run name: OUT/<run-id>.xml and .trec (no whitespace)",
+                                shown_default="dsdi_run, or the --ensemble's name")
     tr_type: str = option("L", help="L = trained on LADI only, O = other data too", choices=TR_TYPES)
     priority: int = option(1, help="submission priority", minimum=1)
     pid: str = option("dsdi", help="team id written into the XML")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
     batch_size: int = option(64, help="frames per forward pass (packed across clips)", minimum=1)
-    runs_dir: Path = option(RUNS_DIR, help="where the default models are looked for")
+    runs_dir: Path = option(RUNS_DIR, help="where the default models and an --ensemble's members are looked for")
     decode_workers: int | None = option(None, help="clip decoding threads", minimum=1,
                                         shown_default="CPU cores per process, at most 8")
     chunk_frames: int = option(CHUNK_FRAMES, help="sampled frames a decoding thread holds at full resolution",
@@ -84,23 +89,48 @@ class RankConfig:
 
     def resolved(self) -> RankConfig:
         """A checked copy with ``models`` (default: every finished run in ``runs_dir``), ``model_weights``
-        (default equal) and ``out`` filled in. InputError names the flag of a value no run can use."""
+        (default equal), ``agg`` (max), ``run_id`` (dsdi_run) and ``out`` filled in. InputError names the flag of
+        a value no run can use.
+
+        With ``ensemble`` (an ensemble file, ``dsdi.ensemble``) the models are its members' checkpoint files
+        (every missing or unfinished member named in one InputError), the weights its members' weights, and
+        ``agg``, ``fuse`` and ``run_id`` the file's unless given (``--fuse`` replaces the file's list);
+        ``models`` or ``model_weights`` given with it are refused."""
         from dsdi.checkpoint import finished_runs
         from dsdi.fusion import RankOutput
 
         options.check_values(self)
         check_device_choice(self.device)
-        if not self.pid.strip() or self.run_id.split() != [self.run_id]:
-            raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
         if self.clips is None and self.shots is None:
             raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
-        for folder, _ in self.fuse:
+        models, weights, agg, fuse, run_id = list(self.models), self.model_weights, self.agg, self.fuse, self.run_id
+        if self.ensemble is not None:
+            from dsdi.ensemble import load_ensemble, member_checkpoints
+
+            if models or weights is not None:
+                raise InputError(f"--ensemble {self.ensemble} names the models and their weights: drop --models and "
+                                 "--model-weights (or edit the ensemble file)")
+            ensemble = load_ensemble(self.ensemble)
+            models, weights = member_checkpoints(ensemble, self.runs_dir), ensemble.weights
+            agg, run_id = agg or ensemble.agg, run_id or ensemble.name
+            if not fuse:
+                fuse = ensemble.fuse
+                for folder, weight in fuse:
+                    if not RankOutput(folder).clip_scores_csv.is_file():
+                        raise InputError(f"{self.ensemble}: fuse out_dir {folder}: {RankOutput(folder).clip_scores_csv}"
+                                         " not found; rank that run first, edit out_dir, or pass "
+                                         f"--fuse OTHER_OUT_DIR:{weight:g}")
+        run_id = run_id or "dsdi_run"
+        if not self.pid.strip() or run_id.split() != [run_id]:
+            raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
+        for folder, _ in fuse:
             if not RankOutput(folder).clip_scores_csv.is_file():
                 raise InputError(f"--fuse {folder}: {RankOutput(folder).clip_scores_csv} not found; point at a "
                                  "dsdi rank output folder")
-        models = list(self.models) or finished_runs(self.runs_dir)
+        models = models or finished_runs(self.runs_dir)
         if not models:
             raise InputError(f"no models: pass --models RUN_DIR ... or train one into {self.runs_dir}/")
-        weights = check_model_weights(self.model_weights or [1.0] * len(models), len(models))
-        out = Path(self.out) if self.out else SUBMISSIONS_DIR / self.run_id
-        return dataclasses.replace(self, models=models, model_weights=weights, out=out)
+        weights = check_model_weights(weights or [1.0] * len(models), len(models))
+        out = Path(self.out) if self.out else SUBMISSIONS_DIR / run_id
+        return dataclasses.replace(self, models=models, model_weights=weights, agg=agg or "max", fuse=list(fuse),
+                                   run_id=run_id, out=out)
