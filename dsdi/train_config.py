@@ -34,7 +34,7 @@ class TrainConfig:
     images: str = option(str(IMAGES_DIR), help="image root (ids are resolved to files under it)")
     out: str = option("", help="run directory", shown_default=f"{RUNS_DIR}/<backbone>-<loss>-<time>")
     backbone: str = option("resnest50d", help="timm model name or dsdi backbone")
-    loss: str = option("cbfl", help=f"loss: {' | '.join(sorted(LOSSES))}")
+    loss: str = option("cbfl", help=f"loss, or several joined by + (C12: focal+lovasz): {' | '.join(sorted(LOSSES))}")
     gamma: float | None = option(None, help="focal gamma", shown_default="the loss's")
     beta: float | None = option(None, help="class-balanced beta (cbfl)", shown_default="the loss's")
     th: float | None = option(None, help="reduced-focal threshold (rfl)", shown_default="the loss's")

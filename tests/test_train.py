@@ -258,7 +258,7 @@ PAPER_TABLE_2 = {  # index: (backbone, loss, gamma, beta, th, none_weight, drop_
     "C09": ("resnest50d", "focal", 2.0, None, None, 0.01, False, 360, 40, 0),
     "C10": ("resnest50d", "focal", 2.0, None, None, 0.01, False, 360, 300, 6),
     "C11": ("resnest50d", "focal", 2.0, None, None, None, True, 360, 40, 0),
-    "C12": ("resnest50d", "lovasz", None, None, None, None, False, 360, 40, 0),
+    "C12": ("resnest50d", "focal+lovasz", 2.0, None, None, None, False, 360, 40, 0),
     "D13": ("se_ibn_resnet50", "focal", 2.0, None, None, None, False, 360, 40, 0),
 }
 

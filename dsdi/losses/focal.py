@@ -1,4 +1,5 @@
-"""Focal family: focal (paper eq. 1-2), class-balanced focal (Cui et al.) and reduced focal (eq. 4-6)."""
+"""Focal family: focal (paper eq. 1-2), class-balanced focal (Cui et al.), reduced focal as the paper's eq. 4-6
+(``rfl``) and as the xView original (``rfl_xview``, Sergievskiy & Ponamarev 2019)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ class ReducedFocalLoss(FocalLoss):
     """Reduced focal loss, paper eq. 4-6 as written: factor 1 where p > th, else ((1 - p̂)/th)^γ.
 
     The paper conditions on the predicted probability p_i; the xView reduced focal loss
-    (Sergievskiy & Ponamarev) conditions on p_t instead. We follow the paper.
+    (Sergievskiy & Ponamarev) conditions on p_t instead: that one is ``rfl_xview``
+    (:class:`XViewReducedFocalLoss`). ``rfl`` follows the paper.
     """
 
     def __init__(self, th: float = 0.5, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False) -> None:
@@ -75,3 +77,20 @@ class ReducedFocalLoss(FocalLoss):
         probs = torch.sigmoid(logits)
         reduced = ((targets - probs).abs() / self.th).pow(self.gamma)
         return torch.where(probs > self.th, torch.ones_like(reduced), reduced)
+
+
+class XViewReducedFocalLoss(ReducedFocalLoss):
+    """Reduced focal loss as defined for xView (Sergievskiy & Ponamarev 2019, eq. 4), with soft targets.
+
+    The original, for the probability p_t of the true class:
+    RFL(p_t) = -log p_t where p_t < th, and -((1 - p_t)^γ / th^γ) log p_t where p_t >= th: hard examples keep
+    the full cross-entropy, easy ones get the focal reduction (scaled by 1/th^γ). Here p_t is p̂ = 1 - |y - p|
+    as in the rest of dsdi (paper eq. 2; equal to p_t for 0/1 targets), so per class:
+    factor 1 where p̂ < th, else ((1 - p̂)/th)^γ = (|y - p|/th)^γ, times -log p̂.
+    At p̂ = th the factor jumps from 1 to ((1 - th)/th)^γ (continuous only for th = 0.5), as in the original.
+    """
+
+    def modulation(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        error = (targets - torch.sigmoid(logits)).abs()  # 1 - p̂
+        reduced = (error / self.th).pow(self.gamma)
+        return torch.where(1.0 - error < self.th, torch.ones_like(reduced), reduced)
