@@ -1,4 +1,5 @@
-"""Image data: LADI image dataset, fast decode and resize, augmentation, train/validation split, resized cache.
+"""Image data: LADI image dataset, fast decode and resize, augmentation, hold-out and train/validation split,
+resized cache.
 
 Pipeline of one labelled image (paper section 3):
     file --PIL draft (JPEG DCT scaling to >= S) + EXIF orientation--> uint8 (H, W, 3)
@@ -254,6 +255,24 @@ def read_labels_csv(path: str | Path) -> pd.DataFrame:
 
 def _split_key(image_id: str, seed: int) -> bytes:
     return hashlib.blake2b(f"{seed}\0{image_id}".encode(), digest_size=8).digest()
+
+
+def _holdout_key(image_id: str, seed: int) -> bytes:
+    return hashlib.blake2b(f"holdout\0{seed}\0{image_id}".encode(), digest_size=8).digest()
+
+
+def holdout_split(image_ids: Iterable[str], fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(rest_ids, holdout_ids), each in input order: the ``round(n * fraction)`` distinct ids with the smallest
+    hash of ("holdout", seed, id) form the common hold-out (none when ``fraction`` is 0). It depends only on the
+    set of ids and the seed: every run on the same labels file holds out the same images, whatever its
+    train/validation split seed (the hash is salted apart from :func:`train_val_split`'s). Take it first and
+    split the rest."""
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"--holdout-fraction must be at least 0 and below 1 (got {fraction})")
+    ids = [str(image_id) for image_id in image_ids]
+    distinct = sorted(set(ids), key=lambda image_id: _holdout_key(image_id, seed))
+    holdout = set(distinct[: round(len(distinct) * fraction)])
+    return [i for i in ids if i not in holdout], [i for i in ids if i in holdout]
 
 
 def train_val_split(image_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -1,5 +1,5 @@
 """Image data on real JPEG/PNG files: id resolution, draft decode, preprocessing against PIL, broken files
-skipped mid-run (also across a worker process), deterministic split, labels CSV checks, `dsdi prepare`."""
+skipped mid-run (also across a worker process), deterministic hold-out and split, labels CSV checks, `dsdi prepare`."""
 
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from dsdi.data import (
     decode_image,
     find_unreadable_images,
     frames_to_tensor,
+    holdout_split,
     load_image,
     read_labels_csv,
     resolve_image_path,
@@ -184,6 +185,27 @@ def test_split_is_deterministic_exact_and_independent_of_row_order():
     assert len(train_val_split(ids[:2], 0.2)[1]) == 1
     with pytest.raises(InputError, match="val-fraction"):
         train_val_split(ids, val_fraction=1.0)
+
+
+def test_holdout_depends_only_on_the_ids_and_its_seed_and_is_salted_apart_from_the_split():
+    ids = [f"https://host/img_{i:05d}.jpg" for i in range(1000)]
+    rest, held = holdout_split(ids, fraction=0.05, seed=0)
+    assert len(held) == 50 and len(rest) == 950 and set(rest) | set(held) == set(ids) and set(rest).isdisjoint(held)
+    assert held == [i for i in ids if i in set(held)] and rest == [i for i in ids if i in set(rest)]  # input order
+    shuffled = [*np.random.default_rng(2).permutation(ids), ids[3]]  # row order and a repeated row do not matter
+    again_rest, again_held = holdout_split(shuffled, fraction=0.05, seed=0)
+    assert set(again_held) == set(held) and set(again_rest) == set(rest)
+    assert 0 <= len(set(holdout_split(ids, 0.05, seed=1)[1]) & set(held)) < 15  # its own seed: another hold-out
+    # the split's seed 0 ranks ids by another hash: its first 5% are not the hold-out
+    assert len(set(train_val_split(ids, val_fraction=0.05, seed=0)[1]) & set(held)) < 15
+    # every split seed of the rest leaves the hold-out alone
+    for seed in (1, 2, 13):
+        train, val = train_val_split(rest, val_fraction=0.2, seed=seed)
+        assert set(held).isdisjoint(train) and set(held).isdisjoint(val) and len(val) == 190
+    assert holdout_split(ids, fraction=0.0, seed=0) == (ids, [])
+    assert holdout_split(ids[:3], fraction=0.05) == (ids[:3], [])  # round(0.15) = 0: no hold-out
+    with pytest.raises(InputError, match="holdout-fraction"):
+        holdout_split(ids, fraction=1.0)
 
 
 def test_labels_csv_is_validated_with_file_and_line(tmp_path):
