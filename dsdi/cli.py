@@ -165,6 +165,35 @@ def prepare(
     if len(result.broken) > 20:
         err_console.print(f"  ... and {len(result.broken) - 20} more: see {out / 'prepare_failures.csv'}")
 
+# ---- dsdi shots (owner: shots) ---------------------------------------------------------------
+
+
+@app.command("shots")
+@exits_on_input_error
+def shots_command(
+    videos: list[Path] = typer.Argument(..., help="video files and/or folders of them (searched recursively)"),
+    out: Path = typer.Option(..., "--out", help="shot table to write or extend: video,shot_id,start,end"),
+    detector: str = typer.Option("adaptive", "--detector", help="PySceneDetect detector: adaptive | content"),
+    min_shot: float = typer.Option(0.6, "--min-shot", min=0.0, help="shortest shot in seconds"),
+) -> None:
+    """Raw footage -> master shot table for dsdi rank --shots. Videos already in the table are skipped,
+    unreadable ones listed; exits 2 when none of the videos given has shots in the table."""
+    from dsdi.shots import detect_shots
+
+    result = detect_shots(videos, out, detector=detector, min_shot=min_shot)
+    if result.skipped:
+        console.print(f"shots: skipped {len(result.skipped)} videos already in {out}", highlight=False)
+    if result.written:
+        console.print(f"shots: {result.shots} shots of {len(result.written)} videos -> {out} ({result.frames:,} "
+                      f"frames, {result.frames_per_second:.0f} frames/s)", highlight=False)
+    if result.failures:
+        err_console.print(f"shots: {len(result.failures)} unreadable videos skipped:", highlight=False)
+        for path, reason in result.failures:
+            err_console.print(f"  {path}: {reason}", highlight=False)
+        if not result.written and not result.skipped:
+            raise typer.Exit(code=2)
+
+
 # ---- dsdi train (owner: train) ---------------------------------------------------------------
 
 
