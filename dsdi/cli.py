@@ -340,3 +340,113 @@ def select_command(
                      zip(found.selection.picks, found.selection.scores, strict=True))
     console.print(f"steps (pick:mAP after it): {steps}", highlight=False)
     console.print(f"wrote {out}; rank with: dsdi rank --ensemble {out} --clips CLIPS", highlight=False)
+
+
+# ---- dsdi sweep (owner: sweep) ---------------------------------------------------------------
+
+
+@app.command("sweep")
+@exits_on_input_error
+def sweep_command(
+    recipes: list[Path] = typer.Argument(..., help="Recipe TOML files, e.g. runs/*.toml or runs/toy/*.toml."),
+    seeds: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--seeds", help="Comma list: train each recipe once per seed into OUT-s<seed> (default: the recipe's)."
+    ),
+    set_values: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--set", help="KEY=VALUE: a train option for every run, VALUE as TOML (--set epochs=2 --set lr=0.005)."
+    ),
+    out_root: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--out-root", help="Train into OUT_ROOT/<recipe name> instead of each recipe's out."
+    ),
+    show_traceback: bool = typer.Option(False, "--traceback", help="Print a failed run's traceback too."),
+) -> None:
+    """Train recipes one after another: finished runs are skipped, interrupted ones resumed, a failed one is reported
+    and the sweep carries on (exit 1 when any failed). Works under torchrun (process 0 prints)."""
+    from dsdi.sweep import is_main_process, parse_overrides, parse_seeds, summary_table, sweep
+
+    def on_run(outcome) -> None:
+        if outcome.trace and show_traceback and is_main_process():
+            err_console.print(outcome.trace, highlight=False, markup=False)
+
+    result = sweep(recipes, seeds=parse_seeds(seeds) if seeds else None, overrides=parse_overrides(set_values or []),
+                   out_root=out_root, on_run=on_run)
+    if is_main_process():
+        console.print(summary_table(result))
+        for run in result.failures:
+            err_console.print(f"failed: {run.name} ({run.recipe}): {run.error}", highlight=False, markup=False,
+                              soft_wrap=True)
+    if result.failures:
+        raise typer.Exit(code=1)
+
+
+# ---- dsdi table (owner: tables) --------------------------------------------------------------
+from typer.core import TyperCommand  # noqa: E402  (section-local import: the command's parser)
+
+
+class _RankFoldersCommand(TyperCommand):
+    """``--rank A B C``: every argument after --rank up to the next option is a rank folder (click gives an option
+    one value, and the variadic RUN_DIR argument would take B and C)."""
+
+    def parse_args(self, ctx, args):
+        expanded, after_rank = [], False
+        for arg in args:
+            if arg.startswith("-"):
+                after_rank = arg == "--rank"
+                expanded.append(arg)
+                continue
+            if after_rank and expanded[-1] != "--rank":
+                expanded.append("--rank")
+            expanded.append(arg)
+        return super().parse_args(ctx, expanded)
+
+
+@app.command("table", cls=_RankFoldersCommand)
+@exits_on_input_error
+def table_command(
+    run_dirs: Optional[list[Path]] = typer.Argument(None, help="Run folders (Table 2), e.g. runs/A01 runs/C04."),  # noqa: UP045
+    rank: Optional[list[Path]] = typer.Option(  # noqa: UP045
+        None, "--rank", help="dsdi rank output folders (Table 3; every argument after --rank is one); needs --qrels."
+    ),
+    qrels: Optional[Path] = typer.Option(None, "--qrels", help="Ground truth for Table 3: TREC qrels."),  # noqa: UP045
+    out: Optional[Path] = typer.Option(  # noqa: UP045
+        None, "--out", help="Write PREFIX.csv and PREFIX.md (default: table2 beside the first run folder)."
+    ),
+    k: int = typer.Option(1000, "--k", min=1, help="Table 3: cut every ranking at this depth."),
+    ensembles: Path = typer.Option(RUNS_DIR / "ensembles", "--ensembles", help="Table 3: ensemble files whose "
+                                   "paper_map is shown beside the rank output of the same name."),
+) -> None:
+    """The paper's Table 2 (models: config, best-epoch validation and hold-out LRAP / mAP, training time) and with
+    --rank its Table 3 (submissions: models, mAP against --qrels), the paper's values beside matching rows."""
+    from dsdi.tables import (
+        TABLE2_HEADERS,
+        TABLE2_TITLE,
+        TABLE3_HEADERS,
+        TABLE3_TITLE,
+        Tables,
+        output_prefix,
+        rich_table,
+        table2,
+        table2_cells,
+        table3,
+        table3_cells,
+        write_tables,
+    )
+
+    rank_dirs = list(rank or [])
+    run_dirs = list(run_dirs or [])
+    if not run_dirs and not rank_dirs:
+        raise InputError("give run folders (Table 2) and/or --rank OUT_DIR... --qrels FILE (Table 3)")
+    if rank_dirs and qrels is None:
+        raise InputError("--rank needs --qrels FILE to score the submissions")
+    tables = Tables(table2(run_dirs) if run_dirs else None,
+                    table3(rank_dirs, qrels, k, ensembles) if rank_dirs else None)
+    shown = []
+    if tables.table2 is not None:
+        shown.append(rich_table(TABLE2_TITLE, TABLE2_HEADERS, table2_cells(tables.table2)))
+    if tables.table3 is not None:
+        shown.append(rich_table(TABLE3_TITLE, TABLE3_HEADERS, table3_cells(tables.table3)))
+    for table in shown:  # as wide as the table needs (no cut numbers), also when the output is a file or pipe
+        needed = console.measure(table, options=console.options.update_width(1000)).maximum
+        Console(width=max(console.width, needed)).print(table)
+    written = write_tables(output_prefix(out, run_dirs, rank_dirs), tables)
+    console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
