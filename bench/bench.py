@@ -4,15 +4,22 @@
 
 Sections (each prints "n/a (reason)" instead of crashing when a part is missing):
 
-- decode:   dsdi.video.sample_frames at 10 fps vs the ffmpeg CLI (filters `fps=10[,scale]` to a rawvideo pipe) on
-            the same 20 s 720p30 H.264 clip: sampled frames/s.
-- rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write)
+- decode:   10 fps sampling of the same 20 s 720p30 H.264 clip vs the ffmpeg CLI (filters `fps=10[,scale=W:H]` to
+            a rawvideo pipe): native RGB (dsdi.video.ClipChunks, chunk by chunk as rank reads, and sample_frames, the
+            whole clip in one array), 640x360, and at the model's input size (ClipChunks shrink_to: the decoder
+            scales) vs `fps=10,scale=224:224`; skipping unsampled non-reference frames on vs off. Frames/s.
+- rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write) vs
+            decode-only (rank's own decoding threads, _decode_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
 - image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
-            (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s.
-- train:    training steps fed by the real loader (LabelledImageDataset + DataLoader) vs pre-loaded tensors.
+            (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
+            also torchvision.io.decode_jpeg on the GPU vs load_image.
+- train:    training steps fed by the real loader (LabelledImageDataset + DataLoader) from 4000x3000 originals and
+            from a `dsdi prepare` cache (360 px) vs pre-loaded tensors.
 - backbones (--device cuda): inference images/s of each paper backbone in bf16 at its input size and the
             projected time to score 180,000 frames with the models of runs/*.toml.
+- gpu_decode (--device cuda): a GPU video decoder (torchcodec's CUDA decoder, else decord's GPU build) vs dsdi's
+            CPU path, 10 fps of a 1080p clip at 360 px.
 
 CPU: tiny timm model (lcnet_050 at 224 px), small batches, about 5 minutes on 2 cores. CUDA: the paper's
 backbones at 360 px (HRNet 448). Figures go to the table and to results.json with the machine description.
@@ -102,20 +109,54 @@ def ffmpeg_sample(path: Path, fps: float, size: tuple[int, int] | None, native: 
     return len(run(command, f"sampling {path}")) // (width * height * 3)
 
 
+MODEL_SIDE = 224  # the CPU bench model's input size (lcnet_050); the decode section scales to it too
+
+
+def iterate_chunks(clip: Path, **kwargs: object) -> int:
+    """Sampled frames dsdi.video.ClipChunks delivers at 10 fps, chunk by chunk (how dsdi rank reads a clip)."""
+    from dsdi.video import Clip, ClipChunks
+
+    return sum(len(times) for _, times in ClipChunks(Clip(clip.stem, clip), 10.0, **kwargs))
+
+
 def bench_decode(work: Path, device: str) -> dict:
-    from dsdi.video import sample_frames
+    from dsdi.video import ClipChunks, sample_frames
 
     clip = make_testsrc_clip(work / "testsrc2_720p30.mp4", 1280, 720, 20)
     results = {"clip": "testsrc2 1280x720 30 fps 20 s H.264 (600 frames), sampled at 10 fps"}
-    for label, size in (("native", None), ("640x360", (640, 360))):
-        frames, _ = sample_frames(clip, fps=10.0, size=size)
-        ffmpeg_count = ffmpeg_sample(clip, 10.0, size, (1280, 720))
-        dsdi_rate, ffmpeg_rate = fastest_rates(
-            (len(frames), lambda size=size: sample_frames(clip, fps=10.0, size=size)),
-            (ffmpeg_count, lambda size=size: ffmpeg_sample(clip, 10.0, size, (1280, 720))))
-        results[label] = {"frames_dsdi": len(frames), "frames_ffmpeg": ffmpeg_count,
-                          "dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_frames_per_s": ffmpeg_rate,
-                          "ratio_dsdi_over_ffmpeg": dsdi_rate / ffmpeg_rate}
+    native, side = (1280, 720), MODEL_SIDE
+    n = iterate_chunks(clip)
+    counts = {size: ffmpeg_sample(clip, 10.0, size, native) for size in (None, (640, 360), (side, side))}
+    chunks, whole, cli = fastest_rates((n, lambda: iterate_chunks(clip)), (n, lambda: sample_frames(clip)),
+                                       (counts[None], lambda: ffmpeg_sample(clip, 10.0, None, native)), repeats=3)
+    results["native"] = {"frames_dsdi": n, "frames_ffmpeg": counts[None], "dsdi_chunks_frames_per_s": chunks,
+                         "dsdi_sample_frames_per_s": whole, "ffmpeg_cli_frames_per_s": cli,
+                         "ratio_dsdi_over_ffmpeg": chunks / cli, "ratio_sample_frames_over_ffmpeg": whole / cli}
+    dsdi_rate, cli = fastest_rates((n, lambda: sample_frames(clip, size=(640, 360))),
+                                   (counts[(640, 360)], lambda: ffmpeg_sample(clip, 10.0, (640, 360), native)))
+    results["640x360"] = {"dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_frames_per_s": cli,
+                          "ratio_dsdi_over_ffmpeg": dsdi_rate / cli}
+    shrink = {"shrink_to": [(side, side)]} if "shrink_to" in ClipChunks.__init__.__code__.co_varnames else {
+        "size": (side, side)}  # before the decoder scaled for rank
+    dsdi_rate, cli = fastest_rates((n, lambda: iterate_chunks(clip, **shrink)),
+                                   (counts[(side, side)], lambda: ffmpeg_sample(clip, 10.0, (side, side), native)),
+                                   repeats=3)
+    results[f"model size {side}x{side}"] = {"dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_scale_frames_per_s": cli,
+                                           "ratio_dsdi_over_ffmpeg": dsdi_rate / cli}
+    if hasattr(ClipChunks, "_needed"):  # skipping unsampled non-reference frames, on vs off
+        needed = ClipChunks._needed
+
+        def every_frame() -> int:
+            ClipChunks._needed = lambda self, start, next_start: True
+            try:
+                return iterate_chunks(clip)
+            finally:
+                ClipChunks._needed = needed
+
+        skipping, decoding_all = fastest_rates((n, lambda: iterate_chunks(clip)), (n, every_frame), repeats=3)
+        results["skip non-reference"] = {"skipping_frames_per_s": skipping, "decoding_all_frames_per_s": decoding_all,
+                                         "ratio_skipping_over_all": skipping / decoding_all}
+    results["load_average_after"] = os.getloadavg()[0]
     return results
 
 
@@ -150,16 +191,21 @@ def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_b
 
 
 def bench_rank(work: Path, device: str) -> dict:
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     from dsdi.checkpoint import load_model
     from dsdi.data import frames_to_tensor
-    from dsdi.rank import rank
+    from dsdi.rank import RANK_DECODE_WORKERS_CAP, _Chunk, _decode_into, rank
     from dsdi.rank_config import RankConfig
-    from dsdi.video import sample_frames
+    from dsdi.runtime import default_workers
+    from dsdi.video import Clip, sample_frames
 
     backbone, img_size, batch_size = tiny_or_real(device)
     clips_dir = work / "rank_clips"
     clips_dir.mkdir()
-    n_clips, seconds = (24, 10) if device == "cuda" else (6, 5)
+    n_clips, seconds = (24, 10) if device == "cuda" else (12, 5)
     for i in range(n_clips):
         make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 640, 360, seconds)
     run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
@@ -176,13 +222,33 @@ def bench_rank(work: Path, device: str) -> dict:
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank uses
     n_batches = max(1, len(frames) // batch_size)
     forward = forward_runner(model, tensors, device, n_batches, dtype)
-    end_to_end, model_only = fastest_rates((len(frames), rank_fresh), (n_batches * batch_size, forward))
-    if any(result.frames_scored != len(frames) for result in runs):
-        raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, sample_frames {len(frames)}")
+    clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
+    config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "unused", device=device).resolved()
+    decoded = []
+
+    def decode_only() -> None:  # rank's own decoding threads (_decode_into, as many), feeds drained, no model
+        decoded.append(0)
+        with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
+            feeds = [queue.Queue(4) for _ in clips]
+            for feed, clip in zip(feeds, clips, strict=True):
+                pool.submit(_decode_into, feed, clip, config, {img_size}, threading.Event())
+            for feed in feeds:
+                while isinstance(item := feed.get(), _Chunk):
+                    decoded[-1] += len(item.times)
+
+    end_to_end, decoding, model_only = fastest_rates((len(frames), rank_fresh), (len(frames), decode_only),
+                                                     (n_batches * batch_size, forward))
+    if any(result.frames_scored != len(frames) for result in runs) or set(decoded) != {len(frames)}:
+        raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, decoding alone {decoded}, "
+                           f"sample_frames {len(frames)}")
     return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "clips": n_clips,
-            "frames_scored": len(frames), "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
-            "rank_end_to_end_frames_per_s": end_to_end, "model_only_frames_per_s": model_only,
-            "ratio_end_to_end_over_model_only": end_to_end / model_only}
+            "clip_size": "640x360 30 fps", "frames_scored": len(frames),
+            "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
+            "decode_only": "rank's decoding threads: decode, scale, preprocess to model input, no model",
+            "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
+            "model_only_frames_per_s": model_only, "ratio_end_to_end_over_decode_only": end_to_end / decoding,
+            "ratio_end_to_end_over_model_only": end_to_end / model_only,
+            "ratio_decode_only_over_model_only": decoding / model_only, "load_average_after": os.getloadavg()[0]}
 
 
 def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 3000) -> list[Path]:
@@ -233,7 +299,66 @@ def bench_image(work: Path, device: str) -> dict:
         results[label] = {"images": len(paths), "image_size": list(size), "img_size": img_size,
                           "load_image_per_s": draft, "naive_pil_per_s": naive,
                           "ratio_load_image_over_naive": draft / naive}
+        results[f"{label} gpu decode_jpeg"] = gpu_jpeg_rates(paths, img_size, device)
     return results
+
+
+def gpu_jpeg_rates(paths: list[Path], img_size: int, device: str) -> dict | str:
+    """torchvision.io.decode_jpeg on the GPU (a batch of original files, then resize and normalise there) vs
+    dsdi.data.load_image on the CPU: images/s."""
+    if device != "cuda":
+        return "n/a (needs --device cuda: torchvision.io.decode_jpeg decodes on the GPU; no GPU here)"
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg, read_file
+
+    from dsdi.data import IMAGENET_MEAN, IMAGENET_STD, load_image
+
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def on_gpu() -> None:
+        images = decode_jpeg([read_file(str(p)) for p in paths], device=device)
+        for image in images:
+            small = F.interpolate(image[None].float().div_(255), size=(img_size, img_size), mode="bilinear",
+                                  antialias=True)
+            (small - mean) / std
+        torch.cuda.synchronize()
+
+    on_gpu()  # warm-up: nvjpeg handles
+    gpu, cpu = fastest_rates((len(paths), on_gpu), (len(paths), lambda: [load_image(p, img_size) for p in paths]))
+    return {"gpu_decode_jpeg_per_s": gpu, "cpu_load_image_per_s": cpu, "ratio_gpu_over_cpu": gpu / cpu}
+
+
+def bench_gpu_decode(work: Path, device: str) -> dict:
+    """A GPU video decoder (torchcodec's CUDA decoder, else decord's GPU build) sampling 10 fps of a 1080p clip
+    at model size vs dsdi's CPU path (ClipChunks, PyAV)."""
+    if device != "cuda":
+        raise RuntimeError("needs --device cuda (NVDEC); no GPU here")
+    clip = make_testsrc_clip(work / "testsrc2_1080p30.mp4", 1920, 1080, 20)
+    side = 360
+    n = iterate_chunks(clip, shrink_to=[(side, side)])
+    times = [k / 10.0 for k in range(n)]
+    try:
+        from torchcodec.decoders import VideoDecoder
+
+        def gpu() -> None:
+            frames = VideoDecoder(str(clip), device="cuda").get_frames_played_at(times).data
+            torch.nn.functional.interpolate(frames.float(), size=(side, side), mode="bilinear", antialias=True)
+            torch.cuda.synchronize()
+
+        backend = "torchcodec (NVDEC)"
+    except ImportError:
+        import decord
+
+        def gpu() -> None:
+            reader = decord.VideoReader(str(clip), ctx=decord.gpu(0), width=side, height=side)
+            reader.get_batch([round(t * 30) for t in times])
+
+        backend = "decord gpu"
+    gpu()
+    gpu_rate, cpu_rate = fastest_rates((n, gpu), (n, lambda: iterate_chunks(clip, shrink_to=[(side, side)])))
+    return {"backend": backend, "clip": "testsrc2 1920x1080 30 fps 20 s", "frames": n, "model_size": side,
+            "gpu_frames_per_s": gpu_rate, "cpu_dsdi_frames_per_s": cpu_rate, "ratio_gpu_over_cpu": gpu_rate / cpu_rate}
 
 
 def train_runner(model: torch.nn.Module, batches: Callable[[], object], device: str) -> Callable[[], None]:
@@ -259,10 +384,12 @@ def train_runner(model: torch.nn.Module, batches: Callable[[], object], device: 
 
 
 def bench_train(work: Path, device: str) -> dict:
+    """Training steps fed by the real loader from 4000x3000 originals and from a `dsdi prepare` cache (360 px)
+    vs the same steps on pre-loaded tensors."""
     import pandas as pd
 
     from dsdi.backbones import create_backbone
-    from dsdi.data import LabelledImageDataset, collate_skip_broken
+    from dsdi.data import LabelledImageDataset, collate_skip_broken, prepare_image_cache
     from dsdi.schema import CLASSES
 
     backbone, img_size, batch_size = tiny_or_real(device)
@@ -271,18 +398,28 @@ def bench_train(work: Path, device: str) -> dict:
     rng = np.random.default_rng(1)
     labels = pd.DataFrame(rng.random((len(paths), len(CLASSES))).round(2), columns=list(CLASSES))
     labels.insert(0, "image_id", [p.name for p in paths])
-    dataset = LabelledImageDataset(labels, paths[0].parent, img_size, train=True)
+    labels.to_csv(work / "labels.csv", index=False)
+    prepare_image_cache(work / "labels.csv", paths[0].parent, work / "cache360", img_size=360)
     workers = min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=collate_skip_broken, persistent_workers=True)
-    preloaded = [(batch[0], batch[1]) for batch in loader]
+
+    def loader(root: Path) -> torch.utils.data.DataLoader:
+        dataset = LabelledImageDataset(labels, root, img_size, train=True)
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                           collate_fn=collate_skip_broken, persistent_workers=True)
+
+    originals, cache = loader(paths[0].parent), loader(work / "cache360")
+    preloaded = [(batch[0], batch[1]) for batch in originals]
     model = create_backbone(backbone, num_classes=len(CLASSES)).to(device)
-    with_loader, with_tensors = fastest_rates((len(paths), train_runner(model, lambda: loader, device)),
-                                              (len(paths), train_runner(model, lambda: preloaded, device)))
+    from_originals, from_cache, with_tensors = fastest_rates(
+        (len(paths), train_runner(model, lambda: originals, device)),
+        (len(paths), train_runner(model, lambda: cache, device)),
+        (len(paths), train_runner(model, lambda: preloaded, device)))
     return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "images": len(paths),
-            "jpeg_size": [4000, 3000], "loader_workers": workers,
-            "train_with_loader_images_per_s": with_loader, "train_preloaded_images_per_s": with_tensors,
-            "ratio_loader_over_preloaded": with_loader / with_tensors}
+            "jpeg_size": [4000, 3000], "cache": "dsdi prepare --img-size 360 (shorter side 360 px)",
+            "loader_workers": workers, "train_with_loader_images_per_s": from_originals,
+            "train_from_cache_images_per_s": from_cache, "train_preloaded_images_per_s": with_tensors,
+            "ratio_loader_over_preloaded": from_originals / with_tensors,
+            "ratio_cache_over_preloaded": from_cache / with_tensors, "load_average_after": os.getloadavg()[0]}
 
 
 def bench_backbones(work: Path, device: str) -> dict:
@@ -310,7 +447,7 @@ def bench_backbones(work: Path, device: str) -> dict:
 
 SECTIONS: dict[str, Callable[[Path, str], dict]] = {
     "decode": bench_decode, "rank": bench_rank, "image": bench_image, "train": bench_train,
-    "backbones": bench_backbones,
+    "backbones": bench_backbones, "gpu_decode": bench_gpu_decode,
 }
 
 

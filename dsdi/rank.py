@@ -172,7 +172,9 @@ def _failure_reason(error: Exception) -> str:
 def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
                  cancelled: threading.Event) -> None:
     """Pool thread: the clip's chunks (_Chunk) into feed, then its _End, waiting while feed is full; gives up
-    when cancelled is set."""
+    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model input
+    size by the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is resized by
+    frames_to_tensor, as before."""
     def put(item: _Chunk | _End) -> bool:
         while not cancelled.is_set():
             try:
@@ -182,10 +184,12 @@ def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: s
                 pass
         return False
 
-    chunks = ClipChunks(clip, config.fps, config.chunk_frames)
+    sizes = sorted(img_sizes)
+    chunks = ClipChunks(clip, config.fps, config.chunk_frames, shrink_to=[(size, size) for size in sizes])
     try:
         for frames, times in chunks:
-            if not put(_Chunk(times, {size: frames_to_tensor(frames, size) for size in img_sizes})):
+            tensors = {size: frames_to_tensor(at_size, size) for size, at_size in zip(sizes, frames, strict=True)}
+            if not put(_Chunk(times, tensors)):
                 return
     except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
         reason = _failure_reason(error)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
-from collections.abc import Iterator
+import operator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +17,12 @@ import numpy as np
 from dsdi.errors import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".ts")
-BACKENDS = ("decord", "pyav")
-PYAV_FIRST_SUFFIXES = (".ts", ".mpg")  # decord's frame indexing skips frames in MPEG program/transport streams
+BACKENDS = ("pyav", "decord")
 CHUNK_FRAMES = 16  # sampled frames per chunk: a decord batch of them takes about 3x their bytes (1080p: 0.3 GB)
+SCALER = ("BILINEAR", "FULL_CHR_H_INT", "FULL_CHR_H_INP")  # swscale flags scaling to a model's input size:
+# bilinear widens its kernel with the downscaling ratio (antialiased, like PIL / torch); full-resolution chroma
+# (without it, RGB at 224 px from 720p differs from a resize of the RGB frame by 3.3 on average, with it 1.1)
+LOOKAHEAD_PACKETS = 16  # packets demuxed ahead (and kept behind) to find a frame's successor in display order
 
 
 class VideoDecodeError(Exception):
@@ -108,9 +114,41 @@ class _PyavStream:
     note: str = ""
 
 
-def _pyav_decode(path: Path, begin: float, end: float | None, seek: bool, info: _PyavStream) -> Iterator[tuple]:
+def _with_successors(packets: Iterator, first: float) -> Iterator[tuple[object, float | None, float | None]]:
+    """(packet, its start s, the next start in display order s) in decode order; a start is None without pts.
+
+    The next start is the smallest start above the packet's among the LOOKAHEAD_PACKETS packets demuxed before
+    and after it (None when there is none): never earlier than the true successor's, so an interval
+    [start, next start) always covers the frame's time on screen."""
+    window: deque[tuple[object, float | None]] = deque()  # up to 2 x LOOKAHEAD + 1 packets around the next one
+    behind = 0  # packets of window already yielded
+
+    def emit(i: int) -> tuple[object, float | None, float | None]:
+        packet, start = window[i]
+        later = [s for _, s in window if s is not None and start is not None and s > start]
+        return packet, start, min(later) if later else None
+
+    for packet in packets:
+        start = float(packet.pts * packet.time_base) - first if packet.pts is not None else None
+        window.append((packet, start))
+        if len(window) - behind > LOOKAHEAD_PACKETS:
+            yield emit(behind)
+            behind += 1
+            if behind > LOOKAHEAD_PACKETS:
+                window.popleft()
+                behind -= 1
+    for i in range(behind, len(window)):
+        yield emit(i)
+
+
+def _pyav_decode(path: Path, begin: float, end: float | None, seek: bool, info: _PyavStream,
+                 needed: Callable[[float, float], bool] | None = None) -> Iterator[tuple]:
     """(start s from the stream start, av.VideoFrame) of the first video stream in order, from the keyframe before
-    begin when seek, until the first frame starting at or after end; a decoding error ends it (info.note)."""
+    begin when seek, until the first frame starting at or after end; a decoding error ends it (info.note).
+
+    Frame-threaded, as the ffmpeg CLI decodes. needed(start, next_start): whether a frame on screen from start
+    until next_start (s) is sampled; with it (and a stream rate) the decoder skips each non-reference frame that
+    is not (skip_frame NONREF for that packet alone: nothing else depends on it), once it has put out a frame."""
     import av
 
     try:
@@ -121,34 +159,43 @@ def _pyav_decode(path: Path, begin: float, end: float | None, seek: bool, info: 
         if not container.streams.video:
             raise VideoDecodeError(path, "no video stream")
         stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame (and slice) threads: several frames decode at once
+        codec = stream.codec_context
         declared = float(stream.duration * stream.time_base) if stream.duration else 0.0
         if not declared and container.duration:
             declared = container.duration / 1e6
         rate = stream.average_rate or stream.guessed_rate
         info.declared, info.frame_step, info.note = declared, 1.0 / float(rate) if rate else None, ""
         first = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        skipping, shown_any = needed is not None and rate is not None, False
         try:
             if seek:
                 container.seek(int((begin + first) / stream.time_base), stream=stream, backward=True)
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    continue
-                start = float(frame.pts * frame.time_base) - first
-                if end is not None and start >= end:
-                    break
-                yield start, frame
+            for packet, start, next_start in _with_successors(container.demux(stream), first):
+                if skipping and shown_any:
+                    skip = start is not None and next_start is not None and not needed(start, next_start)
+                    codec.skip_frame = "NONREF" if skip else "DEFAULT"
+                for frame in codec.decode(packet):
+                    if frame.pts is None:
+                        continue
+                    shown_any = True
+                    start = float(frame.pts * frame.time_base) - first
+                    if end is not None and start >= end:
+                        return
+                    yield start, frame
         except Exception as exc:  # noqa: BLE001 - keep the decodable part
             info.note = f"decoding stopped: {exc}"
 
 
-def _pyav_frames(path: Path, begin: float, end: float | None, info: _PyavStream) -> Iterator[tuple]:
+def _pyav_frames(path: Path, begin: float, end: float | None, info: _PyavStream,
+                 needed: Callable[[float, float], bool] | None = None) -> Iterator[tuple]:
     """As _pyav_decode, seeking to begin, or decoding from the file start when that seek lands after begin.
     Raises VideoDecodeError when no frame is decodable."""
-    frames = _pyav_decode(path, begin, end, begin > 0, info)
+    frames = _pyav_decode(path, begin, end, begin > 0, info, needed)
     first = next(frames, None)
     if begin > 0 and (first is None or first[0] > begin + 1e-6):
         frames.close()
-        frames = _pyav_decode(path, begin, end, False, info)
+        frames = _pyav_decode(path, begin, end, False, info, needed)
         first = next(frames, None)
     if first is None:
         raise VideoDecodeError(path, info.note or "no decodable video frames")
@@ -172,49 +219,78 @@ def open_decord_reader(path: Path, size: tuple[int, int] | None) -> tuple[object
     return reader, np.arange(len(reader)) / rate, len(reader) / rate
 
 
+Size = tuple[int, int]
+
+
+def _scaler() -> object:
+    """The SCALER flags as PyAV's Interpolation."""
+    from av.video.reformatter import Interpolation
+
+    return functools.reduce(operator.or_, (Interpolation[name] for name in SCALER))
+
+
+def _stack_rgb(frames: Sequence) -> np.ndarray:
+    """rgb24 av.VideoFrames of one size as uint8 (n, H, W, 3): each frame's pixels copied once, straight from
+    the scaler's output (to_ndarray and a stack would copy them twice)."""
+    height, width = frames[0].height, frames[0].width
+    out = np.empty((len(frames), height, width, 3), np.uint8)
+    for i, frame in enumerate(frames):
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8, count=height * plane.line_size).reshape(height, plane.line_size)
+        out[i] = rows[:, :width * 3].reshape(height, width, 3)
+    return out
+
+
 class ClipChunks:
     """The frames of one clip shown at t = 0, 1/fps, ... < its duration, decoded chunk by chunk.
 
     Iterating yields (frames uint8 (n,H,W,3) RGB, timestamps float64 (n,) seconds from the clip start) with
     1 <= n <= chunk_frames: only the chunk yielded and the next one being gathered are held, however long the clip.
     Once iteration has ended, truncated and note describe the clip (decoding stopped early or fell short of the
-    clip's end / the declared duration by more than 1.5 frames at fps). backend: "decord", "pyav" or None
-    (decord, then PyAV when decord fails, going on from the first sample decord did not deliver; PyAV for
-    MPEG-TS/PS). size = (width, height). Raises VideoDecodeError, before the first chunk, when nothing is
-    decodable."""
+    clip's end / the declared duration by more than 1.5 frames at fps). backend: "pyav" (None: the default;
+    frame-threaded, only the sampled frames converted to RGB) or "decord" (PyAV goes on from the first sample
+    decord did not deliver when decord fails). size = (width, height) of every frame.
+
+    shrink_to: several (width, height) instead of size; frames is then a tuple of arrays, one per size, each
+    converted from the same decoded frame by the decoder's scaler (PyAV: swscale, YUV to RGB at that size in one
+    pass, bilinear widened with the ratio, i.e. antialiased) when the frame is at least that large on both sides,
+    else left at the decoded size (the caller resizes; decord: always). Raises VideoDecodeError, before the first
+    chunk, when nothing is decodable."""
 
     def __init__(self, clip: Clip, fps: float = 10.0, chunk_frames: int = CHUNK_FRAMES,
-                 size: tuple[int, int] | None = None, backend: str | None = None) -> None:
+                 size: Size | None = None, backend: str | None = None, shrink_to: Sequence[Size] = ()) -> None:
         if backend not in (None, *BACKENDS):
             raise InputError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if chunk_frames < 1:
             raise InputError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        if size is not None and shrink_to:
+            raise InputError("give ClipChunks a size or shrink_to sizes, not both")
         self.clip, self.fps, self.chunk_frames, self.size, self.backend = clip, fps, chunk_frames, size, backend
+        self.shrink_to = tuple(shrink_to)
         self.truncated, self.note = False, ""
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray | tuple[np.ndarray, ...], np.ndarray]]:
+        for frames, times in self._samples():
+            yield (frames if self.shrink_to else frames[0]), times
+
+    def _samples(self) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray]]:
+        """(frames per output size, times) chunk by chunk."""
         path = Path(self.clip.path)
         if not path.is_file() or path.stat().st_size == 0:
             raise VideoDecodeError(path, "missing or zero-byte file")
-        backend = self.backend
-        if backend is None and path.suffix.lower() in PYAV_FIRST_SUFFIXES:
-            backend = "pyav"
         delivered = 0
-        if backend in (None, "decord"):
+        if self.backend == "decord":
             try:
                 for frames, times in self._decord_chunks(path):
                     yield frames, times
                     delivered += len(times)
                 return
-            except Exception as exc:  # noqa: BLE001 - decord failing mid-file: PyAV goes on with the decodable part
-                if backend == "decord":
-                    if isinstance(exc, VideoDecodeError):
-                        raise
-                    raise VideoDecodeError(path, f"decord: {exc}") from None
+            except Exception:  # noqa: BLE001, S110 - decord failing mid-file: PyAV goes on from the first sample it lacks
+                pass
         yield from self._pyav_chunks(path, delivered)
 
-    def _decord_chunks(self, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """decord: the sampled frame indices fetched chunk_frames at a time."""
+    def _decord_chunks(self, path: Path) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray]]:
+        """decord: the sampled frame indices fetched chunk_frames at a time (at size, or decoded size)."""
         reader, starts, duration = open_decord_reader(path, self.size)
         begin, end = self._span(duration)
         indices, times = _sample_times(starts, begin, end - begin, self.fps)
@@ -224,25 +300,48 @@ class ClipChunks:
             frames = reader.get_batch(list(wanted)).asnumpy()
             if len(frames) != len(wanted):
                 raise VideoDecodeError(path, f"decoded {len(frames)} frames, expected {len(wanted)}")
-            yield np.ascontiguousarray(frames, dtype=np.uint8), times[lo:lo + self.chunk_frames]
+            frames = np.ascontiguousarray(frames, dtype=np.uint8)
+            yield (frames,) * max(1, len(self.shrink_to)), times[lo:lo + self.chunk_frames]
 
-    def _pyav_chunks(self, path: Path, first_sample: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _convert(self, frame: object) -> tuple[object, ...]:
+        """An av.VideoFrame as rgb24 av.VideoFrames, one per output size (each distinct conversion done once)."""
+        if not self.shrink_to:
+            targets = [self.size]
+        else:
+            targets = [s if frame.width >= s[0] and frame.height >= s[1] else None for s in self.shrink_to]
+        done: dict[Size | None, object] = {}
+        for target in targets:
+            if target not in done:
+                scale = {"width": target[0], "height": target[1], "interpolation": _scaler()} if target else {}
+                done[target] = frame.reformat(format="rgb24", **scale)
+        return tuple(done[target] for target in targets)
+
+    def _needed(self, start: float, next_start: float) -> bool:
+        """Whether a sample time begin + k/fps (k >= 0) shows a frame on screen from start until next_start: the
+        same comparisons as _pyav_chunks' assignment."""
+        begin, fps = self.clip.start or 0.0, self.fps
+        k = max(0, math.floor((start - begin) * fps) - 1)
+        while begin + k / fps + 1e-6 < start:
+            k += 1
+        return begin + k / fps + 1e-6 < next_start
+
+    def _pyav_chunks(self, path: Path, first_sample: int) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray]]:
         """PyAV, streaming: the decoder's frames pass through one at a time; the frame on screen is converted to
         RGB once a sample time shows it (sample k at begin + k/fps shows the last frame starting at or before it,
-        the first frame if none). Samples before first_sample are skipped."""
+        the first frame if none); non-reference frames no sample shows are not decoded. Samples before
+        first_sample are skipped."""
         begin, fps, info = self.clip.start or 0.0, self.fps, _PyavStream()
-        resize = {"width": self.size[0], "height": self.size[1]} if self.size else {}
         shown, shown_rgb = None, None  # the latest frame: on screen at every sample not yet assigned
 
-        def on_screen() -> np.ndarray:
+        def on_screen() -> tuple[object, ...]:
             nonlocal shown_rgb
-            shown_rgb = shown.to_ndarray(format="rgb24", **resize) if shown_rgb is None else shown_rgb
+            shown_rgb = self._convert(shown) if shown_rgb is None else shown_rgb
             return shown_rgb
 
-        sampled: list[np.ndarray] = []  # RGB (H,W,3) of samples first_sample + emitted, ... (one per sample)
+        sampled: list[tuple[object, ...]] = []  # rgb24 frames of samples first_sample + emitted, ... (one per sample)
         starts: list[float] = []  # frame starts from the last one at or before begin on (for a rate-less stream)
         emitted, sample = 0, first_sample  # samples yielded after first_sample; the next sample to assign
-        for start, frame in _pyav_frames(path, begin, self.clip.end, info):
+        for start, frame in _pyav_frames(path, begin, self.clip.end, info, self._needed):
             while shown is not None and begin + sample / fps + 1e-6 < start:
                 sampled.append(on_screen())
                 sample += 1
@@ -265,11 +364,14 @@ class ClipChunks:
             sampled += [on_screen()] * (count - sample)
         yield from self._chunks(sampled[:max(0, count - first_sample - emitted)], first_sample + emitted)
 
-    def _chunks(self, sampled: list[np.ndarray], first: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Sample arrays (H,W,3) numbered first, first + 1, ... stacked chunk_frames at a time with their times."""
+    def _chunks(self, sampled: list[tuple[object, ...]], first: int
+                ) -> Iterator[tuple[tuple[np.ndarray, ...], np.ndarray]]:
+        """Samples (an rgb24 av.VideoFrame per output size) numbered first, first + 1, ... as arrays of
+        chunk_frames samples with their times."""
         for lo in range(0, len(sampled), self.chunk_frames):
             part = sampled[lo:lo + self.chunk_frames]
-            yield np.stack(part), np.arange(first + lo, first + lo + len(part), dtype=np.float64) / self.fps
+            frames = tuple(_stack_rgb(frames) for frames in zip(*part, strict=True))
+            yield frames, np.arange(first + lo, first + lo + len(part), dtype=np.float64) / self.fps
 
     def _span(self, decodable_end: float) -> tuple[float, float]:
         """(begin, end) seconds of the clip that can be sampled, end clamped to the decodable end."""
@@ -292,9 +394,12 @@ class ClipChunks:
 
 def decode_clip(clip: Clip, fps: float = 10.0, size: tuple[int, int] | None = None,
                 backend: str | None = None) -> DecodedClip:
-    """Every frame of ClipChunks(clip, fps, size=size, backend=backend) at once (memory grows with the clip)."""
-    chunks = ClipChunks(clip, fps, size=size, backend=backend)
+    """Every frame of ClipChunks(clip, fps, size=size, backend=backend) at once, as one chunk (memory grows with
+    the clip; each frame copied once into the result)."""
+    chunks = ClipChunks(clip, fps, chunk_frames=2**31, size=size, backend=backend)
     frames, times = zip(*chunks, strict=True)
+    if len(frames) == 1:
+        return DecodedClip(frames[0], times[0], chunks.truncated, chunks.note)
     return DecodedClip(np.concatenate(frames), np.concatenate(times), chunks.truncated, chunks.note)
 
 

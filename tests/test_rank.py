@@ -452,3 +452,40 @@ def test_synthetic_world_ranks_and_evaluates_like_trec_eval(world, tmp_path):
     judged = [f for f, shots in qrels.items() if any(r > 0 for r in shots.values())]
     expected = np.mean([per_feature[f]["map"] if f in per_feature else 0.0 for f in judged])
     assert f"mAP {expected:.4f}" in result.output
+
+
+def test_decoding_to_model_size_scores_like_resizing_full_frames(world, tmp_path, ffmpeg_exe):
+    """rank has the decoder convert each sampled frame to each model's input size (one swscale pass from YUV);
+    on real moving footage its frame sigmoids stay within 0.02 of resizing full-resolution RGB frames in torch."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name, size, seconds in (("Pat_320", (320, 180), 2.0), ("Pat_640", (640, 360), 1.0), ("Pat_96", (96, 64), 1.0)):
+        make_pattern_clip(ffmpeg_exe, clips / f"{name}.mp4", size, seconds)
+    models = {}  # two input sizes from one decoded frame; timm's initial batch-norm statistics: the colour-
+    for seed, side in ((0, IMG), (1, 96)):  # calibrated models above move 0.46 under 1-level pixel noise on patterns
+        torch.manual_seed(seed)
+        model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
+        torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
+        run_dir = tmp_path / "runs" / f"plain{side}"
+        run_dir.mkdir(parents=True)
+        save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=side, epoch=1))
+        models[run_dir] = side
+    out = tmp_path / "out"
+    dsdi.rank.rank(RankConfig(clips=clips, models=list(models), out=out, batch_size=8, device="cpu"))
+    scores = read_scores(out)
+    for path in sorted(clips.glob("*.mp4")):
+        full = decode_clip(Clip(path.stem, path)).frames
+        chunks = ClipChunks(Clip(path.stem, path), shrink_to=[(side, side) for side in models.values()])
+        fast = [np.concatenate(parts) for parts in zip(*(frames for frames, _ in chunks), strict=True)]
+        clip_scores = []
+        for (run_dir, side), at_size in zip(models.items(), fast, strict=True):
+            model = reference_model(run_dir)
+            with torch.no_grad():
+                now = torch.sigmoid(model(frames_to_tensor(at_size, side)).double()).numpy()
+                before = torch.sigmoid(model(frames_to_tensor(full, side)).double()).numpy()
+            assert np.abs(now - before).max() < 0.02, (path.name, run_dir.name, np.abs(now - before).max())
+            if path.stem == "Pat_96":  # not larger than both sizes: decoded at its own size, resized as before
+                assert at_size.shape[1:3] == full.shape[1:3] or side == IMG
+            clip_scores.append(now.max(axis=0))
+        np.testing.assert_allclose(scores.loc[path.stem, list(CLASSES)].to_numpy(float), np.mean(clip_scores, 0),
+                                   atol=1e-5)

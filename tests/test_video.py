@@ -6,7 +6,7 @@ from pathlib import Path
 import colour_clips
 import numpy as np
 import pytest
-from colour_clips import make_colour_clip, make_tone_clip
+from colour_clips import make_colour_clip, make_pattern_clip, make_tone_clip
 
 import dsdi.video
 from dsdi.errors import InputError
@@ -161,8 +161,73 @@ def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
 
     monkeypatch.setattr(dsdi.video, "open_decord_reader", reader_failing_after_two_batches)
     clip = Clip("main", clips["main"])
-    frames, times, truncated, note = decode_in_chunks(clip, 7)
+    frames, times, truncated, note = decode_in_chunks(clip, 7, "decord")
     assert batches == [7, 7, 7]  # samples 14 on come from PyAV
     reference = decode_clip(clip, backend="pyav")
     np.testing.assert_array_equal(times, reference.timestamps)
     assert np.abs(frames.astype(int) - reference.frames.astype(int)).max() <= 6 and not truncated and not note
+
+
+def count_decoded(monkeypatch) -> list[float]:
+    """The start times of the frames the PyAV decoder puts out from now on."""
+    starts, decode = [], dsdi.video._pyav_decode
+
+    def counting(*args, **kwargs):
+        for start, frame in decode(*args, **kwargs):
+            starts.append(start)
+            yield start, frame
+
+    monkeypatch.setattr(dsdi.video, "_pyav_decode", counting)
+    return starts
+
+
+def test_unsampled_non_reference_frames_are_skipped_and_samples_stay_identical(tmp_path, ffmpeg_exe, monkeypatch):
+    size = (160, 120)
+    clip = make_pattern_clip(ffmpeg_exe, tmp_path / "pattern.mp4", size, 4.0, gop=60)  # x264: B-frames
+    reference = colour_clips.ffmpeg_fps10(ffmpeg_exe, clip, size)
+    decoded = count_decoded(monkeypatch)
+    for shot in (Clip("all", clip), Clip("cut", clip, 1.05, 3.3), Clip("fast", clip, 0.0, 1.0)):
+        fps = 25.0 if shot.shot_id == "fast" else 10.0  # 25 fps of a 30 fps clip: most frames are sampled
+        skipping = decode_clip(shot, fps=fps)
+        skipped = len(decoded)
+        decoded.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(dsdi.video.ClipChunks, "_needed", lambda self, start, next_start: True)
+            every = decode_clip(shot, fps=fps)
+        assert len(decoded) == 120 if shot.shot_id == "all" else len(decoded) >= skipped
+        if shot.shot_id != "fast":
+            assert skipped < 0.85 * len(decoded), (skipped, len(decoded))  # a third of the frames is sampled
+        decoded.clear()
+        np.testing.assert_array_equal(skipping.frames, every.frames)
+        np.testing.assert_array_equal(skipping.timestamps, every.timestamps)
+        assert (skipping.truncated, skipping.note) == (every.truncated, every.note) == (False, "")
+        if shot.shot_id != "fast":
+            first = round((shot.start or 0.0) * 10)
+            expected = reference[first:first + len(skipping.frames)]
+            assert len(expected) == len(skipping.frames)
+            for k, frame in enumerate(skipping.frames):  # the CLI's frame k is the closest (edges differ: its
+                # rgb24 conversion interpolates chroma differently), not its neighbour in time
+                near = range(max(0, first + k - 1), min(len(reference), first + k + 2))
+                closest = min(near, key=lambda j: np.abs(frame.astype(int) - reference[j]).mean())
+                assert closest == first + k, (shot.shot_id, k, closest)
+
+
+def test_shrink_to_scales_in_the_decoder_like_a_resize_of_the_full_frame(tmp_path, ffmpeg_exe):
+    import torch
+    import torch.nn.functional as F
+
+    clip = Clip("p", make_pattern_clip(ffmpeg_exe, tmp_path / "pattern.mp4", (320, 180), 2.0))
+    full = decode_clip(clip).frames
+    chunks = dsdi.video.ClipChunks(clip, chunk_frames=7, shrink_to=[(64, 64), (96, 96), (200, 200)])
+    parts, times = zip(*chunks, strict=True)
+    small, mid, big = (np.concatenate([part[i] for part in parts]) for i in range(3))
+    np.testing.assert_array_equal(np.concatenate(times), np.arange(20) / 10.0)
+    assert small.shape == (20, 64, 64, 3) and mid.shape == (20, 96, 96, 3)
+    np.testing.assert_array_equal(big, full)  # 200 px is taller than the 180 px frame: left at its own size
+    pixels = torch.from_numpy(full).permute(0, 3, 1, 2).float()
+    for scaled, side in ((small, 64), (mid, 96)):
+        resized = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        diff = np.abs(scaled.astype(np.float32) - resized.permute(0, 2, 3, 1).numpy())
+        assert diff.mean() < 3.0 and np.percentile(diff, 99) < 40, (side, diff.mean(), np.percentile(diff, 99))
+    with pytest.raises(InputError):
+        dsdi.video.ClipChunks(clip, size=(64, 64), shrink_to=[(64, 64)])
