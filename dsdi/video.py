@@ -148,7 +148,8 @@ def _pyav_decode(path: Path, begin: float, end: float | None, seek: bool, info: 
 
     Frame-threaded, as the ffmpeg CLI decodes. needed(start, next_start): whether a frame on screen from start
     until next_start (s) is sampled; with it (and a stream rate) the decoder skips each non-reference frame that
-    is not (skip_frame NONREF for that packet alone: nothing else depends on it), once it has put out a frame."""
+    is not (skip_frame NONREF for that packet alone: nothing else depends on it), once it has put out a frame
+    (and never for interlaced video)."""
     import av
 
     try:
@@ -178,6 +179,8 @@ def _pyav_decode(path: Path, begin: float, end: float | None, seek: bool, info: 
                 for frame in codec.decode(packet):
                     if frame.pts is None:
                         continue
+                    if not shown_any and frame.interlaced_frame:  # field pictures: a packet may be half a frame
+                        skipping = False
                     shown_any = True
                     start = float(frame.pts * frame.time_base) - first
                     if end is not None and start >= end:
