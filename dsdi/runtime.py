@@ -53,6 +53,9 @@ class ProcessGroup:
     world_size: int = 1
     world_rank: int = 0
     local_rank: int = 0
+    owned: bool = False
+    """This call joined the group (and so ``leave`` ends it); False when an outer caller, e.g. ``dsdi sweep``
+    around its ``train`` calls, had joined already."""
 
     @property
     def is_main(self) -> bool:
@@ -103,24 +106,26 @@ class ProcessGroup:
         return values
 
     def leave(self) -> None:
-        """Leave the process group (after a barrier, so no process exits while others still talk to it)."""
-        if self.active and dist.is_initialized():
-            dist.barrier()
+        """End the process group if this ProcessGroup joined it (a group an outer caller joined stays up: torch
+        cannot re-create a destroyed default group through the same torchrun store)."""
+        if self.active and self.owned and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def join_process_group(device_kind: str = "cpu") -> ProcessGroup:
     """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1): nccl when ``device_kind`` is
-    cuda (and this process's GPU becomes the current one), else gloo. A lone process joins nothing."""
+    cuda (and this process's GPU becomes the current one), else gloo; an already joined group is reused (not
+    owned). A lone process joins nothing."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return ProcessGroup()
-    group = ProcessGroup(world_size, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_kind == "cuda":
-        torch.cuda.set_device(group.local_rank)
-    if not dist.is_initialized():
+        torch.cuda.set_device(local_rank)
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return group
+    return ProcessGroup(world_size, int(os.environ["RANK"]), local_rank, owned)
 
 
 def seed_everything(seed: int) -> None:

@@ -10,8 +10,8 @@ Run folders: the recipe's ``out`` (``runs/<recipe stem>`` when it has none), or 
 with seeds, ``-s<seed>`` is appended and the seed is the run's ``seed`` (init and augmentation; the split
 follows ``split_seed`` where the recipe sets one).
 
-Under torchrun every process calls :func:`sweep` with the same arguments and walks the same sequence (each
-``train`` call joins and leaves the process group); only process 0 prints.
+Under torchrun every process calls :func:`sweep` with the same arguments and walks the same sequence; the sweep
+joins the process group once and every ``train`` call reuses it; only process 0 prints.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rich.text import Text
 from dsdi.checkpoint import LAST_NAME, read_checkpoint
 from dsdi.errors import InputError
 from dsdi.options import check_field_value, read_toml
+from dsdi.runtime import join_process_group, pick_device
 from dsdi.train import METRICS_NAME, train
 from dsdi.train_config import TrainConfig
 from dsdi.workspace import RUNS_DIR
@@ -188,28 +189,16 @@ def sweep(recipes: Sequence[str | Path], seeds: Sequence[int] | None = None,
     if twice:
         raise InputError(f"several runs would train into {', '.join(twice)}: give each recipe its own out")
     outcomes = []
-    for number, ((recipe, seed), folder) in enumerate(zip(jobs, folders, strict=True), start=1):
-        _fresh_group_name(number)
-        outcome = _one_run(recipe, seed, folder, overrides, f"[{number}/{len(jobs)}]")
-        outcomes.append(outcome)
-        if on_run is not None:
-            on_run(outcome)
+    group = join_process_group(pick_device("auto").type)  # one group for every run: train() reuses it
+    try:
+        for number, ((recipe, seed), folder) in enumerate(zip(jobs, folders, strict=True), start=1):
+            outcome = _one_run(recipe, seed, folder, overrides, f"[{number}/{len(jobs)}]")
+            outcomes.append(outcome)
+            if on_run is not None:
+                on_run(outcome)
+    finally:
+        group.leave()
     return SweepResult(outcomes)
-
-
-def _fresh_group_name(number: int) -> None:
-    """Under torchrun, before run ``number``: ``train`` leaves (destroys) the process group after each run and
-    the next run joins again through the same torchrun store, but torch names every re-created default group
-    "0" (the counter restarts on destruction), so the new group would read the old one's stale addresses
-    (gloo: connection refused, or a hang). Every process sets the same fresh name base for the run instead.
-    (torch keeps the counter in a private attribute; without it this does nothing.)"""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    from torch.distributed import distributed_c10d
-
-    world = getattr(distributed_c10d, "_world", None)
-    if world is not None and hasattr(world, "group_count") and not distributed_c10d.is_initialized():
-        world.group_count = number * 1000
 
 
 def _one_run(recipe: Path, seed: int | None, folder: Path, overrides: Mapping[str, Any], label: str) -> RunOutcome:
