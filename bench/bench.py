@@ -445,9 +445,65 @@ def bench_backbones(work: Path, device: str) -> dict:
             "projected_hours_per_12_models": seconds / 3600 * 12 / max(len(backbones), 1)}
 
 
+INDEX_CLIPS = 100_000
+INDEX_MODELS = 12
+INDEX_PROJECT_CLIPS = 1_000_000
+
+
+def bench_index(work: Path, device: str) -> dict:
+    """The score index through its API (dsdi.index.ScoreIndex, dsdi.fusion.fused_scores) at INDEX_CLIPS clips x
+    INDEX_MODELS models (DSDI_BENCH_INDEX_CLIPS overrides the clip count): bytes on disk per clip and model,
+    clip-model rows written per second (add_clip per clip, then the merge into scores.sqlite where the index has
+    one), seconds to fuse all models (wall and CPU: on a shared machine the CPU seconds are the steadier figure);
+    projected linearly to INDEX_PROJECT_CLIPS clips."""
+    from dsdi.fusion import fused_scores
+    from dsdi.index import ClipScores, ScoreIndex
+    from dsdi.schema import NUM_CLASSES
+    from dsdi.video import Clip
+
+    n_clips = int(os.environ.get("DSDI_BENCH_INDEX_CLIPS", INDEX_CLIPS))
+    rng = np.random.default_rng(0)
+    pool = []  # 997 distinct score sets, cycled: generating 1.2 million would dominate the timing
+    for _ in range(997):
+        probs = rng.random((int(rng.integers(5, 40)), NUM_CLASSES))
+        pool.append(ClipScores.from_frame_scores(probs, np.arange(len(probs)) / 10.0, False, ""))
+    keys = [f"{i:016x}@10fps" for i in range(INDEX_MODELS)]
+    clips = [Clip(f"shot{i // 100:05d}_{i % 100 + 1}", work / "clips" / f"video{i // 100:05d}.mp4", i % 100 * 4.0,
+                  i % 100 * 4.0 + 4.0) for i in range(n_clips)]
+    index = ScoreIndex(work / "out")
+    start = time.perf_counter()
+    index.set_clips(clips)
+    set_clips_s = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    for i, clip in enumerate(clips):
+        index.add_clip(clip, {key: pool[(i * INDEX_MODELS + k) % len(pool)] for k, key in enumerate(keys)})
+    if hasattr(index, "merge_shards"):  # the sharded index: its clip scores reach scores.sqlite here
+        index.merge_shards()
+    write_s, write_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    index.close()
+    size = sum(p.stat().st_size for p in (work / "out").iterdir())  # scores.sqlite (and -wal, -shm if any)
+    index = ScoreIndex(work / "out")
+    start, cpu = time.perf_counter(), time.process_time()
+    table, _ = fused_scores(index, keys, [1.0] * INDEX_MODELS, "max", [])
+    fuse_s, fuse_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    index.close()
+    if len(table) != n_clips:
+        raise RuntimeError(f"fused {len(table)} clips of {n_clips}")
+    rows = n_clips * INDEX_MODELS
+    scale = INDEX_PROJECT_CLIPS / n_clips
+    return {"clips": n_clips, "models": INDEX_MODELS, "rows": rows, "bytes_on_disk": size,
+            "bytes_per_clip_model": size / rows, "set_clips_s": set_clips_s, "write_s": write_s,
+            "write_cpu_s": write_cpu_s, "rows_written_per_s": rows / write_s,
+            "rows_written_per_cpu_s": rows / write_cpu_s, "fuse_s": fuse_s, "fuse_cpu_s": fuse_cpu_s,
+            "load_average_after": os.getloadavg()[0],
+            f"projected_{INDEX_PROJECT_CLIPS}_clips": {"gb_on_disk": size * scale / 1e9,
+                                                       "write_hours": write_s * scale / 3600,
+                                                       "fuse_s": fuse_s * scale}}
+
+
 SECTIONS: dict[str, Callable[[Path, str], dict]] = {
     "decode": bench_decode, "rank": bench_rank, "image": bench_image, "train": bench_train,
-    "backbones": bench_backbones, "gpu_decode": bench_gpu_decode,
+    "backbones": bench_backbones, "gpu_decode": bench_gpu_decode, "index": bench_index,
 }
 
 

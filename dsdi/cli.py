@@ -232,9 +232,12 @@ def _extra_models(ctx: typer.Context) -> list[Path]:
 
 
 def _print_rank_summary(result) -> None:
+    """The last line of rank and fuse: clips ranked, failed, scored this time and reused from the index, the
+    index's size on disk (as run.json records them), the outputs."""
     outputs = ", ".join(str(p) for p in (result.xml_path, result.trec_path) if p is not None)
     console.print(f"ranked {result.clips_ranked}, failed {result.clips_failed} "
                   f"(scored {result.clips_scored} new clips, {result.frames_scored} frames, "
+                  f"reused {result.clips_reused} from the index of {result.index_bytes / 1e6:.1f} MB, "
                   f"{result.elapsed_s:.1f} s) -> {outputs}", highlight=False)
 
 

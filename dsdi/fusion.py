@@ -8,7 +8,8 @@ other 1) is ``OTHER:0.5`` and 5:1 is ``OTHER:0.2``.
 A rank output folder holds:
 
 - ``run.json``          the run's facts: run_id, models (checkpoint paths), model_keys, backbones, weights, agg, fps,
-  topk, fuse, pid, tr_type, priority, clips_ranked, clips_failed, elapsed_s, created (and scores_from, when
+  topk, fuse, pid, tr_type, priority, clips_ranked, clips_failed, clips_scored (this call), clips_reused (taken
+  whole from the index), index_bytes (the score index on disk), elapsed_s, created (and scores_from, when
   ``dsdi fuse --out`` made it from another folder)
 - ``clip_scores.csv``   shot_id, clip_path, frames, status and the 37 fused class scores, one row per ranked clip
 - ``peak_frames.csv``   shot_id and per feature the time (s, into clip_path) of the highest-weight model's best frame
@@ -50,7 +51,8 @@ _FAILURE_COLUMNS = ("clip_path", "shot_id", "reason")
 @dataclass
 class RankResult:
     """What a rank or fuse call produced. clips_scored / frames_scored count this call's new work (over all
-    torchrun processes); output paths are None in torchrun processes other than 0."""
+    torchrun processes); clips_reused the ranked clips whose every model's scores came from the index;
+    index_bytes the score index's size on disk; output paths are None in torchrun processes other than 0."""
 
     out_dir: Path
     run_id: str
@@ -61,6 +63,8 @@ class RankResult:
     elapsed_s: float
     xml_path: Path | None = None
     trec_path: Path | None = None
+    clips_reused: int = 0
+    index_bytes: int = 0
 
 
 @dataclass
@@ -210,22 +214,33 @@ def fused_scores(index: ScoreIndex, model_keys: list[str], weights: list[float],
                  other: list[tuple[Path, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(clip table: shot_id index, clip_path, frames, status, 37 fused class columns; peak frame times of the
     highest-weight model: shot_id index, 32 feature columns in seconds). Clips lacking any model's scores
-    are left out. weights: one per model, non-negative, positive sum."""
-    per_model = [index.model_scores(key) for key in model_keys]
-    paths = dict(index.current_clips())
-    shots = sorted(set(paths).intersection(*per_model))
+    are left out. weights: one per model, non-negative, positive sum.
+
+    Vectorised: each model's stored scores are read in bulk (``ScoreIndex.stored_scores``: only the aggregation
+    used, and the peak times of the highest-weight model) and summed into one (clips, 37) array."""
+    clips = index.clip_set()
     weight = np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    fused = np.zeros((len(shots), len(CLASSES)))
-    for w, scores in zip(weight, per_model, strict=True):
-        if shots:
-            fused += w * np.stack([scores[shot].aggregate(agg) for shot in shots])
-    fused = _mix_other_runs(pd.DataFrame(fused, index=pd.Index(shots, name="shot_id"), columns=list(CLASSES)), other)
-    first, leader = per_model[0], per_model[int(np.argmax(weight))]
-    table = pd.DataFrame({"clip_path": [paths[s] for s in shots], "frames": [first[s].frames for s in shots],
-                          "status": [first[s].status for s in shots]}, index=fused.index)
-    peaks = pd.DataFrame([leader[s].peak_times[: len(FEATURES)] for s in shots], index=fused.index,
-                         columns=list(FEATURES))
-    return table.join(fused), peaks
+    leader = int(np.argmax(weight))
+    fused = np.zeros((len(clips.shots), len(CLASSES)))
+    present = np.ones(len(clips.shots), dtype=bool)
+    frames, status = np.zeros(len(clips.shots), dtype=np.int64), np.empty(len(clips.shots), dtype=object)
+    peaks = np.full((len(clips.shots), len(FEATURES)), np.nan)
+    for k, (key, w) in enumerate(zip(model_keys, weight, strict=True)):
+        stored = index.stored_scores(key, (agg, "peak") if k == leader else (agg,), details=k == 0)
+        here = np.zeros(len(clips.shots), dtype=bool)
+        here[stored.positions] = True
+        present &= here
+        fused[stored.positions] += w * stored.values[agg]
+        if k == 0:
+            frames[stored.positions], status[stored.positions] = stored.frames, stored.status
+        if k == leader:
+            peaks[stored.positions] = stored.values["peak"][:, : len(FEATURES)]
+    keep = np.flatnonzero(present)
+    shots = pd.Index(clips.shots[keep].tolist(), name="shot_id", dtype=object)
+    fused = _mix_other_runs(pd.DataFrame(fused[keep], index=shots, columns=list(CLASSES)), other)
+    table = pd.DataFrame({"clip_path": clips.paths[keep], "frames": frames[keep], "status": status[keep]},
+                         index=shots)
+    return table.join(fused), pd.DataFrame(peaks[keep], index=shots, columns=list(FEATURES))
 
 
 def _mix_other_runs(fused: pd.DataFrame, other: list[tuple[Path, float]]) -> pd.DataFrame:
@@ -242,20 +257,25 @@ def _mix_other_runs(fused: pd.DataFrame, other: list[tuple[Path, float]]) -> pd.
 
 
 def fuse_and_write(index: ScoreIndex, output: RankOutput, facts: dict, started: float, clips_scored: int,
-                   frames_scored: int, scoring_elapsed_s: float | None = None) -> RankResult:
+                   frames_scored: int, scoring_elapsed_s: float | None = None,
+                   clips_reused: int | None = None) -> RankResult:
     """Fuse the index as ``facts`` (run.json's keys) say, rank top-k per feature and write every output of
-    ``output``. Raises InputError when no clip could be ranked (failures.csv and run.json are written first)."""
+    ``output``. clips_reused: clips taken whole from the index (None: every ranked clip, as in dsdi fuse).
+    Raises InputError when no clip could be ranked (failures.csv and run.json are written first)."""
     other = [(Path(f["out_dir"]), float(f["weight"])) for f in facts["fuse"]]
     table, peaks = fused_scores(index, facts["model_keys"], facts["weights"], facts["agg"], other)
     failures = pd.DataFrame(index.failures(), columns=list(_FAILURE_COLUMNS))
     elapsed = time.perf_counter() - started if scoring_elapsed_s is None else scoring_elapsed_s
-    facts.update(clips_ranked=len(table), clips_failed=len(failures), elapsed_s=round(elapsed, 3),
+    reused = len(table) if clips_reused is None else clips_reused
+    index_bytes = index.size_bytes()
+    facts.update(clips_ranked=len(table), clips_failed=len(failures), clips_scored=clips_scored,
+                 clips_reused=reused, index_bytes=index_bytes, elapsed_s=round(elapsed, 3),
                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     xml_path, trec_path = output.write(facts, table, peaks, failures, elapsed)
     if not len(table):
         raise InputError(f"no clip could be ranked ({len(failures)} failed; see {output.failures_csv})")
     return RankResult(output.path, facts["run_id"], len(table), len(failures), clips_scored, frames_scored, elapsed,
-                      xml_path, trec_path)
+                      xml_path, trec_path, reused, index_bytes)
 
 
 def select_models(facts: dict, refs: list[str | Path], run_json: Path) -> list[int]:

@@ -6,13 +6,15 @@ the top 3) and stored in the score index (``dsdi.index``) as each clip finishes,
 stopped, new clips are scored incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without
 decoding. Fusing the models' scores and writing the output folder is ``dsdi.fusion``'s.
 
-Under torchrun (WORLD_SIZE > 1) process r scores every world-th still-unscored clip, starting at the r-th, into
-the shared SQLite index (SQLite serialises the writers; gloo carries only barriers and the work totals); then
-process 0 fuses and writes every output, so the result equals a one-process run's.
+Under torchrun (WORLD_SIZE > 1) process 0 alone opens scores.sqlite: it merges the shards a killed run left,
+registers the run and sends every process the work list over gloo; process r scores every world-th clip of it,
+starting at the r-th, appending each finished clip to its own shard file (OUT/scores.<r>.shard); after the
+barrier process 0 merges the shards, fuses and writes every output, so the result equals a one-process run's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
@@ -276,16 +278,18 @@ def rank(config: RankConfig) -> RankResult:
     started = time.perf_counter()
     config = config.resolved()
     clips = _find_clips(config)
-    group = join_process_group("cpu")  # gloo whatever the device: only barriers and two totals travel
+    group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
     device = pick_device(config.device, group.local_rank)
     models = _load_models(config.models, config.fps, device)
-    index = ScoreIndex(config.out)
+    index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:
         todo = _work_list(index, clips, models, config.fps, group)
+        clips_reused = sum(_valid_shot_id(clip) for clip in clips) - len(todo)
         label = "rank" if not group.active else f"rank {group.world_rank}/{group.world_size}"
         workers = config.decode_workers or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
         clips_scored, frames_scored = _score_clips(todo[group.world_rank::group.world_size], models, config, index,
                                                    device, workers, label)
+        index.end_shard()
         clips_scored, frames_scored = int(group.sum(clips_scored)), int(group.sum(frames_scored))  # also waits
         run_info = {
             "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
@@ -294,9 +298,12 @@ def rank(config: RankConfig) -> RankResult:
             "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
             "tr_type": config.tr_type, "priority": config.priority,
         }
-        result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0)
+        result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
+                            clips_reused=clips_reused)
         if group.is_main:
-            result = fuse_and_write(index, RankOutput(config.out), run_info, started, clips_scored, frames_scored)
+            index.merge_shards()  # every process's shard: all have finished writing
+            result = fuse_and_write(index, RankOutput(config.out), run_info, started, clips_scored, frames_scored,
+                                    clips_reused=clips_reused)
     finally:
         index.close()
         group.barrier()
@@ -304,21 +311,38 @@ def rank(config: RankConfig) -> RankResult:
     return result
 
 
+def _valid_shot_id(clip: Clip) -> bool:
+    """TRECVID shot ids carry no whitespace."""
+    return clip.shot_id.split() == [clip.shot_id]
+
+
 def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: float,
                group: ProcessGroup) -> list[tuple[Clip, list[_Model]]]:
     """(clip, the models still to score it) for every clip with a valid shot id, the same in every process.
-    Process 0 first registers the models and the clip set and records shot ids with whitespace as failures."""
+
+    Process 0 alone reads and writes scores.sqlite: it first merges the shards a killed run left (so that no clip
+    a killed process finished is scored again), registers the models and the clip set, records shot ids with
+    whitespace as failures and works the list out; the others receive it over gloo (as clip positions and a
+    clip x model mask), with a digest of the shot ids to check that every process found the same clips."""
+    digest = hashlib.sha256("\n".join(clip.shot_id for clip in clips).encode()).hexdigest()
+    plan = None
     if group.is_main:
+        index.merge_shards()
         for model in models:
             index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256, fps)
         index.set_clips(clips)
         for clip in clips:
-            if clip.shot_id.split() != [clip.shot_id]:
+            if not _valid_shot_id(clip):
                 index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
-    group.barrier()
-    done = {m.key: index.scored_shots(m.key) for m in models}
-    todo = [(clip, needed) for clip in clips if clip.shot_id.split() == [clip.shot_id]
-            and (needed := [m for m in models if clip.shot_id not in done[m.key]])]
-    group.barrier()  # every process has read the same work list before any process writes
-    return todo
-
+        done = [index.scored_shots(m.key) for m in models]
+        needed = np.array([[_valid_shot_id(c) and c.shot_id not in d for d in done] for c in clips], dtype=bool)
+        needed = needed.reshape(len(clips), len(models))
+        positions = np.flatnonzero(needed.any(axis=1))
+        plan = (digest, positions, np.packbits(needed[positions], axis=1))
+    their_digest, positions, packed = group.broadcast(plan)
+    if their_digest != digest:
+        raise InputError(f"torchrun process {group.world_rank} found other clips than process 0; every process "
+                         "must see the same --clips folder or --shots table")
+    needed = np.unpackbits(packed, axis=1, count=len(models)).astype(bool)
+    return [(clips[p], [m for m, need in zip(models, row, strict=True) if need])
+            for p, row in zip(positions.tolist(), needed, strict=True)]

@@ -9,9 +9,12 @@ import functools
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ import dsdi.rank
 from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.cli import app
 from dsdi.data import frames_to_tensor
-from dsdi.index import ScoreIndex
+from dsdi.index import ScoreIndex, read_shard
 from dsdi.rank_config import RankConfig
 from dsdi.schema import CLASSES, FEATURES
 from dsdi.video import Clip, ClipChunks, decode_clip
@@ -411,21 +414,116 @@ def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
     assert "mAP 0.5000" in result.output
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_equal_one(world, tmp_path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29613",
-               "-m", "dsdi", "rank", "--clips", str(world["clips"]), "--models", *map(str, world["models"]),
-               "--topk", "3", "--out", str(out), "--run-id", "t1", "--device", "cpu", "--batch-size", "5"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "ranked 6, failed 0" in done.stdout
+# `python slow_dsdi.py ARGS` = `dsdi ARGS`, each process sleeping DSDI_TEST_CLIP_SLEEP s after storing a clip
+SLOW_DSDI = """
+import os, time
+from dsdi.index import ScoreIndex, read_shard
+store = ScoreIndex.add_clip
+def store_then_sleep(self, clip, scores):
+    store(self, clip, scores)
+    time.sleep(float(os.environ.get("DSDI_TEST_CLIP_SLEEP", "0")))
+ScoreIndex.add_clip = store_then_sleep
+from dsdi.cli import app
+app(prog_name="dsdi")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def launch_two_nodes(world, out: Path, sleep_s: float = 0.0) -> list[subprocess.Popen]:
+    """`torchrun --nnodes 2` launched twice on this machine (node ranks 0 and 1, one process each), as on two
+    hosts sharing the output folder; each launch in its own session so that it can be killed whole."""
+    script = out.parent / "slow_dsdi.py"
+    script.write_text(SLOW_DSDI)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DSDI_TEST_CLIP_SLEEP": str(sleep_s)}
+    port = free_port()
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                              "--node-rank", str(node), "--master-addr", "localhost", "--master-port", str(port),
+                              str(script), "rank", "--clips", str(world["clips"]), "--models",
+                              *map(str, world["models"]), "--topk", "3", "--out", str(out), "--run-id", "t1",
+                              "--device", "cpu", "--batch-size", "5"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+            for node in (0, 1)]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launch and its descendants (torchrun starts each worker in a session of its own)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").glob("*"):
+            children = task / "children"
+            pids += [int(c) for c in (children.read_text().split() if children.is_file() else [])]
+        i += 1
+    for victim in reversed(pids):
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def finish(launches: list[subprocess.Popen], timeout: float = 240) -> list[tuple[int, str]]:
+    results = []
+    for launch in launches:
+        try:
+            output, _ = launch.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(launch.pid)
+            output, _ = launch.communicate()
+        results.append((launch.returncode, output))
+    return results
+
+
+def assert_equals_one_process_ranking(world, out: Path) -> None:
     reference = world["out"]  # the single-process run
     pd.testing.assert_frame_equal(read_scores(out).drop(columns="clip_path"),
                                   read_scores(reference).drop(columns="clip_path"), atol=1e-6)
     pd.testing.assert_frame_equal(read_trec(out / "t1.trec").drop(columns="score"),
                                   read_trec(reference / "t1.trec").drop(columns="score"))
+    assert not list(out.glob("*.shard")) and not list(out.glob("scores.sqlite-*"))  # merged; no WAL, no journal
+    with sqlite3.connect(out / "scores.sqlite") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_equal_one_process(world, tmp_path):
+    out = tmp_path / "ddp"
+    (code0, output0), (code1, output1) = finish(launch_two_nodes(world, out))
+    assert code0 == 0 and code1 == 0, output0 + output1
+    assert "ranked 6, failed 0 (scored 6 new clips" in output0 and "reused 0 from the index" in output0, output0
+    assert_equals_one_process_ranking(world, out)
+    run = json.loads((out / "run.json").read_text())
+    assert (run["clips_scored"], run["clips_reused"], run["clips_failed"]) == (6, 0, 0)
+    assert run["index_bytes"] == (out / "scores.sqlite").stat().st_size
+
+
+@pytest.mark.slow
+def test_torchrun_process_killed_mid_run_then_restarted_equals_one_process(world, tmp_path):
+    out = tmp_path / "ddp"
+    launches = launch_two_nodes(world, out, sleep_s=2.0)
+    shard = out / "scores.1.shard"
+    deadline = time.monotonic() + 180
+    while not (shard.is_file() and list(read_shard(shard))):  # process 1 stored its first clip, and sleeps
+        assert time.monotonic() < deadline and launches[1].poll() is None, finish(launches, 1)
+        time.sleep(0.05)
+    kill_tree(launches[1].pid)  # node 1 dies: its agent and its process
+    (code0, _), (code1, _) = finish(launches, timeout=120)
+    assert code0 != 0 and code1 != 0
+    stored = {meta["shot_id"] for path in out.glob("scores.*.shard") for meta, _ in read_shard(path)}
+    if (out / "scores.sqlite").is_file():  # process 0 merged its own shard when the job failed
+        with sqlite3.connect(out / "scores.sqlite") as db:
+            stored |= {shot for (shot,) in db.execute("SELECT shot_id FROM model_scores")}
+    assert 1 <= len(stored) < 6
+
+    (code0, output0), (code1, output1) = finish(launch_two_nodes(world, out))
+    assert code0 == 0 and code1 == 0, output0 + output1
+    assert (f"ranked 6, failed 0 (scored {6 - len(stored)} new clips" in output0
+            and f"reused {len(stored)} from the index" in output0), output0  # none stored is scored again
+    assert_equals_one_process_ranking(world, out)
 
 
 def test_synthetic_world_ranks_and_evaluates_like_trec_eval(world, tmp_path):
