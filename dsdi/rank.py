@@ -334,9 +334,11 @@ def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: 
         for clip in clips:
             if not _valid_shot_id(clip):
                 index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
-        done = [index.scored_shots(m.key) for m in models]
-        needed = np.array([[_valid_shot_id(c) and c.shot_id not in d for d in done] for c in clips], dtype=bool)
-        needed = needed.reshape(len(clips), len(models))
+        valid = np.fromiter((_valid_shot_id(c) for c in clips), dtype=bool, count=len(clips))
+        needed = np.zeros((len(clips), len(models)), dtype=bool)
+        for k, model in enumerate(models):
+            done = index.scored_shots(model.key)
+            needed[:, k] = valid & np.fromiter((c.shot_id not in done for c in clips), dtype=bool, count=len(clips))
         positions = np.flatnonzero(needed.any(axis=1))
         plan = (digest, positions, np.packbits(needed[positions], axis=1))
     their_digest, positions, packed = group.broadcast(plan)
