@@ -308,14 +308,15 @@ class ClipChunks:
 
     def _convert(self, frame: object) -> tuple[object, ...]:
         """An av.VideoFrame as rgb24 av.VideoFrames, one per output size (each distinct conversion done once)."""
-        if not self.shrink_to:
-            targets = [self.size]
+        if not self.shrink_to:  # size: PyAV's default scaler (bilinear), as before shrink_to existed
+            targets, flags = [self.size], {}
         else:
             targets = [s if frame.width >= s[0] and frame.height >= s[1] else None for s in self.shrink_to]
+            flags = {"interpolation": _scaler()}
         done: dict[Size | None, object] = {}
         for target in targets:
             if target not in done:
-                scale = {"width": target[0], "height": target[1], "interpolation": _scaler()} if target else {}
+                scale = {"width": target[0], "height": target[1], **flags} if target else {}
                 # one thread: the decoder's frame threads (and rank's decoding threads) keep the cores busy;
                 # swscale's own slice threads only add hand-overs (720p to RGB: 2.0 ms a frame vs 5.4 on 2 cores)
                 done[target] = frame.reformat(format="rgb24", threads=1, **scale)
