@@ -35,9 +35,7 @@ import hashlib
 import json
 import os
 import sqlite3
-import struct
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from dsdi.errors import InputError
+from dsdi.index_shard import read_shard, shard_record, valid_shard_length
 from dsdi.schema import NUM_CLASSES
 from dsdi.video import Clip
 
@@ -161,48 +160,6 @@ def clip_signature(clip: Clip) -> str:
 def signature_hash(signature: str) -> int:
     """The stored form of a clip signature: a signed 64-bit hash (BLAKE2b)."""
     return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-# ---- shard files: records of [magic, payload bytes, CRC-32 of payload][u32 header bytes, JSON header, scores]
-
-_MAGIC = b"DSS1"
-_RECORD_HEAD = struct.Struct("<4sII")
-_META_HEAD = struct.Struct("<I")
-
-
-def _record(meta: dict, blobs: bytes = b"") -> bytes:
-    head = json.dumps(meta, separators=(",", ":")).encode()
-    payload = _META_HEAD.pack(len(head)) + head + blobs
-    return _RECORD_HEAD.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def read_shard(path: str | Path) -> Iterator[tuple[dict, bytes]]:
-    """The (header, scores bytes) records of a shard file, in order, up to the first torn or damaged record (a
-    process killed while writing it); the end offset of the valid part is the iterator's return value."""
-    valid = 0
-    with open(path, "rb") as handle:
-        while True:
-            head = handle.read(_RECORD_HEAD.size)
-            if len(head) < _RECORD_HEAD.size:
-                break
-            magic, size, crc = _RECORD_HEAD.unpack(head)
-            payload = handle.read(size) if magic == _MAGIC else b""
-            if magic != _MAGIC or len(payload) < size or zlib.crc32(payload) != crc:
-                break
-            (head_bytes,) = _META_HEAD.unpack_from(payload)
-            meta = json.loads(payload[_META_HEAD.size:_META_HEAD.size + head_bytes])
-            valid += _RECORD_HEAD.size + size
-            yield meta, payload[_META_HEAD.size + head_bytes:]
-    return valid
-
-
-def _valid_length(path: Path) -> int:
-    records = read_shard(path)
-    while True:
-        try:
-            next(records)
-        except StopIteration as end:
-            return end.value
 
 
 # ---- the SQLite file
@@ -334,10 +291,10 @@ class ScoreIndex:
         items = list(scores_by_model.items())
         meta = {"kind": "clip", "shot_id": clip.shot_id, "signature": signature_hash(clip_signature(clip)),
                 "models": [[key, int(s.frames), s.status, s.note] for key, s in items]}
-        self._append(_record(meta, _scores_bytes([s for _, s in items])))
+        self._append(shard_record(meta, _scores_bytes([s for _, s in items])))
 
     def add_failure(self, clip: Clip, reason: str) -> None:
-        self._append(_record({"kind": "failure", "shot_id": clip.shot_id, "clip_path": str(clip.path),
+        self._append(shard_record({"kind": "failure", "shot_id": clip.shot_id, "clip_path": str(clip.path),
                               "reason": reason}))
 
     def end_shard(self) -> None:
@@ -349,7 +306,7 @@ class ScoreIndex:
     def _append(self, record: bytes) -> None:
         if self._fd is None:
             if self.shard_path.exists():  # left by a killed process: drop a torn last record before appending
-                valid = _valid_length(self.shard_path)
+                valid = valid_shard_length(self.shard_path)
                 if valid < self.shard_path.stat().st_size:
                     os.truncate(self.shard_path, valid)
             self._fd = os.open(self.shard_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

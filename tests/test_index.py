@@ -12,7 +12,8 @@ import pytest
 
 from dsdi.errors import InputError
 from dsdi.fusion import fused_scores
-from dsdi.index import SCORES_BYTES, ClipScores, ScoreIndex, clip_signature, read_shard
+from dsdi.index import SCORES_BYTES, ClipScores, ScoreIndex, clip_signature
+from dsdi.index_shard import read_shard
 from dsdi.schema import CLASSES, FEATURES, NUM_CLASSES
 from dsdi.video import Clip
 

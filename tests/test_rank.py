@@ -30,7 +30,8 @@ import dsdi.rank
 from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.cli import app
 from dsdi.data import frames_to_tensor
-from dsdi.index import ScoreIndex, read_shard
+from dsdi.index import ScoreIndex
+from dsdi.index_shard import read_shard
 from dsdi.rank_config import RankConfig
 from dsdi.schema import CLASSES, FEATURES
 from dsdi.video import Clip, ClipChunks, decode_clip
@@ -417,7 +418,8 @@ def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
 # `python slow_dsdi.py ARGS` = `dsdi ARGS`, each process sleeping DSDI_TEST_CLIP_SLEEP s after storing a clip
 SLOW_DSDI = """
 import os, time
-from dsdi.index import ScoreIndex, read_shard
+from dsdi.index import ScoreIndex
+from dsdi.index_shard import read_shard
 store = ScoreIndex.add_clip
 def store_then_sleep(self, clip, scores):
     store(self, clip, scores)
