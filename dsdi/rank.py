@@ -174,8 +174,8 @@ def _failure_reason(error: Exception) -> str:
 def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
                  cancelled: threading.Event) -> None:
     """Pool thread: the clip's chunks (_Chunk) into feed, then its _End, waiting while feed is full; gives up
-    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model input
-    size by the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is resized by
+    when cancelled is set. Each sampled frame is decoded once, converted to RGB once and scaled to each model
+    input size by the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is resized by
     frames_to_tensor, as before."""
     def put(item: _Chunk | _End) -> bool:
         while not cancelled.is_set():
