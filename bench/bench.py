@@ -9,7 +9,7 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             whole clip in one array), 640x360, and at the model's input size (ClipChunks shrink_to: the decoder
             scales) vs `fps=10,scale=224:224`; skipping unsampled non-reference frames on vs off. Frames/s.
 - rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write) vs
-            decode-only (rank's own decoding threads, _decode_into, to model input, no model) on the same clips and
+            decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
 - image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
             (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
@@ -197,7 +197,7 @@ def bench_rank(work: Path, device: str) -> dict:
 
     from dsdi.checkpoint import load_model
     from dsdi.data import frames_to_tensor
-    from dsdi.rank import RANK_DECODE_WORKERS_CAP, _Chunk, _decode_into, rank
+    from dsdi.rank import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into, rank
     from dsdi.rank_config import RankConfig
     from dsdi.runtime import default_workers
     from dsdi.video import Clip, sample_frames
@@ -226,14 +226,14 @@ def bench_rank(work: Path, device: str) -> dict:
     config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "unused", device=device).resolved()
     decoded = []
 
-    def decode_only() -> None:  # rank's own decoding threads (_decode_into, as many), feeds drained, no model
+    def decode_only() -> None:  # rank's own decoding threads (decode_clip_into, as many), feeds drained, no model
         decoded.append(0)
         with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
             feeds = [queue.Queue(4) for _ in clips]
             for feed, clip in zip(feeds, clips, strict=True):
-                pool.submit(_decode_into, feed, clip, config, {img_size}, threading.Event())
+                pool.submit(decode_clip_into, feed, clip, config, {img_size}, threading.Event())
             for feed in feeds:
-                while isinstance(item := feed.get(), _Chunk):
+                while isinstance(item := feed.get(), DecodedChunk):
                     decoded[-1] += len(item.times)
 
     end_to_end, decoding, model_only = fastest_rates((len(frames), rank_fresh), (len(frames), decode_only),

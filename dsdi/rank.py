@@ -126,7 +126,7 @@ _FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
 
 
 @dataclass
-class _Chunk:
+class DecodedChunk:
     """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames
     preprocessed at each model input size S, float32 (n, 3, S, S)."""
 
@@ -171,13 +171,13 @@ def _failure_reason(error: Exception) -> str:
     return error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
 
 
-def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
+def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
                  cancelled: threading.Event) -> None:
-    """Pool thread: the clip's chunks (_Chunk) into feed, then its _End, waiting while feed is full; gives up
+    """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
     when cancelled is set. Each sampled frame is decoded once, converted to RGB once and scaled to each model
     input size by the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is resized by
     frames_to_tensor, as before."""
-    def put(item: _Chunk | _End) -> bool:
+    def put(item: DecodedChunk | _End) -> bool:
         while not cancelled.is_set():
             try:
                 feed.put(item, timeout=0.1)
@@ -191,7 +191,7 @@ def _decode_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: s
     try:
         for frames, times in chunks:
             tensors = {size: frames_to_tensor(at_size, size) for size, at_size in zip(sizes, frames, strict=True)}
-            if not put(_Chunk(times, tensors)):
+            if not put(DecodedChunk(times, tensors)):
                 return
     except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
         reason = _failure_reason(error)
@@ -220,7 +220,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
 
         def start_decoding(clip: Clip) -> queue.Queue:
             feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
-            pool.submit(_decode_into, feed, clip, config, img_sizes, cancelled)
+            pool.submit(decode_clip_into, feed, clip, config, img_sizes, cancelled)
             return feed
 
         def collect(flush: bool) -> None:
@@ -247,7 +247,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
                 if slot + ahead < len(todo):
                     feeds.append(start_decoding(todo[slot + ahead][0]))
                 open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
-                while isinstance(item := feed.get(), _Chunk):
+                while isinstance(item := feed.get(), DecodedChunk):
                     if not open_clip.times_s:
                         open_clips[slot] = open_clip
                     open_clip.times_s.append(item.times + (clip.start or 0.0))
