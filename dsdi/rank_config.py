@@ -80,8 +80,8 @@ class RankConfig:
     runs_dir: Path = option(RUNS_DIR, help="where the default models and an --ensemble's members are looked for")
     decode_workers: int | None = option(None, help="clip decoding threads", minimum=1,
                                         shown_default="CPU cores per process, at most 8")
-    chunk_frames: int = option(CHUNK_FRAMES, help="sampled frames a decoding thread holds at a time (memory per thread)",
-                               minimum=1)
+    chunk_frames: int = option(CHUNK_FRAMES, minimum=1,
+                               help="sampled frames a decoding thread holds at a time (memory per thread)")
 
     def updated(self, overrides: dict, source: str = "overrides") -> RankConfig:
         """A copy with ``overrides`` applied (keys must be fields; values of the field's type)."""
