@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from dsdi.cli import app
 from dsdi.options import read_toml
 from dsdi.train_config import TrainConfig
 
@@ -29,11 +28,6 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-def invoke(args: list[str], expect: int = 0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == expect, f"{args[0]}: exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    return result
 
 
 def test_each_toy_recipe_is_its_full_recipe_with_only_size_and_speed_changed():

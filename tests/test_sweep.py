@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import invoke, said
 from PIL import Image
-from typer.testing import CliRunner
 
 from dsdi.checkpoint import read_checkpoint
-from dsdi.cli import app
 from dsdi.errors import InputError
 from dsdi.options import read_toml
 from dsdi.schema import CLASSES
@@ -69,14 +68,6 @@ def recipe(tmp_path: Path, world: tuple[Path, Path], name: str, backbone: str = 
     return path
 
 
-def invoke(args: list[str], expect: int = 0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    return result
-
-
-def said(result) -> str:
-    return " ".join(result.output.split())
 
 
 def epochs_in(run_dir: Path) -> list[int]:

@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from cli_helpers import invoke
 
-from dsdi.cli import app
 from dsdi.schema import CLASSES
 from dsdi.tables import PAPER_TABLE_2_LRAP, paper_lrap, paper_submission, paper_submissions, table2, table3
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_HEADER = "epoch,lr,train_loss,val_loss,val_lrap,val_map,seconds,images_per_s,broken_images"
 
-
-def invoke(args: list[str], expect: int = 0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    return result
 
 
 def write_run(run_dir: Path, config: str, metrics: str | None) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import invoke, said
 from PIL import Image
 from sklearn.metrics import label_ranking_average_precision_score
 from typer.testing import CliRunner
@@ -83,15 +84,6 @@ def tiny_args(labels: Path, images: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def invoke(args: list[str], expect: int = 0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
-    return result
-
-
-def said(result) -> str:
-    """The command's output with rich's line wrapping undone."""
-    return " ".join(result.output.split())
 
 
 def file_digest(path: Path) -> str:
