@@ -200,6 +200,54 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
     put(_End(chunks.truncated, chunks.note))
 
 
+class _ClipCollector:
+    """Hands each scored batch part back to its open clip and stores every clip whose frames are all scored, in
+    slot order; counts clips stored and frames scored and shows the live frame rate."""
+
+    def __init__(self, scorers: dict[str, _BatchScorer], index: ScoreIndex, bar, task) -> None:
+        self.scorers, self.index, self.bar, self.task = scorers, index, bar, task
+        self.open_clips: dict[int, _OpenClip] = {}
+        self.stored = self.frames_done = 0
+        self.model_frames = 0  # frames scored, summed over models: the live rate is this / models / seconds
+        self.started = time.perf_counter()
+
+    def collect(self, flush: bool) -> None:
+        """Run every scorer's full batches (and with flush the remainders), then store the completed clips."""
+        for key, scorer in self.scorers.items():
+            for slot, probs in scorer.run(flush):
+                open_clip = self.open_clips[slot]
+                open_clip.parts[key].append(probs)
+                open_clip.remaining[key] -= len(probs)
+                self.model_frames += len(probs)
+        rate = self.model_frames / len(self.scorers) / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
+        for slot in sorted(s for s, c in self.open_clips.items() if c.complete()):
+            done = self.open_clips.pop(slot)
+            self.index.add_clip(done.clip, done.scores())
+            self.stored += 1
+            self.frames_done += done.frames()
+            self.bar.update(self.task, advance=1)
+
+    def feed(self, slot: int, clip: Clip, needed: list[_Model], feed: queue.Queue) -> None:
+        """Queue the clip's decoded chunks for the models that still need it until its _End arrives; a clip
+        that ends before its first chunk is recorded as a failure."""
+        open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
+        while isinstance(item := feed.get(), DecodedChunk):
+            if not open_clip.times_s:
+                self.open_clips[slot] = open_clip
+            open_clip.times_s.append(item.times + (clip.start or 0.0))
+            for model in needed:
+                self.scorers[model.key].add(slot, item.tensors[model.img_size])
+                open_clip.remaining[model.key] += len(item.times)
+            self.collect(flush=False)
+        if not open_clip.times_s:  # nothing decoded: a failure, never scored
+            self.index.add_failure(clip, item.failure)
+            self.bar.update(self.task, advance=1)
+            return
+        open_clip.end = item
+        self.collect(flush=False)
+
+
 def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
@@ -209,36 +257,15 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     ahead = 2 * workers
     scorers = {m.key: _BatchScorer(m, config.batch_size, device) for m in models}
     img_sizes = {m.img_size for m in models}
-    open_clips: dict[int, _OpenClip] = {}
-    stored = frames_done = 0
-    model_frames = 0  # frames scored, summed over models: the live rate is this / number of models / seconds
-    started = time.perf_counter()
     cancelled = threading.Event()
 
     with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
-        task = bar.add_task(label, total=len(todo), info="")
+        collector = _ClipCollector(scorers, index, bar, bar.add_task(label, total=len(todo), info=""))
 
         def start_decoding(clip: Clip) -> queue.Queue:
             feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
             pool.submit(decode_clip_into, feed, clip, config, img_sizes, cancelled)
             return feed
-
-        def collect(flush: bool) -> None:
-            nonlocal stored, frames_done, model_frames
-            for key, scorer in scorers.items():
-                for slot, probs in scorer.run(flush):
-                    open_clip = open_clips[slot]
-                    open_clip.parts[key].append(probs)
-                    open_clip.remaining[key] -= len(probs)
-                    model_frames += len(probs)
-            rate = model_frames / len(models) / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
-            for slot in sorted(s for s, c in open_clips.items() if c.complete()):
-                done = open_clips.pop(slot)
-                index.add_clip(done.clip, done.scores())
-                stored += 1
-                frames_done += done.frames()
-                bar.update(task, advance=1)
 
         try:
             feeds = deque(start_decoding(clip) for clip, _ in todo[:ahead])
@@ -246,26 +273,12 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
                 feed = feeds.popleft()
                 if slot + ahead < len(todo):
                     feeds.append(start_decoding(todo[slot + ahead][0]))
-                open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
-                while isinstance(item := feed.get(), DecodedChunk):
-                    if not open_clip.times_s:
-                        open_clips[slot] = open_clip
-                    open_clip.times_s.append(item.times + (clip.start or 0.0))
-                    for model in needed:
-                        scorers[model.key].add(slot, item.tensors[model.img_size])
-                        open_clip.remaining[model.key] += len(item.times)
-                    collect(flush=False)
-                if not open_clip.times_s:  # nothing decoded: a failure, never scored
-                    index.add_failure(clip, item.failure)
-                    bar.update(task, advance=1)
-                    continue
-                open_clip.end = item
-                collect(flush=False)
-            collect(flush=True)
+                collector.feed(slot, clip, needed, feed)
+            collector.collect(flush=True)
         finally:  # an interrupted run: threads waiting on a full feed give up, queued clips never start
             cancelled.set()
             pool.shutdown(cancel_futures=True)
-    return stored, frames_done
+    return collector.stored, collector.frames_done
 
 
 def rank(config: RankConfig) -> RankResult:
