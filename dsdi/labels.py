@@ -247,33 +247,11 @@ def count_answers(
     lines = annotations["line"].to_numpy() if "line" in annotations else np.arange(2, len(annotations) + 2)
     ids = _stripped(annotations["image_id"])
 
-    empty_ids = np.flatnonzero(ids == "")
-    if len(empty_ids):
-        raise InputError(
-            f"{source}: {len(empty_ids)} row(s) with an empty image id, at line(s) "
-            f"{_lines_text(lines[empty_ids].tolist())}; fill in the id or delete those rows"
-        )
-
-    answer_codes, distinct_answers = pd.factorize(annotations[ANSWER_COLUMN].astype(str).to_numpy(dtype=object))
-    parsed = [parse_answer(text) for text in distinct_answers]
-    unparseable = np.array([tokens is None for tokens in parsed], dtype=bool)[answer_codes]
-    if unparseable.any():
-        bad_lines = lines[unparseable].tolist()
-        raise InputError(
-            f"{source}: {len(bad_lines)} Answer value(s) are not a Python list of strings like "
-            f"\"['damage:flood/water']\", at line(s) {_lines_text(bad_lines)}"
-        )
-
+    _refuse_empty_ids(ids, lines, source)
+    answer_codes, parsed = _parsed_answers(annotations[ANSWER_COLUMN], lines, source)
     answer_classes, unknown, unknown_first_line = _classes_of_answers(parsed, answer_codes, lines, token_map)
     if unknown and not skip_unknown:
-        listing = "; ".join(
-            f"{token!r} x{n} (first at line {unknown_first_line[token]})" for token, n in unknown.items()
-        )
-        raise InputError(
-            f"{source}: {sum(unknown.values())} answer token(s) are not in the token map: {listing}. "
-            "Map them in a CSV with columns token,class and pass --token-map FILE, "
-            "or pass --skip-unknown to ignore them"
-        )
+        _refuse_unknown_tokens(unknown, unknown_first_line, source)
     answer_categories = (answer_classes.astype(np.int64) @ _CATEGORY_ONE_HOT) > 0
 
     image_codes, image_ids = pd.factorize(ids)
@@ -294,6 +272,41 @@ def count_answers(
         empty_answer_rows=int(np.array([len(tokens) == 0 for tokens in parsed], dtype=bool)[answer_codes].sum()),
         workers=int(workers),
         unknown=unknown,
+    )
+
+
+def _refuse_empty_ids(ids: np.ndarray, lines: np.ndarray, source: str) -> None:
+    """InputError listing the lines whose image id is empty."""
+    empty_ids = np.flatnonzero(ids == "")
+    if len(empty_ids):
+        raise InputError(
+            f"{source}: {len(empty_ids)} row(s) with an empty image id, at line(s) "
+            f"{_lines_text(lines[empty_ids].tolist())}; fill in the id or delete those rows"
+        )
+
+
+def _parsed_answers(answers: pd.Series, lines: np.ndarray, source: str) -> tuple[np.ndarray, list[list[str]]]:
+    """(code of each row's distinct Answer string, the token list of each distinct string): each distinct string
+    is parsed once. InputError listing the lines whose Answer is not a Python list of strings."""
+    answer_codes, distinct_answers = pd.factorize(answers.astype(str).to_numpy(dtype=object))
+    parsed = [parse_answer(text) for text in distinct_answers]
+    unparseable = np.array([tokens is None for tokens in parsed], dtype=bool)[answer_codes]
+    if unparseable.any():
+        bad_lines = lines[unparseable].tolist()
+        raise InputError(
+            f"{source}: {len(bad_lines)} Answer value(s) are not a Python list of strings like "
+            f"\"['damage:flood/water']\", at line(s) {_lines_text(bad_lines)}"
+        )
+    return answer_codes, parsed
+
+
+def _refuse_unknown_tokens(unknown: dict[str, int], first_line: dict[str, int], source: str) -> None:
+    """InputError naming each token missing from the token map, with its count and first line."""
+    listing = "; ".join(f"{token!r} x{n} (first at line {first_line[token]})" for token, n in unknown.items())
+    raise InputError(
+        f"{source}: {sum(unknown.values())} answer token(s) are not in the token map: {listing}. "
+        "Map them in a CSV with columns token,class and pass --token-map FILE, "
+        "or pass --skip-unknown to ignore them"
     )
 
 
