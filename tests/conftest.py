@@ -17,3 +17,14 @@ def ffmpeg_exe() -> str:
     from dsdi.ffmpeg_cli import ffmpeg_exe
 
     return ffmpeg_exe()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module's tiny models (on the shared 2 cores, 2 threads oversubscribe and
+    make steps 3-10x slower); the previous count is restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

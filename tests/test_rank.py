@@ -119,13 +119,7 @@ def read_scores(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str}).set_index("shot_id")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny 64 px models run fastest on one thread on the shared 2-core machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

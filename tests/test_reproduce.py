@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from cli_helpers import invoke
 
 from dsdi.options import read_toml
@@ -20,13 +19,7 @@ SIZE_AND_SPEED = {"backbone", "img_size", "epochs", "batch_size", "workers", "de
 TOY_RUNS = ("A01", "C04", "C09", "C12")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The suite shares 2 cores: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from cli_helpers import invoke, said
 from PIL import Image
 
@@ -26,13 +25,7 @@ SIDE = 32
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The suite shares 2 cores: one intra-op thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -43,13 +43,7 @@ SIDE = 32
 """Image side in pixels, for the files and the model input."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The suite shares 2 cores: one intra-op thread avoids oversubscription (3-10x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_world(root: Path, n_images: int = N_IMAGES, seed: int = 0) -> tuple[Path, Path]:
