@@ -113,20 +113,16 @@ class RankConfig:
             ensemble = load_ensemble(self.ensemble)
             models, weights = member_checkpoints(ensemble, self.runs_dir), ensemble.weights
             agg, run_id = agg or ensemble.agg, run_id or ensemble.name
-            if not fuse:
-                fuse = ensemble.fuse
-                for folder, weight in fuse:
-                    if not RankOutput(folder).clip_scores_csv.is_file():
-                        raise InputError(f"{self.ensemble}: fuse out_dir {folder}: {RankOutput(folder).clip_scores_csv}"
-                                         " not found; rank that run first, edit out_dir, or pass "
-                                         f"--fuse OTHER_OUT_DIR:{weight:g}")
+            fuse = fuse or ensemble.fuse
         run_id = run_id or "dsdi_run"
         if not self.pid.strip() or run_id.split() != [run_id]:
             raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
-        for folder, _ in fuse:
+        from_file = self.ensemble is not None and not self.fuse
+        for folder, weight in fuse:
             if not RankOutput(folder).clip_scores_csv.is_file():
-                raise InputError(f"--fuse {folder}: {RankOutput(folder).clip_scores_csv} not found; point at a "
-                                 "dsdi rank output folder")
+                where = f"{self.ensemble}: fuse out_dir {folder}" if from_file else f"--fuse {folder}"
+                raise InputError(f"{where}: {RankOutput(folder).clip_scores_csv} not found; rank that run first, or "
+                                 f"point --fuse OTHER_OUT_DIR:{weight:g} at a dsdi rank output folder")
         models = models or finished_runs(self.runs_dir)
         if not models:
             raise InputError(f"no models: pass --models RUN_DIR ... or train one into {self.runs_dir}/")
