@@ -49,13 +49,20 @@ def _answer_tokens() -> tuple[dict[str, str], dict[str, str]]:
     return token_of, none_token
 
 
+def worker_ids(rng: np.random.Generator, n: int = 120) -> list[str]:
+    """n MTurk-like worker ids ('A' + 13 of A-Z0-9): the crowd's pool."""
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    return ["A" + "".join(rng.choice(alphabet, size=13)) for _ in range(n)]
+
+
 def simulate_annotations(image_ids: list[str], labels: np.ndarray, rng: np.random.Generator,
                          miss_rate: float = 0.2, false_rate: float = 0.02,
-                         workers_per_category: tuple[int, int] = (3, 6), worker_pool: int = 120) -> pd.DataFrame:
-    """LADI-format crowd answers (url, WorkerId, Answer): one row per image x category x simulated worker."""
+                         workers_per_category: tuple[int, int] = (3, 6),
+                         workers: list[str] | None = None) -> pd.DataFrame:
+    """LADI-format crowd answers (url, WorkerId, Answer): one row per image x category x simulated worker,
+    the workers drawn from `workers` (default: a pool of worker_ids(rng), drawn first)."""
     token_of, none_token = _answer_tokens()
-    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
-    workers = ["A" + "".join(rng.choice(alphabet, size=13)) for _ in range(worker_pool)]
+    workers = worker_ids(rng) if workers is None else workers
     by_category = {c: [j for j, name in enumerate(schema.FEATURES) if schema.category_of(name) == c]
                    for c in schema.CATEGORIES}
     rows = []
@@ -64,7 +71,7 @@ def simulate_annotations(image_ids: list[str], labels: np.ndarray, rng: np.rando
             n_workers = int(rng.integers(workers_per_category[0], workers_per_category[1] + 1))
             present = truth[members].astype(bool)
             named = rng.random((n_workers, len(members))) < np.where(present, 1.0 - miss_rate, false_rate)
-            for worker, picks in zip(rng.choice(worker_pool, size=n_workers, replace=False), named, strict=True):
+            for worker, picks in zip(rng.choice(len(workers), size=n_workers, replace=False), named, strict=True):
                 tokens = [token_of[schema.FEATURES[members[k]]] for k in np.flatnonzero(picks)]
                 rows.append((image_id, workers[worker], str(tokens or [none_token[category]])))
     return pd.DataFrame(rows, columns=["url", "WorkerId", "Answer"])
