@@ -1,10 +1,12 @@
 """Shot-clip ranking (paper section 2.5): clips -> 10 fps frames -> per-model sigmoids -> clip scores -> fused
 top-k per feature -> TRECVID XML and TREC run.
 
-Per model and clip the frame sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of
-the top 3) and stored in the score index (``dsdi.index``) as each clip finishes, so a killed run resumes where it
-stopped, new clips are scored incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without
-decoding. Fusing the models' scores and writing the output folder is ``dsdi.fusion``'s.
+A frame's sigmoids are those of the whole frame, or with ``--tta flip`` / ``--tiles RxC`` the combination of several
+views of it (``dsdi.views``), stored under a model key of their own (``model_key``). Per model and clip the frame
+sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of the top 3) and stored in the
+score index (``dsdi.index``) as each clip finishes, so a killed run resumes where it stopped, new clips are scored
+incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without decoding. Fusing the models'
+scores and writing the output folder is ``dsdi.fusion``'s.
 
 Under torchrun (WORLD_SIZE > 1) process 0 alone opens scores.sqlite: it merges the shards a killed run left,
 registers the run and sends every process the work list over gloo; process r scores every world-th clip of it,
@@ -27,14 +29,14 @@ import numpy as np
 import torch
 
 from dsdi.checkpoint import load_model, resolve_checkpoint
-from dsdi.data import frames_to_tensor
 from dsdi.errors import InputError
 from dsdi.fusion import RankOutput, RankResult, fuse_and_write
 from dsdi.index import ClipScores, ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
-from dsdi.rank_config import RankConfig
+from dsdi.rank_config import TTA_CHOICES, RankConfig
 from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
 from dsdi.video import Clip, ClipChunks, VideoDecodeError, discover_clips, read_shot_table
+from dsdi.views import Views
 
 RANK_DECODE_WORKERS_CAP = 8
 
@@ -49,17 +51,34 @@ class _Model:
     module: torch.nn.Module
 
 
-def _load_models(refs: list[Path], fps: float, device: torch.device) -> list[_Model]:
-    """Each checkpoint on device, with its index key (content hash + sampling rate)."""
+def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
+              overlap: float = 0.25) -> str:
+    """The score index key of a checkpoint's scores: its SHA-256's first 16 hex digits, the sampling rate, then
+    '+flip' for tta 'flip' and '+tiles<R>x<C>o<overlap>' for tiles (rows, cols), e.g. '0123456789abcdef@10fps',
+    '0123456789abcdef@10fps+flip+tiles2x2o0.25' (overlap only counts with tiles). The plain key is the one
+    indexes held before --tta and --tiles existed. ValueError for a tta not in TTA_CHOICES."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix()
+
+
+def _views(config: RankConfig) -> Views:
+    """The views --tta / --tiles / --tile-overlap ask for."""
+    return Views(config.tta == "flip", config.tiles, config.tile_overlap)
+
+
+def _load_models(config: RankConfig, device: torch.device) -> list[_Model]:
+    """Each checkpoint on device, with its index key (``model_key``: content hash, sampling rate, views)."""
     models = []
-    for ref in refs:
+    for ref in config.models:
         checkpoint = resolve_checkpoint(ref)
         module, info = load_model(checkpoint, device)
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
         digest = file_sha256(checkpoint)
-        models.append(_Model(f"{digest[:16]}@{fps:g}fps", digest, checkpoint, info.backbone, info.img_size, module))
+        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap)
+        models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module))
     return models
 
 
@@ -79,10 +98,12 @@ def _find_clips(config: RankConfig) -> list[Clip]:
 
 
 class _BatchScorer:
-    """Packs frames of consecutive clips into full batches for one model; returns (slot, probs (n, 37))."""
+    """Packs frames of consecutive clips into full batches for one model, a batch of batch_size images (at least
+    one frame); returns (slot, frame scores (n, 37))."""
 
-    def __init__(self, model: _Model, batch_size: int, device: torch.device) -> None:
-        self.model, self.batch_size, self.device = model, batch_size, device
+    def __init__(self, model: _Model, batch_size: int, device: torch.device, views: Views) -> None:
+        self.model, self.device, self.views = model, device, views
+        self.batch_size = max(1, batch_size // views.images)  # frames
         self.queue: deque[tuple[int, torch.Tensor]] = deque()
         self.pending = 0
 
@@ -113,13 +134,14 @@ class _BatchScorer:
 
     @torch.inference_mode()
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """Sigmoids float64 (B, 37) of a preprocessed batch (B, 3, S, S)."""
+        """Frame scores float64 (B, 37) of B frames' preprocessed crops (B, crops, 3, S, S) (Views.frame_scores)."""
         on_gpu = self.device.type == "cuda"
-        batch = batch.to(self.device, memory_format=torch.channels_last if on_gpu else torch.contiguous_format)
+        layout = torch.channels_last if on_gpu else torch.contiguous_format
+        images = self.views.with_mirrors(batch.flatten(0, 1).to(self.device, memory_format=layout))
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
-            logits = self.model.module(batch)
+            logits = self.model.module(images.contiguous(memory_format=layout))
         # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
-        return torch.sigmoid(logits.cpu().double()).numpy()
+        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy()
 
 
 _FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
@@ -127,8 +149,9 @@ _FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
 
 @dataclass
 class DecodedChunk:
-    """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames
-    preprocessed at each model input size S, float32 (n, 3, S, S)."""
+    """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames'
+    crops (the whole frame, then its tiles: Views.frame_tensors) preprocessed at each model input size S, float32
+    (n, crops, 3, S, S)."""
 
     times: np.ndarray
     tensors: dict[int, torch.Tensor]
@@ -176,7 +199,9 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
     """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
     when cancelled is set. Each sampled frame is decoded once, converted to RGB once and scaled to each model
     input size by the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is resized by
-    frames_to_tensor, as before."""
+    frames_to_tensor, as before. With --tiles the decoder also scales it to each size's Views.tile_source_size
+    (unless smaller on a side: then tiles are cut at its own size), and a chunk holds chunk_frames / crops frames
+    (at least one), so that its bytes stay about the same."""
     def put(item: DecodedChunk | _End) -> bool:
         while not cancelled.is_set():
             try:
@@ -186,11 +211,13 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
                 pass
         return False
 
-    sizes = sorted(img_sizes)
-    chunks = ClipChunks(clip, config.fps, config.chunk_frames, shrink_to=[(size, size) for size in sizes])
+    views, sizes = _views(config), sorted(img_sizes)
+    wanted = [(size, size) for size in sizes] + [views.tile_source_size(size) for size in sizes if views.tiles]
+    chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted)
     try:
         for frames, times in chunks:
-            tensors = {size: frames_to_tensor(at_size, size) for size, at_size in zip(sizes, frames, strict=True)}
+            tensors = {size: views.frame_tensors(frames[i], frames[len(sizes) + i] if views.tiles else None, size)
+                       for i, size in enumerate(sizes)}
             if not put(DecodedChunk(times, tensors)):
                 return
     except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
@@ -255,7 +282,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     store each clip when all its frames are scored, record a clip that fails before its first chunk as a failure.
     Returns (clips stored, frames scored)."""
     ahead = 2 * workers
-    scorers = {m.key: _BatchScorer(m, config.batch_size, device) for m in models}
+    scorers = {m.key: _BatchScorer(m, config.batch_size, device, _views(config)) for m in models}
     img_sizes = {m.img_size for m in models}
     cancelled = threading.Event()
 
@@ -293,7 +320,7 @@ def rank(config: RankConfig) -> RankResult:
     clips = _find_clips(config)
     group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
     device = pick_device(config.device, group.local_rank)
-    models = _load_models(config.models, config.fps, device)
+    models = _load_models(config, device)
     index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:
         todo = _work_list(index, clips, models, config.fps, group)
@@ -309,7 +336,9 @@ def rank(config: RankConfig) -> RankResult:
             "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],
             "weights": config.model_weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
             "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
-            "tr_type": config.tr_type, "priority": config.priority,
+            "tr_type": config.tr_type, "priority": config.priority, "tta": config.tta,
+            "tiles": f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
+            "tile_overlap": config.tile_overlap if config.tiles else None,
         }
         result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
                             clips_reused=clips_reused)

@@ -19,6 +19,10 @@ from dsdi.submission import TR_TYPES
 from dsdi.video import CHUNK_FRAMES
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
 
+TTA_CHOICES = ("none", "flip")
+MAX_TILES = 8  # tiles per side
+MAX_TILE_OVERLAP = 0.9
+
 
 def parse_model_weights(text: str) -> list[float]:
     """'2,1,1' -> [2.0, 1.0, 1.0]; InputError for text that is not comma-separated numbers."""
@@ -48,6 +52,21 @@ def parse_fuse_spec(text: str) -> tuple[Path, float]:
     return Path(folder), value
 
 
+def parse_tiles(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'3x2' (or (3, 2)) -> (3, 2): rows x columns of tiles, each from 1 to MAX_TILES; 'none' or None -> None.
+    InputError naming --tiles otherwise."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    try:
+        parts = value.lower().split("x") if isinstance(value, str) else list(value)
+        rows, cols = (int(str(part).strip()) for part in parts)
+    except (TypeError, ValueError):  # not two whole numbers
+        rows = cols = 0
+    if not (1 <= rows <= MAX_TILES and 1 <= cols <= MAX_TILES):
+        raise InputError(f"--tiles {value!r}: write ROWSxCOLS, whole numbers 1-{MAX_TILES}, e.g. 2x2 or 3x2")
+    return rows, cols
+
+
 @dataclasses.dataclass
 class RankConfig:
     """Everything ``dsdi rank`` needs; see :meth:`resolved` for the defaults that depend on other options."""
@@ -69,6 +88,15 @@ class RankConfig:
     fps: float = option(10.0, help="frames sampled per second of clip", above=0.0)
     agg: str | None = option(None, help="clip score per class over its frames", choices=AGGREGATIONS,
                              shown_default="max, or the --ensemble's")
+    tta: str = option("none", choices=TTA_CHOICES,
+                      help="test-time augmentation: flip = each frame (or tile) scored as the mean of its and its "
+                           "horizontal mirror's sigmoids; scores stored under their own model key")
+    tiles: tuple[int, int] | None = option(None, parse=parse_tiles, shown_default="none",
+                                           help="RxC, e.g. 2x2: each frame scored whole and as R rows x C columns of "
+                                                "overlapping tiles, each at the model's input size; per class the "
+                                                "max; scores stored under their own model key")
+    tile_overlap: float = option(0.25, minimum=0.0, help="with --tiles: the fraction of a tile shared with each "
+                                                         f"neighbour, below {MAX_TILE_OVERLAP:g}")
     out: Path | None = option(None, help="output folder", shown_default=f"{SUBMISSIONS_DIR}/<run-id>")
     run_id: str | None = option(None, help="run name: OUT/<run-id>.xml and .trec (no whitespace)",
                                 shown_default="dsdi_run, or the --ensemble's name")
@@ -76,12 +104,14 @@ class RankConfig:
     priority: int = option(1, help="submission priority", minimum=1)
     pid: str = option("dsdi", help="team id written into the XML")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
-    batch_size: int = option(64, help="frames per forward pass (packed across clips)", minimum=1)
+    batch_size: int = option(64, minimum=1, help="images per forward pass (packed across clips); a frame is 1 "
+                                                 "image, with --tta flip 2, with --tiles RxC 1+R*C (times 2 with flip)")
     runs_dir: Path = option(RUNS_DIR, help="where the default models and an --ensemble's members are looked for")
     decode_workers: int | None = option(None, help="clip decoding threads", minimum=1,
                                         shown_default="CPU cores per process, at most 8")
     chunk_frames: int = option(CHUNK_FRAMES, minimum=1,
-                               help="sampled frames a decoding thread holds at a time (memory per thread)")
+                               help="sampled frames a decoding thread holds at a time (memory per thread); "
+                                    "with --tiles RxC divided by 1+R*C")
 
     def updated(self, overrides: dict, source: str = "overrides") -> RankConfig:
         """A copy with ``overrides`` applied (keys must be fields; values of the field's type)."""
@@ -101,6 +131,8 @@ class RankConfig:
 
         options.check_values(self)
         check_device_choice(self.device)
+        if self.tile_overlap >= MAX_TILE_OVERLAP:
+            raise InputError(f"--tile-overlap must be below {MAX_TILE_OVERLAP:g}, got {self.tile_overlap!r}")
         if self.clips is None and self.shots is None:
             raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
         models, weights, agg, fuse, run_id = list(self.models), self.model_weights, self.agg, self.fuse, self.run_id
@@ -129,4 +161,4 @@ class RankConfig:
         weights = check_model_weights(weights or [1.0] * len(models), len(models))
         out = Path(self.out) if self.out else SUBMISSIONS_DIR / run_id
         return dataclasses.replace(self, models=models, model_weights=weights, agg=agg or "max", fuse=list(fuse),
-                                   run_id=run_id, out=out)
+                                   run_id=run_id, out=out, tiles=parse_tiles(self.tiles))
