@@ -8,9 +8,10 @@ other 1) is ``OTHER:0.5`` and 5:1 is ``OTHER:0.2``.
 A rank output folder holds:
 
 - ``run.json``          the run's facts: run_id, models (checkpoint paths), model_keys, backbones, weights, agg, fps,
-  topk, fuse, pid, tr_type, priority, clips_ranked, clips_failed, clips_scored (this call), clips_reused (taken
-  whole from the index), index_bytes (the score index on disk), elapsed_s, created (and scores_from, when
-  ``dsdi fuse --out`` made it from another folder)
+  topk, fuse, pid, tr_type, priority, tta, tiles ("RxC" or null), tile_overlap (null without tiles; the three
+  are left out after ``dsdi fuse --models`` chose a key of another rank call), clips_ranked, clips_failed,
+  clips_scored (this call), clips_reused (taken whole from the index), index_bytes (the score index on disk),
+  elapsed_s, created (and scores_from, when ``dsdi fuse --out`` made it from another folder)
 - ``clip_scores.csv``   shot_id, clip_path, frames, status and the 37 fused class scores, one row per ranked clip
 - ``peak_frames.csv``   shot_id and per feature the time (s, into clip_path) of the highest-weight model's best frame
 - ``failures.csv``      clip_path, shot_id, reason of the clips that could not be decoded
@@ -34,7 +35,7 @@ import pandas as pd
 from dsdi.checkpoint import resolve_checkpoint
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
-from dsdi.index import INDEX_NAME, ScoreIndex, file_sha256
+from dsdi.index import INDEX_NAME, ScoreIndex, file_sha256, registered_models
 from dsdi.options import check_field_value
 from dsdi.rank_config import RankConfig, check_model_weights
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
@@ -278,26 +279,38 @@ def fuse_and_write(index: ScoreIndex, output: RankOutput, facts: dict, started: 
                       xml_path, trec_path, reused, index_bytes)
 
 
-def select_models(facts: dict, refs: list[str | Path], run_json: Path) -> list[int]:
-    """Positions in run.json's models of each ref: a model key, the run directory or checkpoint path the rank was
-    given (as recorded in run.json), or a checkpoint file with the same content. InputError when a ref matches
-    none, several or an already chosen model."""
-    keys, paths = facts["model_keys"], [Path(p) for p in facts["models"]]
-
+def _run_models_named(models: list[tuple[str, str, str]], ref: str | Path) -> list[int]:
+    """Positions in models (checkpoint, key, backbone) of run.json named by ref: its key, the run directory or
+    checkpoint path the rank was given, or else a checkpoint file with the same content."""
     def same(a: Path, b: Path) -> bool:
         return a == b or a.resolve() == b.resolve()
 
-    chosen: list[int] = []
+    hits = [i for i, (_, key, _) in enumerate(models) if key == str(ref)]
+    hits = hits or [i for i, (path, _, _) in enumerate(models) if same(Path(ref), Path(path))
+                    or same(Path(ref), Path(path).parent)]
+    if not hits and Path(ref).exists():
+        digest = file_sha256(resolve_checkpoint(ref))[:16]
+        hits = [i for i, (_, key, _) in enumerate(models) if key.startswith(f"{digest}@")]
+    return hits
+
+
+def select_models(facts: dict, refs: list[str | Path], run_json: Path,
+                  stored: dict[str, tuple[str, str]] | None = None) -> list[tuple[str, str, str]]:
+    """(checkpoint, model key, backbone) of each ref: one of run.json's models, named by its model key, the run
+    directory or checkpoint path the rank was given (as recorded in run.json) or a checkpoint file with the same
+    content; else a model key of ``stored`` (key -> (checkpoint, backbone): every model ranked into the folder's
+    index, e.g. the same checkpoint ranked with other --tta / --tiles). InputError when a ref matches none,
+    several or an already chosen model."""
+    models = list(zip(facts["models"], facts["model_keys"], facts["backbones"], strict=True))
+    chosen: list[tuple[str, str, str]] = []
     for ref in refs:
-        hits = [i for i, key in enumerate(keys) if key == str(ref)]
-        hits = hits or [i for i, path in enumerate(paths) if same(Path(ref), path) or same(Path(ref), path.parent)]
-        if not hits and Path(ref).exists():
-            digest = file_sha256(resolve_checkpoint(ref))[:16]
-            hits = [i for i, key in enumerate(keys) if key.startswith(f"{digest}@")]
+        hits = [models[i] for i in _run_models_named(models, ref)]
+        hits = hits or [(path, key, backbone) for key, (path, backbone) in (stored or {}).items() if key == str(ref)]
         if len(hits) != 1 or hits[0] in chosen:
             problem = "is not" if not hits else ("was given twice" if hits[0] in chosen else "matches several")
-            raise InputError(f"--models {ref}: {problem} among the models of {run_json} ({', '.join(map(str, paths))});"
-                             " pass a run directory, checkpoint or model key listed there, once")
+            raise InputError(f"--models {ref}: {problem} among the models of {run_json} "
+                             f"({', '.join(facts['models'])}) or the model keys of its score index; pass a run "
+                             "directory, checkpoint or model key listed there, once")
         chosen.append(hits[0])
     return chosen
 
@@ -340,9 +353,11 @@ def fuse(out_dir: str | Path, model_weights: list[float] | None = None, agg: str
     if run_id is not None and run_id.split() != [run_id]:
         raise InputError(f"--run-id {run_id!r}: give a run name without whitespace")
     if models:
-        chosen = select_models(facts, list(models), source.run_json)
-        for key in ("models", "model_keys", "backbones"):
-            facts[key] = [facts[key][i] for i in chosen]
+        chosen = select_models(facts, list(models), source.run_json, registered_models(source.index_file))
+        if not {key for _, key, _ in chosen} <= set(facts["model_keys"]):  # each key names its own --tta / --tiles
+            for name in ("tta", "tiles", "tile_overlap"):
+                facts.pop(name, None)
+        facts["models"], facts["model_keys"], facts["backbones"] = (list(c) for c in zip(*chosen, strict=True))
         facts["weights"] = [1.0] * len(chosen)
     if model_weights is not None:
         facts["weights"] = check_model_weights(list(model_weights), len(facts["model_keys"]))

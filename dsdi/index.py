@@ -13,7 +13,8 @@ process 0. Tables:
   the frame with the highest sigmoid. Any aggregation can be re-fused later.
 - ``failures(clip_path, shot_id, reason)``: clips of the latest run that could not be decoded.
 
-A model key is the checkpoint's SHA-256 plus the sampling rate, so a retrained checkpoint is re-scored; a clip
+A model key is the checkpoint's SHA-256 plus the sampling rate (plus the ``--tta`` / ``--tiles`` views, each
+variant a key of its own: ``dsdi.rank.model_key``), so a retrained checkpoint is re-scored; a clip
 signature (a 64-bit hash of the clip's path, byte size, mtime and shot bounds) changes when a clip file is
 replaced, so a replaced clip is re-scored too.
 
@@ -160,6 +161,23 @@ def clip_signature(clip: Clip) -> str:
 def signature_hash(signature: str) -> int:
     """The stored form of a clip signature: a signed 64-bit hash (BLAKE2b)."""
     return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def registered_models(index_file: str | Path) -> dict[str, tuple[str, str]]:
+    """model key -> (checkpoint, backbone) of every model ever ranked into an index file (every --tta / --tiles
+    variant too), read without writing anything (no migration, no journal); {} when there is no such file or
+    table."""
+    index_file = Path(index_file)
+    if not index_file.is_file():
+        return {}
+    db = sqlite3.connect(f"{index_file.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT model_key, checkpoint, backbone FROM models").fetchall()
+    except sqlite3.DatabaseError:  # not an index (or one being written in WAL mode by an old dsdi)
+        rows = []
+    finally:
+        db.close()
+    return {key: (checkpoint, backbone) for key, checkpoint, backbone in rows}
 
 
 # ---- the SQLite file
