@@ -5,7 +5,6 @@ References are computed outside dsdi's ranking code: frames from the ffmpeg CLI'
 with pandas, XML validation with lxml against the shipped DTD.
 """
 
-import functools
 import json
 import os
 import shutil
@@ -20,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
-import torch
 from colour_clips import ffmpeg_fps10, make_colour_clip, make_pattern_clip, make_tone_clip
 from lxml import etree
+from rank_models import IMG, frame_sigmoids, model_sigmoids, save_pattern_model, save_tiny_model
 from typer.testing import CliRunner
 
 import dsdi.rank
-from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.checkpoint import read_checkpoint, save_checkpoint
 from dsdi.cli import app
 from dsdi.data import frames_to_tensor
 from dsdi.index import ScoreIndex
@@ -36,7 +34,7 @@ from dsdi.rank_config import RankConfig
 from dsdi.schema import CLASSES, FEATURES
 from dsdi.video import Clip, ClipChunks, decode_clip
 
-W, H, IMG = 64, 48, 64
+W, H = 64, 48
 RNG = np.random.default_rng(7)
 # shot id -> colour segments (hex colour, seconds) at 30 fps; every colour distinct so clip scores differ
 CLIP_SEGMENTS = {
@@ -54,43 +52,6 @@ def make_clip(ffmpeg: str, out: Path, segments: list[tuple[str, float]], extra: 
 def ffmpeg_frames(ffmpeg: str, path: Path) -> np.ndarray:
     """The ffmpeg CLI's own 10 fps sampling of a W x H clip: rgb24 (N, H, W, 3)."""
     return ffmpeg_fps10(ffmpeg, path, (W, H))
-
-
-def save_tiny_model(run_dir: Path, seed: int) -> Path:
-    """lcnet_050, random init with a random head and batch-norm statistics calibrated on random colours (so
-    its outputs depend on the frame colour), saved as a dsdi checkpoint at 64 px."""
-    torch.manual_seed(seed)
-    model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
-    torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
-    torch.nn.init.normal_(model.get_classifier().bias, std=0.5)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            colours = torch.rand(32, 3, 1, 1).expand(32, 3, IMG, IMG)
-            model((colours + 0.2 * torch.randn(32, 3, IMG, IMG) - 0.45) / 0.226)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=IMG, epoch=1))
-    return run_dir
-
-
-@functools.cache
-def reference_model(run_dir: Path) -> torch.nn.Module:
-    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint.load_model)."""
-    payload = read_checkpoint(run_dir / "best.pt")
-    model = timm.create_model(payload["backbone"], num_classes=len(CLASSES))
-    model.load_state_dict(payload["model"])
-    return model.eval()
-
-
-def frame_sigmoids(run_dir: Path, frames: np.ndarray) -> np.ndarray:
-    """Reference forward pass: (N, 37) float64 sigmoids of float32 logits."""
-    with torch.no_grad():
-        logits = reference_model(run_dir)(frames_to_tensor(frames, IMG))
-    return 1.0 / (1.0 + np.exp(-logits.double().numpy()))
 
 
 def invoke(*args: str):
@@ -555,17 +516,8 @@ def test_decoding_to_model_size_scores_like_resizing_full_frames(world, tmp_path
     clips.mkdir()
     for name, size, seconds in (("Pat_320", (320, 180), 2.0), ("Pat_640", (640, 360), 1.0), ("Pat_96", (96, 64), 1.0)):
         make_pattern_clip(ffmpeg_exe, clips / f"{name}.mp4", size, seconds)
-    models = {}  # two input sizes from one decoded frame. resnet10t at timm's initial batch-norm statistics with
-    # a strong random head: its sigmoids spread by 0.1-0.3 over a clip's frames and move by ~0.005 under 1-level
-    # pixel noise (the colour-calibrated models above move by 0.46 on patterns; lcnet_050 here would be constant)
-    for seed, side in ((0, IMG), (1, 96)):
-        torch.manual_seed(seed)
-        model = timm.create_model("resnet10t", num_classes=len(CLASSES))
-        torch.nn.init.normal_(model.get_classifier().weight, std=3.0)
-        run_dir = tmp_path / "runs" / f"plain{side}"
-        run_dir.mkdir(parents=True)
-        save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="resnet10t", img_size=side, epoch=1))
-        models[run_dir] = side
+    models = {save_pattern_model(tmp_path / "runs" / f"plain{side}", seed, side): side  # two input sizes from one
+              for seed, side in ((0, IMG), (1, 96))}  # decoded frame
     out = tmp_path / "out"
     dsdi.rank.rank(RankConfig(clips=clips, models=list(models), out=out, batch_size=8, device="cpu"))
     scores = read_scores(out)
@@ -575,10 +527,8 @@ def test_decoding_to_model_size_scores_like_resizing_full_frames(world, tmp_path
         fast = [np.concatenate(parts) for parts in zip(*(frames for frames, _ in chunks), strict=True)]
         clip_scores = []
         for (run_dir, side), at_size in zip(models.items(), fast, strict=True):
-            model = reference_model(run_dir)
-            with torch.no_grad():
-                now = torch.sigmoid(model(frames_to_tensor(at_size, side)).double()).numpy()
-                before = torch.sigmoid(model(frames_to_tensor(full, side)).double()).numpy()
+            now = model_sigmoids(run_dir, frames_to_tensor(at_size, side))
+            before = model_sigmoids(run_dir, frames_to_tensor(full, side))
             assert np.abs(now - before).max() < 0.02, (path.name, run_dir.name, np.abs(now - before).max())
             assert np.ptp(before, axis=0).max() > 0.05  # the model does tell frames apart
             if path.stem == "Pat_96":  # not larger than both sizes: decoded at its own size, resized as before

@@ -1,0 +1,70 @@
+"""Tiny random timm models saved as dsdi checkpoints for the rank tests, and their reference forward passes
+(plain timm models loaded from the checkpoint's weights, not through dsdi.checkpoint.load_model)."""
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+
+from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.data import frames_to_tensor
+from dsdi.schema import CLASSES
+
+IMG = 64  # input side of the colour model
+
+
+def save_tiny_model(run_dir: Path, seed: int) -> Path:
+    """lcnet_050, random init with a random head and batch-norm statistics calibrated on random colours (so
+    its outputs depend on the frame colour), saved as a dsdi checkpoint at 64 px."""
+    torch.manual_seed(seed)
+    model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
+    torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
+    torch.nn.init.normal_(model.get_classifier().bias, std=0.5)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            colours = torch.rand(32, 3, 1, 1).expand(32, 3, IMG, IMG)
+            model((colours + 0.2 * torch.randn(32, 3, IMG, IMG) - 0.45) / 0.226)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=IMG, epoch=1))
+    return run_dir
+
+
+def save_pattern_model(run_dir: Path, seed: int, side: int) -> Path:
+    """resnet10t at timm's initial batch-norm statistics with a strong random head, saved at `side` px: on
+    moving test patterns its sigmoids spread by 0.1-0.3 over a clip's frames and move by ~0.005 under 1-level
+    pixel noise (the colour model moves by 0.46 on patterns; lcnet_050 here would be constant)."""
+    torch.manual_seed(seed)
+    model = timm.create_model("resnet10t", num_classes=len(CLASSES))
+    torch.nn.init.normal_(model.get_classifier().weight, std=3.0)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="resnet10t", img_size=side, epoch=1))
+    return run_dir
+
+
+@functools.cache
+def reference_model(run_dir: Path) -> torch.nn.Module:
+    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint.load_model)."""
+    payload = read_checkpoint(run_dir / "best.pt")
+    model = timm.create_model(payload["backbone"], num_classes=len(CLASSES))
+    model.load_state_dict(payload["model"])
+    return model.eval()
+
+
+def model_sigmoids(run_dir: Path, images: torch.Tensor) -> np.ndarray:
+    """Reference forward pass of preprocessed images float32 (N, 3, S, S): (N, 37) float64 sigmoids of the
+    float32 logits."""
+    with torch.no_grad():
+        logits = reference_model(run_dir)(images)
+    return torch.sigmoid(logits.double()).numpy()
+
+
+def frame_sigmoids(run_dir: Path, frames: np.ndarray) -> np.ndarray:
+    """model_sigmoids of uint8 (N, H, W, 3) frames preprocessed at the colour model's IMG px."""
+    return model_sigmoids(run_dir, frames_to_tensor(frames, IMG))
