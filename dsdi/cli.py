@@ -76,7 +76,7 @@ def _pair(text: str, separator: str, cast, flag: str):
 @exits_on_input_error
 def synth_command(
     out_dir: Path = typer.Argument(..., help="Folder to write the synthetic world into (created if missing)."),
-    images: int = typer.Option(1000, "--images", help="Number of images."),
+    images: int = typer.Option(1000, "--images", help="Number of images (outliers come on top)."),
     clips: int = typer.Option(60, "--clips", help="Number of shot clips."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same world."),
     image_size: str = typer.Option("640x480", "--image-size", help="Image WIDTHxHEIGHT in pixels."),
@@ -84,16 +84,23 @@ def synth_command(
     clip_seconds: str = typer.Option("3-12", "--clip-seconds", help="Clip duration range MIN-MAX in seconds."),
     miss_rate: float = typer.Option(0.2, "--miss-rate", help="Chance a simulated worker misses a present feature."),
     false_rate: float = typer.Option(0.02, "--false-rate", help="Chance a worker names an absent feature."),
+    outlier_rate: float = typer.Option(
+        0.0, "--outlier-rate", help="Share R (0-0.9) of outliers among all images: round(R*N/(1-R)) extra images "
+        "showing no feature (sky, blur, black, lens flare) that the crowd labels as if they did; "
+        "true_labels.csv marks them in a last column `outlier` (when R > 0)."),
 ) -> None:
     """Build the embedded synthetic LADI-like world: images, crowd answers, true labels, clips, qrels."""
-    from dsdi.synth import build_world
+    from dsdi.synth import build_world, outlier_count
 
     world = build_world(
         out_dir, n_images=images, n_clips=clips, seed=seed,
         image_size=_pair(image_size, "x", int, "--image-size"), clip_size=_pair(clip_size, "x", int, "--clip-size"),
         clip_seconds=_pair(clip_seconds, "-", float, "--clip-seconds"), miss_rate=miss_rate, false_rate=false_rate,
+        outlier_rate=outlier_rate,
     )
-    console.print(f"synthetic world in {world.root}: {images} images in {world.images_dir}, annotations "
+    outliers = outlier_count(images, outlier_rate)
+    shown = f"{images} images" + (f" + {outliers} outliers" if outlier_rate > 0 else "")
+    console.print(f"synthetic world in {world.root}: {shown} in {world.images_dir}, annotations "
                   f"{world.annotations.name}, true labels {world.true_labels.name}, {clips} clips in "
                   f"{world.clips_dir}, qrels {world.qrels.name}, clip truth {world.clip_truth.name}", highlight=False)
 

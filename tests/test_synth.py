@@ -3,6 +3,8 @@ Table 1 frequency order (scipy), crowd-noise rates (binomial bounds), determinis
 
 import ast
 import filecmp
+import hashlib
+import inspect
 import re
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from dsdi.cli import app
 from dsdi.ffmpeg_cli import FfmpegError, run
 from dsdi.labels import read_annotations, soft_labels
 from dsdi.synth import (
+    OUTLIER_KINDS,
     build_world,
     encode_clip,
     feature_probabilities,
@@ -27,6 +30,7 @@ from dsdi.synth import (
     simulate_annotations,
     with_none_classes,
 )
+from dsdi.synth import looks as synth_looks
 from dsdi.synth.looks import LOOKS, check_looks
 from dsdi.video import sample_frames
 
@@ -85,10 +89,11 @@ def test_noise_free_answers_reproduce_true_labels(tmp_path):
         for token in ast.literal_eval(text):
             named.loc[url, token_map[schema.normalise_token(token)]] = 1
     truth = pd.read_csv(world.true_labels)
-    assert (named.to_numpy() == truth.iloc[:, 1:].to_numpy()).all()
+    classes = truth[list(schema.CLASSES)].to_numpy()
+    assert (named.to_numpy() == classes).all()
     assert world.qrels.read_text() == ""
     hard = soft_labels(read_annotations(world.annotations), mode="hard").set_index("image_id").loc[truth["image_id"]]
-    assert (hard.to_numpy() == truth.iloc[:, 1:].to_numpy()).all()
+    assert (hard[list(schema.CLASSES)].to_numpy() == classes).all()
 
 
 def test_worker_noise_rates_match_settings():
@@ -214,10 +219,10 @@ def _same_files(a: Path, b: Path) -> bool:
 
 
 def test_deterministic_per_seed_and_cli_matches_library(tmp_path):
-    options = dict(n_images=6, n_clips=1, image_size=(160, 120), clip_seconds=(0.5, 0.6))
+    options = dict(n_images=6, n_clips=1, image_size=(160, 120), clip_seconds=(0.5, 0.6), outlier_rate=0.25)
     first = build_world(tmp_path / "a", seed=7, **options)
     result = CliRunner().invoke(app, ["synth", str(tmp_path / "b"), "--images", "6", "--clips", "1", "--seed", "7",
-                                      "--image-size", "160x120", "--clip-seconds", "0.5-0.6"])
+                                      "--image-size", "160x120", "--clip-seconds", "0.5-0.6", "--outlier-rate", "0.25"])
     assert result.exit_code == 0, result.output
     assert _same_files(first.root, tmp_path / "b")
     other = build_world(tmp_path / "c", seed=8, **options)
@@ -229,7 +234,86 @@ def test_deterministic_per_seed_and_cli_matches_library(tmp_path):
     (["--images", "-1"], ">= 0"),
     (["--miss-rate", "1.5"], "[0, 1]"),
     (["--clip-seconds", "5-2"], "min <= max"),
+    (["--outlier-rate", "0.95"], "--outlier-rate"),
+    (["--outlier-rate", "-0.1"], "--outlier-rate"),
 ])
 def test_bad_options_exit_2(tmp_path, flags, message):
     result = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), *flags])
     assert result.exit_code == 2 and message in result.output
+
+
+N_NORMAL, N_OUTLIERS = 12, 4  # outlier_rate 0.25: round(0.25 * 12 / 0.75) = 4, one of each kind
+
+
+@pytest.fixture(scope="module")
+def outlier_world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("outliers"), n_images=N_NORMAL, n_clips=0, seed=5,
+                       image_size=(160, 120), outlier_rate=0.25)
+
+
+def test_outliers_follow_the_normal_images_and_show_nothing_in_the_truth(outlier_world):
+    truth = pd.read_csv(outlier_world.true_labels)
+    assert list(truth.columns) == ["image_id", *schema.CLASSES, "outlier"]
+    assert truth["image_id"].str.rsplit("/", n=1).str[1].tolist() == [f"img_{i:06d}.jpg" for i in range(16)]
+    assert sorted(p.name for p in outlier_world.images_dir.iterdir()) == [f"img_{i:06d}.jpg" for i in range(16)]
+    assert truth["outlier"].tolist() == [0] * N_NORMAL + [1] * N_OUTLIERS
+    outliers = truth[truth["outlier"] == 1]
+    assert (outliers[list(schema.FEATURES)] == 0).all().all() and (outliers[list(schema.NONE_CLASSES)] == 1).all().all()
+    assert (truth.loc[truth["outlier"] == 0, list(schema.FEATURES)].sum(axis=1) > 0).any()
+
+
+def test_outliers_carry_wrong_crowd_answers(outlier_world):
+    answers = pd.read_csv(outlier_world.annotations, sep="\t")
+    outlier_urls = set(pd.read_csv(outlier_world.true_labels).query("outlier == 1")["image_id"])
+    is_outlier = answers["url"].isin(outlier_urls)
+    assert is_outlier.tolist() == sorted(is_outlier.tolist())  # outlier rows come last
+    fooled = answers[is_outlier]
+    assert set(fooled["url"]) == outlier_urls and fooled.groupby("url").size().between(5 * 3, 5 * 6).all()
+    named = fooled["Answer"].map(lambda text: any(not t.endswith(":none") for t in ast.literal_eval(text)))
+    assert named.mean() > 0.2  # workers name features that are not there
+    normal_workers = set(answers.loc[~is_outlier, "WorkerId"])
+    assert len(set(fooled["WorkerId"]) & normal_workers) > 0.6 * fooled["WorkerId"].nunique()  # one crowd
+
+
+def _feature_colours() -> np.ndarray:
+    """(K, 3) the saturated colours written in looks.py (RGB int triples with max - min >= 40): greys, whites
+    and blacks are left out, as sky, flares and black frames share them."""
+    triples = {tuple(e.value for e in node.elts) for node in ast.walk(ast.parse(inspect.getsource(synth_looks)))
+               if isinstance(node, ast.Tuple) and len(node.elts) == 3
+               and all(isinstance(e, ast.Constant) and type(e.value) is int for e in node.elts)}
+    return np.array([c for c in triples if 0 <= min(c) and max(c) <= 255 and max(c) - min(c) >= 40], np.float32)
+
+
+def _share_in_feature_colours(path: Path, colours: np.ndarray) -> float:
+    """Share of the image's pixels within RGB distance 25 of one of the colours."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), np.float32).reshape(-1, 1, 3)
+    return float((np.sqrt(((pixels - colours[None]) ** 2).sum(-1)).min(axis=1) < 25).mean())
+
+
+def test_outlier_images_show_no_feature_colour(outlier_world):
+    colours = _feature_colours()
+    assert len(colours) >= 15
+    names = sorted(p.name for p in outlier_world.images_dir.iterdir())
+    shares = [_share_in_feature_colours(outlier_world.images_dir / name, colours) for name in names]
+    assert np.median(shares[:N_NORMAL]) > 0.1  # normal scenes are full of feature colours: the check can fail
+    assert max(shares[N_NORMAL:]) < 0.001, dict(zip(OUTLIER_KINDS, shares[N_NORMAL:], strict=True))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_outliers_leave_the_rest_of_the_world_unchanged(tmp_path):
+    options = dict(n_images=8, n_clips=1, seed=2, image_size=(96, 72), clip_size=(64, 36), clip_seconds=(0.3, 0.4))
+    plain = build_world(tmp_path / "plain", **options)
+    mixed = build_world(tmp_path / "mixed", outlier_rate=0.2, **options)
+    clips = [f"clips/{p.name}" for p in plain.clips_dir.iterdir()]
+    assert len(clips) == 1
+    for name in [f"images/img_{i:06d}.jpg" for i in range(8)] + clips + ["clips.csv", "clip_truth.csv", "qrels.txt"]:
+        assert _sha256(plain.root / name) == _sha256(mixed.root / name), name
+    assert len(list(mixed.images_dir.iterdir())) == 10  # round(0.2 * 8 / 0.8) = 2 outliers
+    plain_rows, mixed_rows = plain.annotations.read_text(), mixed.annotations.read_text()
+    assert mixed_rows.startswith(plain_rows) and "img_000008.jpg" in mixed_rows[len(plain_rows):]
+    plain_truth, mixed_truth = plain.true_labels.read_text().splitlines(), mixed.true_labels.read_text().splitlines()
+    assert mixed_truth[:9] == [plain_truth[0] + ",outlier"] + [line + ",0" for line in plain_truth[1:]]

@@ -2,9 +2,12 @@
 
 ``build_world(out_dir)`` (CLI: ``dsdi synth OUT_DIR``) writes::
 
-    OUT/images/img_000123.jpg            procedurally rendered aerial scenes (default 640x480 JPEG, quality 90)
-    OUT/ladi_aggregated_responses_url.tsv LADI format: url, WorkerId, Answer (one row per worker and category)
+    OUT/images/img_000123.jpg            procedurally rendered aerial scenes (default 640x480 JPEG, quality 90),
+                                         then the outliers (ids continue after the n_images normal ones)
+    OUT/ladi_aggregated_responses_url.tsv LADI format: url, WorkerId, Answer (one row per worker and category;
+                                         the outliers' rows after the normal images')
     OUT/true_labels.csv                  image_id (= the url) + 37 0/1 columns named schema.CLASSES
+                                         (+ a last 0/1 column ``outlier`` when outlier_rate > 0)
     OUT/clips/ShotN_MMM.mp4              H.264 (libx264, yuv420p), 30 fps, 640x360, panning over a large scene
     OUT/clips.csv                        shot_id, clip_path, duration_s, frames, fps, width, height
     OUT/clip_truth.csv                   shot_id, feature, fnum, start_s, end_s, frames, sampled
@@ -17,6 +20,13 @@ Ground truth
 - Annotations: per image and category, 3-6 simulated workers (``workers_per_category``); each names a drawn
   feature with probability ``1 - miss_rate`` and an absent feature of that category with ``false_rate``; a
   worker who names nothing answers ``['<category>:none']``. Tokens come from ``dsdi/data_files/token_map.csv``.
+- Outliers (paper Fig. 5; ``outlier_rate`` R, default 0): ``round(R * n / (1 - R))`` extra images, so that
+  they are R of all images, that show no feature: plain sky, heavily blurred bare ground, near-black frames
+  with sensor noise, lens flares (the kinds in turn, ``outliers.OUTLIER_KINDS``). Their true labels are 0
+  for every feature and 1 for every ``<category>: none``, and ``outlier`` is 1. Yet the crowd (the same
+  worker pool) labels each as if it showed a label vector drawn like a normal image's (``sample_labels``
+  without the min_per_feature forcing): their answers are wrong. Outliers use their own generator streams,
+  so the normal images, their answers and the clips are byte-identical to the world without outliers.
 - Clips: a feature is *visible in a frame* when at least ``min(MIN_VISIBLE_PX * scale**2, 0.5 * its drawn area
   in the scene)`` of its drawn pixels lie inside that frame's viewport (occlusion by later layers is ignored;
   scale = min(width / 640, height / 360)).
@@ -42,15 +52,23 @@ random ranking scores a low mAP (dense qrels would make chance look good). Every
 deterministic per seed (each image and clip has its own generator ``default_rng([seed, part, index])``).
 
 Modules, each using only those above it: ``canvas`` (the drawing surface and shapes), ``looks`` (how each
-feature is drawn), ``scenes`` (render_image, render_clip), ``crowd`` (label sampling, simulated workers),
-``clips`` (encoding, visible runs, clip truth and qrels), ``world`` (build_world).
+feature is drawn), ``scenes`` (render_image, render_clip), ``outliers`` (render_outlier: pictures without a
+feature), ``crowd`` (label sampling, simulated workers), ``clips`` (encoding, visible runs, clip truth and
+qrels), ``world`` (build_world).
 """
 
 from dsdi.synth.clips import encode_clip, shot_id, visible_runs
-from dsdi.synth.crowd import feature_probabilities, sample_labels, simulate_annotations, with_none_classes
+from dsdi.synth.crowd import (
+    feature_probabilities,
+    sample_labels,
+    simulate_annotations,
+    with_none_classes,
+    worker_ids,
+)
+from dsdi.synth.outliers import OUTLIER_KINDS, render_outlier
 from dsdi.synth.scenes import ClipScene, render_clip, render_image
-from dsdi.synth.world import World, build_world
+from dsdi.synth.world import World, build_world, outlier_count
 
-__all__ = ["World", "build_world", "feature_probabilities", "sample_labels", "with_none_classes",
-           "simulate_annotations", "render_image", "render_clip", "encode_clip", "visible_runs", "shot_id",
-           "ClipScene"]
+__all__ = ["World", "build_world", "outlier_count", "feature_probabilities", "sample_labels", "with_none_classes",
+           "simulate_annotations", "worker_ids", "render_image", "render_clip", "render_outlier", "OUTLIER_KINDS",
+           "encode_clip", "visible_runs", "shot_id", "ClipScene"]

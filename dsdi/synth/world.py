@@ -15,13 +15,16 @@ from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
 from dsdi.progress import progress_bar
 from dsdi.synth.clips import build_clips
-from dsdi.synth.crowd import sample_labels, simulate_annotations
+from dsdi.synth.crowd import sample_labels, simulate_annotations, with_none_classes, worker_ids
+from dsdi.synth.outliers import OUTLIER_KINDS, render_outlier
 from dsdi.synth.scenes import render_image
 
 URL_PREFIX = "https://ladi.s3.amazonaws.com/synth/"
 ANNOTATIONS_NAME = "ladi_aggregated_responses_url.tsv"
 
 _SEED_LABELS, _SEED_IMAGES, _SEED_CLIPS, _SEED_WORKERS = 0, 1, 2, 3  # default_rng([seed, part, ...]) streams
+_SEED_OUTLIER_IMAGES, _SEED_OUTLIER_LABELS, _SEED_OUTLIER_WORKERS = 4, 5, 6
+MAX_OUTLIER_RATE = 0.9
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,10 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
                 image_size: tuple[int, int] = (640, 480), clip_size: tuple[int, int] = (640, 360),
                 clip_seconds: tuple[float, float] = (3.0, 12.0), miss_rate: float = 0.2,
                 false_rate: float = 0.02, workers_per_category: tuple[int, int] = (3, 6),
-                min_per_feature: int = 3) -> World:
+                min_per_feature: int = 3, outlier_rate: float = 0.0) -> World:
     """Render the synthetic world into out_dir (layout in the dsdi.synth docstring) and return its paths.
-    Sizes are (width, height) in pixels; clip_seconds is the (min, max) clip duration."""
+    Sizes are (width, height) in pixels; clip_seconds is the (min, max) clip duration; outlier_rate is the
+    outliers' share of all images (outlier_count extra images after the n_images normal ones)."""
     if n_images < 0 or n_clips < 0:
         raise InputError(f"--images and --clips must be >= 0 (got {n_images} and {n_clips})")
     if not (0.0 <= miss_rate <= 1.0 and 0.0 <= false_rate <= 1.0):
@@ -55,6 +59,8 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
         raise InputError(f"clip durations must satisfy 0 < min <= max (got {clip_seconds})")
     if not 1 <= workers_per_category[0] <= workers_per_category[1]:
         raise InputError(f"workers per category must satisfy 1 <= min <= max (got {workers_per_category})")
+    if not 0.0 <= outlier_rate <= MAX_OUTLIER_RATE:
+        raise InputError(f"--outlier-rate must lie in [0, {MAX_OUTLIER_RATE}] (got {outlier_rate})")
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} exists and is not a directory: choose another OUT_DIR")
@@ -66,24 +72,59 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
         stale.unlink()
 
     labels = sample_labels(n_images, np.random.default_rng([seed, _SEED_LABELS]), min_per_feature=min_per_feature)
-    names = [f"img_{i:06d}.jpg" for i in range(n_images)]
+    n_outliers = outlier_count(n_images, outlier_rate)
+    names = [f"img_{i:06d}.jpg" for i in range(n_images + n_outliers)]
     image_ids = [URL_PREFIX + name for name in names]
-    with progress_bar("images") as bar:
-        task = bar.add_task("synth images", total=n_images, info="")
-        for i, (name, truth) in enumerate(zip(names, labels, strict=True)):
-            pixels = render_image(truth, np.random.default_rng([seed, _SEED_IMAGES, i]), *image_size)
-            with atomic_output(world.images_dir / name) as tmp:
-                Image.fromarray(pixels).save(tmp, format="JPEG", quality=90)
-            bar.update(task, advance=1)
-    table = pd.DataFrame(labels, columns=list(schema.CLASSES))
-    table.insert(0, "image_id", image_ids)
-    write_text_atomic(world.true_labels, table.to_csv(index=False))
-    answers = simulate_annotations(image_ids, labels, np.random.default_rng([seed, _SEED_WORKERS]), miss_rate,
-                                   false_rate, workers_per_category)
-    write_text_atomic(world.annotations, answers.to_csv(sep="\t", index=False))
+
+    def render(i: int) -> np.ndarray:
+        if i < n_images:
+            return render_image(labels[i], np.random.default_rng([seed, _SEED_IMAGES, i]), *image_size)
+        k = i - n_images
+        kind = OUTLIER_KINDS[k % len(OUTLIER_KINDS)]
+        return render_outlier(kind, np.random.default_rng([seed, _SEED_OUTLIER_IMAGES, k]), *image_size)
+
+    _write_images(world.images_dir, names, render)
+    write_text_atomic(world.true_labels, _true_labels_csv(image_ids, labels, outlier_rate > 0))
+    # the crowd labels each outlier as if it showed a label vector drawn like a normal image's (min_per_feature
+    # forcing aside), so its answers are wrong; the same worker pool labels normal images and outliers
+    worker_rng = np.random.default_rng([seed, _SEED_WORKERS])
+    pool = worker_ids(worker_rng)
+    answers = simulate_annotations(image_ids[:n_images], labels, worker_rng, miss_rate, false_rate,
+                                   workers_per_category, pool)
+    claimed = sample_labels(n_outliers, np.random.default_rng([seed, _SEED_OUTLIER_LABELS]), min_per_feature=0)
+    fooled = simulate_annotations(image_ids[n_images:], claimed, np.random.default_rng([seed, _SEED_OUTLIER_WORKERS]),
+                                  miss_rate, false_rate, workers_per_category, pool)
+    write_text_atomic(world.annotations, pd.concat([answers, fooled]).to_csv(sep="\t", index=False))
 
     clips = build_clips(world.clips_dir, n_clips, [seed, _SEED_CLIPS], clip_size, clip_seconds)
     write_text_atomic(world.clips_table, clips.clips_csv)
     write_text_atomic(world.clip_truth, clips.truth_csv)
     write_text_atomic(world.qrels, clips.qrels)
     return world
+
+
+def outlier_count(n_images: int, outlier_rate: float) -> int:
+    """Outliers added to n_images normal images so that they are outlier_rate of all images."""
+    return int(round(outlier_rate * n_images / (1.0 - outlier_rate)))
+
+
+def _write_images(images_dir: Path, names: list[str], render) -> None:
+    """Save render(i) (uint8 RGB) as JPEG quality 90 under images_dir / names[i], with a progress bar."""
+    with progress_bar("images") as bar:
+        task = bar.add_task("synth images", total=len(names), info="")
+        for i, name in enumerate(names):
+            with atomic_output(images_dir / name) as tmp:
+                Image.fromarray(render(i)).save(tmp, format="JPEG", quality=90)
+            bar.update(task, advance=1)
+
+
+def _true_labels_csv(image_ids: list[str], labels: np.ndarray, mark_outliers: bool) -> str:
+    """true_labels.csv: the normal images' labels, then the outliers' (no feature, every '<category>: none'),
+    and with mark_outliers a last column `outlier` (0/1)."""
+    n_outliers = len(image_ids) - len(labels)
+    nothing = with_none_classes(np.zeros((n_outliers, schema.NUM_FEATURES), np.uint8))
+    table = pd.DataFrame(np.concatenate([labels, nothing]), columns=list(schema.CLASSES))
+    table.insert(0, "image_id", image_ids)
+    if mark_outliers:
+        table["outlier"] = (np.arange(len(image_ids)) >= len(labels)).astype(np.uint8)
+    return table.to_csv(index=False)
