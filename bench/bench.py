@@ -11,6 +11,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
 - rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write) vs
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
+- views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
+            frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
             (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
             also torchvision.io.decode_jpeg on the GPU vs load_image.
@@ -249,6 +251,41 @@ def bench_rank(work: Path, device: str) -> dict:
             "model_only_frames_per_s": model_only, "ratio_end_to_end_over_decode_only": end_to_end / decoding,
             "ratio_end_to_end_over_model_only": end_to_end / model_only,
             "ratio_decode_only_over_model_only": decoding / model_only, "load_average_after": os.getloadavg()[0]}
+
+
+VIEW_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles_2x2": {"tiles": (2, 2)}}  # RankConfig fields
+
+
+def bench_views(work: Path, device: str) -> dict:
+    """`dsdi rank` end to end (dsdi.rank.rank, a new OUT_DIR each time) with each of VIEW_OPTIONS on the same
+    320x180 clips: sampled frames/s, and each option's rate over plain's."""
+    from dsdi.rank import rank
+    from dsdi.rank_config import RankConfig
+
+    backbone, img_size, batch_size = tiny_or_real(device)
+    clips_dir = work / "clips"
+    clips_dir.mkdir()
+    n_clips, seconds = (12, 10) if device == "cuda" else (6, 4)
+    for i in range(n_clips):
+        make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 320, 180, seconds)
+    run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
+    frames = n_clips * seconds * 10
+    runs: list = []
+
+    def ranker(options: dict) -> Callable[[], None]:
+        def run() -> None:
+            runs.append(rank(RankConfig(clips=clips_dir, models=[run_dir], out=work / f"out{len(runs)}",
+                                        run_id="bench", device=device, batch_size=batch_size, **options)))
+        return run
+
+    rates = dict(zip(VIEW_OPTIONS, fastest_rates(*((frames, ranker(o)) for o in VIEW_OPTIONS.values())), strict=True))
+    if any(result.frames_scored != frames for result in runs):
+        raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, expected {frames}")
+    return {"backbone": backbone, "img_size": img_size, "batch_images": batch_size, "clips": n_clips,
+            "clip_size": "320x180 30 fps", "frames_scored": frames,
+            **{f"{name}_frames_per_s": rate for name, rate in rates.items()},
+            **{f"ratio_{name}_over_plain": rate / rates["plain"] for name, rate in rates.items() if name != "plain"},
+            "load_average_after": os.getloadavg()[0]}
 
 
 def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 3000) -> list[Path]:
@@ -502,7 +539,7 @@ def bench_index(work: Path, device: str) -> dict:
 
 
 SECTIONS: dict[str, Callable[[Path, str], dict]] = {
-    "decode": bench_decode, "rank": bench_rank, "image": bench_image, "train": bench_train,
+    "decode": bench_decode, "rank": bench_rank, "views": bench_views, "image": bench_image, "train": bench_train,
     "backbones": bench_backbones, "gpu_decode": bench_gpu_decode, "index": bench_index,
 }
 
