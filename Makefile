@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench study lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	.venv/bin/python bench/bench.py
+
+# The claims study (issue 12): three worlds, 15 variants x 3 seeds, ranking, then docs/study.md and docs/study.svg.
+# About an hour on 2 CPU cores (not part of make test); run it again to resume after an interruption.
+study: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/dsdi study runs/study --report docs/study.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsdi tests bench scripts

@@ -460,3 +460,28 @@ def table_command(
         Console(width=max(console.width, needed)).print(table)
     written = write_tables(output_prefix(out, run_dirs, rank_dirs), tables)
     console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+
+
+# ---- dsdi study (owner: study) ---------------------------------------------------------------
+
+
+@app.command("study")
+@exits_on_input_error
+def study_command(
+    out_dir: Path = typer.Argument(Path("runs/study"), help="Study folder: worlds, labels, recipes, models, ranks."),
+    report: Path = typer.Option(Path("docs/study.md"), "--report", help="The report to write (and <stem>.svg)."),
+    images: int = typer.Option(1500, "--images", min=20, help="Normal images per world."),
+    clips: int = typer.Option(60, "--clips", min=2, help="Clips of the default world."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma list of training seeds (at least 2)."),
+    epochs: int = typer.Option(5, "--epochs", min=1, help="Epochs of every run (the snapshot variant: one per cycle)."),
+    backbone: str = typer.Option("resnet10t", "--backbone", help="timm model of every run (random init)."),
+    img_size: int = typer.Option(64, "--img-size", min=16, help="Model input side in px."),
+) -> None:
+    """Measure the paper's claims on the synthetic world: build worlds, train every variant with every seed, rank the
+    clips, write the report (docs/study.md + figure). Resumes when run again. `make study` runs the defaults."""
+    from dsdi.study import StudySize, run_study
+    from dsdi.sweep import parse_seeds
+
+    size = StudySize(images=images, clips=clips, seeds=tuple(parse_seeds(seeds)), epochs=epochs, backbone=backbone,
+                     img_size=img_size)
+    console.print(f"report: {run_study(out_dir, report, size)}", highlight=False)
