@@ -97,6 +97,14 @@ def make_testsrc_clip(path: Path, width: int, height: int, seconds: float, fps: 
     return path
 
 
+def make_shot_clips(folder: Path, count: int, width: int, height: int, seconds: float) -> Path:
+    """``count`` testsrc2 clips Shot1_000.mp4 ... in a new ``folder``; returns the folder."""
+    folder.mkdir()
+    for i in range(count):
+        make_testsrc_clip(folder / f"Shot1_{i:03d}.mp4", width, height, seconds)
+    return folder
+
+
 def ffmpeg_sample(path: Path, fps: float, size: tuple[int, int] | None, native: tuple[int, int]) -> int:
     """Frames the ffmpeg CLI delivers as rgb24 on a pipe through the filters fps[,scale]; returns the frame count."""
     import ffmpeg
@@ -205,11 +213,8 @@ def bench_rank(work: Path, device: str) -> dict:
     from dsdi.video import Clip, sample_frames
 
     backbone, img_size, batch_size = tiny_or_real(device)
-    clips_dir = work / "rank_clips"
-    clips_dir.mkdir()
     n_clips, seconds = (24, 10) if device == "cuda" else (12, 5)
-    for i in range(n_clips):
-        make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 640, 360, seconds)
+    clips_dir = make_shot_clips(work / "rank_clips", n_clips, 640, 360, seconds)
     run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
     frames = np.concatenate([sample_frames(p)[0] for p in sorted(clips_dir.glob("*.mp4"))])
     runs = []
@@ -263,11 +268,8 @@ def bench_views(work: Path, device: str) -> dict:
     from dsdi.rank_config import RankConfig
 
     backbone, img_size, batch_size = tiny_or_real(device)
-    clips_dir = work / "clips"
-    clips_dir.mkdir()
     n_clips, seconds = (12, 10) if device == "cuda" else (6, 4)
-    for i in range(n_clips):
-        make_testsrc_clip(clips_dir / f"Shot1_{i:03d}.mp4", 320, 180, seconds)
+    clips_dir = make_shot_clips(work / "clips", n_clips, 320, 180, seconds)
     run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
     frames = n_clips * seconds * 10
     runs: list = []
