@@ -119,7 +119,8 @@ def test_tiny_study_end_to_end_writes_every_claim_and_resumes(tmp_path):
     text = report.read_text()
     sections = re.findall(r"^## (\d)\. ", text, flags=re.M)
     assert sections == [str(n) for n in range(1, 9)]
-    verdicts = re.findall(r"\*\*Verdict: (reproduced|not reproduced|inconclusive at this size)\*\* — .*95% CI", text)
+    verdict = r"\*\*Verdict: (reproduced|not reproduced|inconclusive at this size)( \(B better\))?\*\* — .*95% CI"
+    verdicts = re.findall(verdict, text)
     assert len(verdicts) == 8
     assert "--tiles 2x2 − plain" in text and "2 snapshots − one run" in text and "× plain" in text
     svg = ET.parse(report.with_suffix(".svg")).getroot()

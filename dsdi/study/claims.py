@@ -22,7 +22,7 @@ from dsdi.selection import forward_selection, holdout_map
 from dsdi.study.design import BASELINE, ENSEMBLE_POOL, SMALL_OBJECT_FEATURES, StudySize, run_dir, world_path
 from dsdi.study.measure import ClipJudge, clip_scores, holdout_scores, image_ap, mean_scores, read_truth
 from dsdi.study.run import INFERENCE_OPTIONS, ranked_checkpoints
-from dsdi.study.stats import Difference, difference
+from dsdi.study.stats import Difference, difference, verdict_text
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Claim:
 
     @property
     def verdict(self) -> str:
-        return self.rows[self.headline].diff.verdict
+        """The headline comparison's verdict (with "(B better)" when its interval lies below 0)."""
+        return verdict_text(self.rows[self.headline].diff)
 
 
 def _map(ap: np.ndarray) -> float:
@@ -222,8 +223,9 @@ def inference_claim(m: Measured) -> Claim:
     speed = {option: json.loads((m.root / "rank" / option / "speed.json").read_text())["frames_per_s"]
              for option in INFERENCE_OPTIONS}
     notes = [f"Small objects: {', '.join(SMALL_OBJECT_FEATURES)}.",
-             "Cost, sampled frames per second per model (rank end to end, CPU): " + "; ".join(
-                 f"{_option_label(o)} {fps:.0f} ({fps / speed['plain']:.2f}× plain)" for o, fps in speed.items())]
+             f"Cost: `dsdi rank` end to end with the {len(m.seeds)} baseline models on the CPU, sampled frames per "
+             "second: " + "; ".join(f"{_option_label(o)} {fps:.0f} ({fps / speed['plain']:.2f}× plain)"
+                                    for o, fps in speed.items()) + "."]
     return Claim(8, "Inference options: --tta flip and --tiles 2x2", "Beyond the paper: tiling (SAHI-style) helps "
                  "small objects; flip test-time augmentation helps overall.", rows, notes=notes)
 

@@ -15,7 +15,14 @@ import pandas as pd
 from dsdi.files import write_text_atomic
 from dsdi.study.claims import Claim, Row, measure_claims
 from dsdi.study.design import VARIANTS, WORLDS, StudySize, run_dir
-from dsdi.study.stats import BOOTSTRAP_RESAMPLES, MEANINGFUL_GAIN, NOT_REPRODUCED, REPRODUCED
+from dsdi.study.stats import (
+    BOOTSTRAP_RESAMPLES,
+    INCONCLUSIVE,
+    MEANINGFUL_GAIN,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    verdict_text,
+)
 from dsdi.train import METRICS_NAME
 
 VERDICT_COLOURS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e"}
@@ -32,7 +39,7 @@ def _row_cells(row: Row) -> list[str]:
     d = row.diff
     seeds = " ".join(_number(v, signed=True) for v in d.per_seed)
     return [row.comparison, row.measure, _number(row.a), _number(row.b), f"**{_number(d.mean, signed=True)}**",
-            d.over_features.text(), d.over_seeds.text(), seeds, str(d.features), d.verdict]
+            d.over_features.text(), d.over_seeds.text(), seeds, str(d.features), verdict_text(d)]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -55,7 +62,8 @@ def claim_section(claim: Claim) -> str:
     parts = [f"## {claim.number}. {claim.title}", f"*Claim:* {claim.claim}",
              f"**Verdict: {claim.verdict}** — {headline_text(claim)}.",
              _table(header, [_row_cells(row) for row in claim.rows])]
-    parts += [f"- {note}" for note in claim.notes]
+    if claim.notes:
+        parts.append("\n".join(f"- {note}" for note in claim.notes))
     return "\n\n".join(parts)
 
 
@@ -65,7 +73,7 @@ def figure_svg(claims: list[Claim]) -> str:
     ends = [v for _, row in rows for v in (row.diff.over_features.low, row.diff.over_features.high)
             if math.isfinite(v)]
     span = max([0.02, *map(abs, ends)]) * 1.1
-    label_w, plot_w, line_h, top = 430, 360, 17, 40
+    label_w, plot_w, line_h, top = 430, 360, 17, 50
     height = top + line_h * (len(rows) + len(claims)) + 30
 
     def x(value: float) -> float:
@@ -75,6 +83,8 @@ def figure_svg(claims: list[Claim]) -> str:
            'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>',
            '<text x="10" y="18" font-size="13" font-weight="bold">Δ mAP (A − B), mean over seeds, 95% paired '
            'bootstrap over features</text>',
+           *[f'<text x="{label_w + 120 * k}" y="{top - 14}" fill="{colour}">● {verdict}</text>' for k, (verdict, colour)
+             in enumerate([*VERDICT_COLOURS.items(), (INCONCLUSIVE, INCONCLUSIVE_COLOUR)])],
            f'<line x1="{x(0):.1f}" y1="{top - 8}" x2="{x(0):.1f}" y2="{height - 25}" stroke="#888"/>']
     for tick in (-span / 1.1, -span / 2.2, span / 2.2, span / 1.1):
         out.append(f'<text x="{x(tick):.1f}" y="{height - 10}" text-anchor="middle" fill="#555">{tick:+.3f}</text>')
@@ -133,7 +143,11 @@ def _method(size: StudySize, root: Path) -> str:
         f"- **Verdict** of a comparison: *reproduced* when the features interval lies above 0 and A is ahead in "
         f"every seed; *not reproduced* when the interval lies below +{MEANINGFUL_GAIN} (no gain of a mAP point "
         "or more); otherwise *inconclusive at this size*. A claim's verdict is its headline comparison's (the "
-        "first line under it).",
+        "first line under it); *(B better)* marks an interval wholly below 0.",
+        f"- **Scope.** Small models trained from scratch for {size.epochs} epochs at {size.img_size} px on about "
+        f"{round(size.images * (1 - size.holdout_fraction)):,} synthetic images per run; the paper fine-tuned "
+        "ImageNet-pretrained ResNeSt, IBN-Net and HRNet for up to 40 epochs at 360 px on about 40,000 LADI images. "
+        "A verdict here says what holds in this regime, not what holds at the paper's.",
     ])
 
 

@@ -98,7 +98,8 @@ def ranked_checkpoints(root: Path, size: StudySize) -> list[Path]:
 
 def rank_clips(root: Path, size: StudySize) -> None:
     """Rank the default world's clips with every checkpoint (rank/all), then the baseline models plain, flipped
-    and tiled (rank/<option>), recording each call's frames per second in rank/<option>/speed.json."""
+    and tiled (rank/<option>), recording each call's sampled frames per second (every model scoring each frame) in
+    rank/<option>/speed.json."""
     clips = world_path(root, "default") / "clips"
     common = {"clips": clips, "device": "cpu", "run_id": "study", "topk": 1000}
     rank(RankConfig(models=ranked_checkpoints(root, size), out=root / "rank" / "all", **common).resolved())
@@ -108,9 +109,9 @@ def rank_clips(root: Path, size: StudySize) -> None:
         speed = out / "speed.json"
         result = rank(RankConfig(models=baseline, out=out, **common, **settings).resolved())
         if result.frames_scored and not result.clips_reused:  # only a call that scored every clip times it
-            frames_per_model = result.frames_scored / len(baseline)
-            write_text_atomic(speed, json.dumps({"frames": frames_per_model, "seconds": result.elapsed_s,
-                                                 "frames_per_s": frames_per_model / result.elapsed_s}))
+            write_text_atomic(speed, json.dumps({"frames": result.frames_scored, "models": len(baseline),
+                                                 "seconds": result.elapsed_s,
+                                                 "frames_per_s": result.frames_scored / result.elapsed_s}))
 
 
 def run_study(root: str | Path, report: str | Path, size: StudySize = StudySize()) -> Path:

@@ -89,6 +89,11 @@ class Difference:
         return INCONCLUSIVE
 
 
+def verdict_text(diff: Difference) -> str:
+    """The verdict, with "(B better)" when the features interval lies wholly below 0."""
+    return diff.verdict + (" (B better)" if diff.over_features.high < 0 else "")
+
+
 def difference(a: np.ndarray, b: np.ndarray) -> Difference:
     """The difference of two (seeds, features) AP arrays (NaN where undefined), paired by seed and feature."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
