@@ -49,18 +49,8 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
     """Render the synthetic world into out_dir (layout in the dsdi.synth docstring) and return its paths.
     Sizes are (width, height) in pixels; clip_seconds is the (min, max) clip duration; outlier_rate is the
     outliers' share of all images (outlier_count extra images after the n_images normal ones)."""
-    if n_images < 0 or n_clips < 0:
-        raise InputError(f"--images and --clips must be >= 0 (got {n_images} and {n_clips})")
-    if not (0.0 <= miss_rate <= 1.0 and 0.0 <= false_rate <= 1.0):
-        raise InputError(f"miss and false rates must lie in [0, 1] (got {miss_rate} and {false_rate})")
-    if min(image_size) < 32 or min(clip_size) < 32 or any(v % 2 for v in clip_size):
-        raise InputError(f"sizes must be >= 32 px and clip sizes even (got {image_size}, {clip_size})")
-    if not 0 < clip_seconds[0] <= clip_seconds[1]:
-        raise InputError(f"clip durations must satisfy 0 < min <= max (got {clip_seconds})")
-    if not 1 <= workers_per_category[0] <= workers_per_category[1]:
-        raise InputError(f"workers per category must satisfy 1 <= min <= max (got {workers_per_category})")
-    if not 0.0 <= outlier_rate <= MAX_OUTLIER_RATE:
-        raise InputError(f"--outlier-rate must lie in [0, {MAX_OUTLIER_RATE}] (got {outlier_rate})")
+    _check_arguments(n_images, n_clips, image_size, clip_size, clip_seconds, miss_rate, false_rate,
+                     workers_per_category, outlier_rate)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise InputError(f"{root} exists and is not a directory: choose another OUT_DIR")
@@ -85,22 +75,50 @@ def build_world(out_dir: str | Path, n_images: int = 1000, n_clips: int = 60, se
 
     _write_images(world.images_dir, names, render)
     write_text_atomic(world.true_labels, _true_labels_csv(image_ids, labels, outlier_rate > 0))
-    # the crowd labels each outlier as if it showed a label vector drawn like a normal image's (min_per_feature
-    # forcing aside), so its answers are wrong; the same worker pool labels normal images and outliers
-    worker_rng = np.random.default_rng([seed, _SEED_WORKERS])
-    pool = worker_ids(worker_rng)
-    answers = simulate_annotations(image_ids[:n_images], labels, worker_rng, miss_rate, false_rate,
-                                   workers_per_category, pool)
-    claimed = sample_labels(n_outliers, np.random.default_rng([seed, _SEED_OUTLIER_LABELS]), min_per_feature=0)
-    fooled = simulate_annotations(image_ids[n_images:], claimed, np.random.default_rng([seed, _SEED_OUTLIER_WORKERS]),
-                                  miss_rate, false_rate, workers_per_category, pool)
-    write_text_atomic(world.annotations, pd.concat([answers, fooled]).to_csv(sep="\t", index=False))
+    answers = _crowd_answers(image_ids, labels, seed, miss_rate, false_rate, workers_per_category)
+    write_text_atomic(world.annotations, answers.to_csv(sep="\t", index=False))
 
     clips = build_clips(world.clips_dir, n_clips, [seed, _SEED_CLIPS], clip_size, clip_seconds)
     write_text_atomic(world.clips_table, clips.clips_csv)
     write_text_atomic(world.clip_truth, clips.truth_csv)
     write_text_atomic(world.qrels, clips.qrels)
     return world
+
+
+def _check_arguments(n_images: int, n_clips: int, image_size: tuple[int, int], clip_size: tuple[int, int],
+                     clip_seconds: tuple[float, float], miss_rate: float, false_rate: float,
+                     workers_per_category: tuple[int, int], outlier_rate: float) -> None:
+    """InputError naming the first build_world argument no world can be built with."""
+    if n_images < 0 or n_clips < 0:
+        raise InputError(f"--images and --clips must be >= 0 (got {n_images} and {n_clips})")
+    if not (0.0 <= miss_rate <= 1.0 and 0.0 <= false_rate <= 1.0):
+        raise InputError(f"miss and false rates must lie in [0, 1] (got {miss_rate} and {false_rate})")
+    if min(image_size) < 32 or min(clip_size) < 32 or any(v % 2 for v in clip_size):
+        raise InputError(f"sizes must be >= 32 px and clip sizes even (got {image_size}, {clip_size})")
+    if not 0 < clip_seconds[0] <= clip_seconds[1]:
+        raise InputError(f"clip durations must satisfy 0 < min <= max (got {clip_seconds})")
+    if not 1 <= workers_per_category[0] <= workers_per_category[1]:
+        raise InputError(f"workers per category must satisfy 1 <= min <= max (got {workers_per_category})")
+    if not 0.0 <= outlier_rate <= MAX_OUTLIER_RATE:
+        raise InputError(f"--outlier-rate must lie in [0, {MAX_OUTLIER_RATE}] (got {outlier_rate})")
+
+
+def _crowd_answers(image_ids: list[str], labels: np.ndarray, seed: int, miss_rate: float, false_rate: float,
+                   workers_per_category: tuple[int, int]) -> pd.DataFrame:
+    """The answer rows of every image: the normal images' (labels (n, 37), one per image) first, then the
+    outliers' (the ids after the first n). The crowd labels each outlier as if it showed a label vector drawn like
+    a normal image's (min_per_feature forcing aside), so its answers are wrong; the same worker pool labels
+    normal images and outliers."""
+    n_images = len(labels)
+    worker_rng = np.random.default_rng([seed, _SEED_WORKERS])
+    pool = worker_ids(worker_rng)
+    answers = simulate_annotations(image_ids[:n_images], labels, worker_rng, miss_rate, false_rate,
+                                   workers_per_category, pool)
+    claimed = sample_labels(len(image_ids) - n_images, np.random.default_rng([seed, _SEED_OUTLIER_LABELS]),
+                            min_per_feature=0)
+    fooled = simulate_annotations(image_ids[n_images:], claimed, np.random.default_rng([seed, _SEED_OUTLIER_WORKERS]),
+                                  miss_rate, false_rate, workers_per_category, pool)
+    return pd.concat([answers, fooled])
 
 
 def outlier_count(n_images: int, outlier_rate: float) -> int:
