@@ -495,8 +495,9 @@ def bench_index(work: Path, device: str) -> dict:
     clip-model rows written per second (add_clip per clip, then the merge into scores.sqlite where the index has
     one), seconds to fuse all models (wall and CPU: on a shared machine the CPU seconds are the steadier figure);
     projected linearly to INDEX_PROJECT_CLIPS clips."""
+    from dsdi.clip_scores import ClipScores
     from dsdi.fusion import fused_scores
-    from dsdi.index import ClipScores, ScoreIndex
+    from dsdi.index import ScoreIndex
     from dsdi.schema import NUM_CLASSES
     from dsdi.video import Clip
 

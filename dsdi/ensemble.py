@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsdi.clip_scores import AGGREGATIONS
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.index import AGGREGATIONS
 from dsdi.options import read_toml
 from dsdi.workspace import RUNS_DIR
 

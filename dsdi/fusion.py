@@ -35,7 +35,8 @@ import pandas as pd
 from dsdi.checkpoint import resolve_checkpoint
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
-from dsdi.index import INDEX_NAME, ScoreIndex, file_sha256, registered_models
+from dsdi.index import INDEX_NAME, ScoreIndex, file_sha256
+from dsdi.index_db import registered_models
 from dsdi.options import check_field_value
 from dsdi.rank_config import RankConfig, check_model_weights
 from dsdi.schema import CLASSES, FEATURES, load_feature_numbers

@@ -27,98 +27,33 @@ and before it reads.
 
 An index written before version 2 (JSON text scores, WAL journal) is migrated in place on first open, in one
 transaction (a killed migration leaves the old index as it was): every stored score is kept.
+
+Modules: ``dsdi.clip_scores`` (a clip's aggregates and their stored bytes), ``dsdi.index_db`` (the SQLite file:
+schema, opening, migration), ``dsdi.index_shard`` (the shard record format), this one (``ScoreIndex``).
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import os
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dsdi.errors import InputError
+from dsdi.clip_scores import PARTS, SCORES_BYTES, ClipScores, scores_bytes, sigmoids
+from dsdi.index_db import corrupt_scores, open_database, signature_hash
 from dsdi.index_shard import read_shard, shard_record, valid_shard_length
 from dsdi.schema import NUM_CLASSES
 from dsdi.video import Clip
 
 INDEX_NAME = "scores.sqlite"
 SHARD_PATTERN = "scores.*.shard"
-SCHEMA_VERSION = 2
-AGGREGATIONS = ("max", "mean", "top3")
-_AGG_COLUMNS = {"max": "max_scores", "mean": "mean_scores", "top3": "top3_scores"}
-_PARTS = ("max", "mean", "top3", "peak")  # the rows of a stored scores array
-SCORES_BYTES = len(_PARTS) * NUM_CLASSES * 4
 _MERGE_BATCH_ROWS = 50_000
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS clips (shot_id TEXT PRIMARY KEY, clip_path TEXT NOT NULL, start REAL, "end" REAL,
-    size INTEGER, mtime REAL, signature INTEGER NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, checkpoint TEXT NOT NULL, backbone TEXT,
-    img_size INTEGER, sha256 TEXT, fps REAL)""",
-    """CREATE TABLE IF NOT EXISTS model_scores (model_key TEXT NOT NULL, shot_id TEXT NOT NULL,
-    signature INTEGER NOT NULL, frames INTEGER NOT NULL, status TEXT NOT NULL, note TEXT, scores BLOB NOT NULL,
-    PRIMARY KEY (model_key, shot_id))""",
-    "CREATE TABLE IF NOT EXISTS failures (clip_path TEXT NOT NULL, shot_id TEXT PRIMARY KEY, reason TEXT NOT NULL)",
-)
-
-
-def _logits(probs: np.ndarray) -> np.ndarray:
-    """float32 logits of probabilities (0 and 1 become -inf and inf)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (np.log(probs) - np.log1p(-probs)).astype(np.float32)
-
-
-def _sigmoids(logits: np.ndarray) -> np.ndarray:
-    """float64 probabilities of stored float32 logits."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-
-
-@dataclass
-class ClipScores:
-    """One model's aggregates for one clip: float64 (37,) each; peak_times in seconds into the clip file."""
-
-    frames: int
-    status: str  # "ok" or "truncated"
-    note: str
-    max_scores: np.ndarray
-    mean_scores: np.ndarray
-    top3_scores: np.ndarray
-    peak_times: np.ndarray
-
-    @classmethod
-    def from_frame_scores(cls, probs: np.ndarray, times_s: np.ndarray, truncated: bool, note: str) -> ClipScores:
-        """Aggregate frame sigmoids probs (N, 37) sampled at times_s (N,) seconds."""
-        probs = np.asarray(probs, dtype=np.float64)
-        top = np.sort(probs, axis=0)[::-1][: min(3, len(probs))]
-        return cls(len(probs), "truncated" if truncated else "ok", note, probs.max(axis=0), probs.mean(axis=0),
-                   top.mean(axis=0), np.asarray(times_s, dtype=np.float64)[probs.argmax(axis=0)])
-
-    def aggregate(self, agg: str) -> np.ndarray:
-        """The (37,) clip scores for agg in AGGREGATIONS."""
-        return getattr(self, _AGG_COLUMNS[agg])
-
-    def to_bytes(self) -> bytes:
-        """The stored form: float32 (4, 37) little-endian, aggregates as logits, then the peak times."""
-        return _scores_bytes([self])
-
-
-def _scores_bytes(scores: list[ClipScores]) -> bytes:
-    """The stored forms of several ClipScores, concatenated (one vectorised conversion)."""
-    stored = np.empty((len(scores), len(_PARTS), NUM_CLASSES), dtype="<f4")
-    stored[:, :3] = _logits([[s.max_scores, s.mean_scores, s.top3_scores] for s in scores])
-    stored[:, 3] = [s.peak_times for s in scores]
-    return stored.tobytes()
-
 
 @dataclass
 class StoredScores:
@@ -158,113 +93,6 @@ def clip_signature(clip: Clip) -> str:
     return f"{Path(clip.path).resolve()}|{size}|{mtime}|{clip.start}|{clip.end}"
 
 
-def signature_hash(signature: str) -> int:
-    """The stored form of a clip signature: a signed 64-bit hash (BLAKE2b)."""
-    return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def registered_models(index_file: str | Path) -> dict[str, tuple[str, str]]:
-    """model key -> (checkpoint, backbone) of every model ever ranked into an index file (every --tta / --tiles
-    variant too), read without writing anything (no migration, no journal); {} when there is no such file or
-    table."""
-    index_file = Path(index_file)
-    if not index_file.is_file():
-        return {}
-    db = sqlite3.connect(f"{index_file.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT model_key, checkpoint, backbone FROM models").fetchall()
-    except sqlite3.DatabaseError:  # not an index (or one being written in WAL mode by an old dsdi)
-        rows = []
-    finally:
-        db.close()
-    return {key: (checkpoint, backbone) for key, checkpoint, backbone in rows}
-
-
-# ---- the SQLite file
-
-def _retry_while_locked(statement: Callable[[], object], seconds: float = 120.0) -> object:
-    """Run ``statement``, retrying while another connection (a concurrent reader) holds the database: changing
-    the journal mode fails at once with "database is locked" instead of waiting on the busy timeout."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return statement()
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def _corrupt(path: Path, shot: str, model_key: str) -> InputError:
-    return InputError(f"{path}: the stored scores of shot {shot!r} (model {model_key}) are corrupt; "
-                      f"delete {path} and run dsdi rank again to rescore the clips")
-
-
-def _open_database(path: Path) -> sqlite3.Connection:
-    """scores.sqlite at schema version 2 in rollback-journal mode, created or migrated as needed."""
-    db = sqlite3.connect(path, timeout=120.0, isolation_level=None)
-    try:
-        db.execute("PRAGMA busy_timeout = 120000")
-        if _retry_while_locked(lambda: db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-            # written by dsdi before version 2: back to a rollback journal (SQLite checkpoints the WAL first)
-            _retry_while_locked(lambda: db.execute("PRAGMA journal_mode = DELETE").fetchone())
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InputError(f"{path}: written by a newer dsdi (score index version {version}); upgrade dsdi")
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version < SCHEMA_VERSION and "model_scores" in tables:
-            _migrate_v1(db, path)
-        elif version < SCHEMA_VERSION or not {"clips", "models", "model_scores", "failures"} <= tables:
-            db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _migrate_v1(db: sqlite3.Connection, path: Path) -> None:
-    """Version 1 (JSON text scores, text signatures) to version 2 in one transaction, then VACUUM to give the
-    space back. InputError (and the index left as it was) when a stored row is not 37 numbers per column."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("ALTER TABLE clips RENAME TO clips_v1")
-        db.execute("ALTER TABLE model_scores RENAME TO model_scores_v1")
-        for statement in _SCHEMA:
-            db.execute(statement)
-        clips = db.execute('SELECT shot_id, clip_path, start, "end", size, mtime, signature FROM clips_v1').fetchall()
-        db.executemany("INSERT INTO clips VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       [(*row[:6], signature_hash(row[6])) for row in clips])
-        last = -1
-        while rows := db.execute(
-                "SELECT rowid, model_key, shot_id, signature, frames, status, note, max_scores, mean_scores,"
-                " top3_scores, peak_times FROM model_scores_v1 WHERE rowid > ? ORDER BY rowid LIMIT 20000",
-                (last,)).fetchall():
-            converted = []
-            for _, key, shot, signature, frames, status, note, *columns in rows:
-                try:
-                    values = [np.asarray(json.loads(c), dtype=np.float64) for c in columns]
-                except (TypeError, ValueError):  # not JSON, or not a flat list of numbers
-                    values = []
-                if len(values) != len(columns) or any(v.shape != (NUM_CLASSES,) for v in values):
-                    raise _corrupt(path, shot, key)
-                scores = ClipScores(frames, status, note or "", *values)
-                converted.append((key, shot, signature_hash(signature), frames, status, note, scores.to_bytes()))
-            db.executemany("INSERT INTO model_scores VALUES (?, ?, ?, ?, ?, ?, ?)", converted)
-            last = rows[-1][0]
-        db.execute("DROP TABLE model_scores_v1")
-        db.execute("DROP TABLE clips_v1")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-    db.execute("VACUUM")
-
-
 class ScoreIndex:
     """OUT_DIR/scores.sqlite and this process's shard. ``shard``: this process's number (torchrun's world_rank);
     only shard 0 (a lone process, or process 0) opens scores.sqlite, to read, merge or write it."""
@@ -286,7 +114,7 @@ class ScoreIndex:
         if self.shard != 0:
             raise RuntimeError(f"process {self.shard} of a torchrun job must not open {self.path}; process 0 owns it")
         if self._db is None:
-            self._db = _open_database(self.path)
+            self._db = open_database(self.path)
         return self._db
 
     def close(self) -> None:
@@ -309,7 +137,7 @@ class ScoreIndex:
         items = list(scores_by_model.items())
         meta = {"kind": "clip", "shot_id": clip.shot_id, "signature": signature_hash(clip_signature(clip)),
                 "models": [[key, int(s.frames), s.status, s.note] for key, s in items]}
-        self._append(shard_record(meta, _scores_bytes([s for _, s in items])))
+        self._append(shard_record(meta, scores_bytes([s for _, s in items])))
 
     def add_failure(self, clip: Clip, reason: str) -> None:
         self._append(shard_record({"kind": "failure", "shot_id": clip.shot_id, "clip_path": str(clip.path),
@@ -392,7 +220,7 @@ class ScoreIndex:
             self._clip_position = position
         return self._clip_set
 
-    def stored_scores(self, model_key: str, parts: tuple[str, ...] = _PARTS, details: bool = True) -> StoredScores:
+    def stored_scores(self, model_key: str, parts: tuple[str, ...] = PARTS, details: bool = True) -> StoredScores:
         """This model's stored scores of the current clip set and clip contents, read in bulk (see StoredScores;
         details=False leaves frames, status and notes empty).
 
@@ -404,7 +232,7 @@ class ScoreIndex:
 
     def _stored_scores(self, model_key: str, parts: tuple[str, ...], details: bool) -> StoredScores:
         self.clip_set()  # and the clips rowid -> position map
-        columns = "".join(f", substr(s.scores, {_PARTS.index(p) * NUM_CLASSES * 4 + 1}, {NUM_CLASSES * 4})"
+        columns = "".join(f", substr(s.scores, {PARTS.index(p) * NUM_CLASSES * 4 + 1}, {NUM_CLASSES * 4})"
                           for p in parts)
         rows = self.db.execute(
             f"SELECT c.rowid, typeof(s.scores) = 'blob' AND length(s.scores) = ?"
@@ -415,12 +243,12 @@ class ScoreIndex:
         positions = self._clip_position[np.array(rowids, dtype=np.int64)]
         sound = np.array(sound, dtype=bool)
         if not sound.all():
-            raise _corrupt(self.path, str(self._clip_set.shots[positions[~sound][0]]), model_key)
+            raise corrupt_scores(self.path, str(self._clip_set.shots[positions[~sound][0]]), model_key)
         frames, status, notes = rest[:3] if details else ((), (), ())
         values = {}
         for part, column in zip(parts, rest[3 * details:], strict=True):
             raw = np.frombuffer(b"".join(column), dtype="<f4").reshape(len(rows), NUM_CLASSES)
-            values[part] = raw.astype(np.float64) if part == "peak" else _sigmoids(raw)
+            values[part] = raw.astype(np.float64) if part == "peak" else sigmoids(raw)
         return StoredScores(positions, np.array(frames, dtype=np.int64), np.array(status, dtype=object),
                             np.array(notes, dtype=object), values)
 
@@ -435,7 +263,7 @@ class ScoreIndex:
         stored = self.stored_scores(model_key)
         shots = self.clip_set().shots[stored.positions].tolist()
         return {shot: ClipScores(int(stored.frames[i]), stored.status[i], stored.notes[i] or "",
-                                 *(stored.values[p][i] for p in _PARTS)) for i, shot in enumerate(shots)}
+                                 *(stored.values[p][i] for p in PARTS)) for i, shot in enumerate(shots)}
 
     def failures(self) -> list[tuple[str, str, str]]:
         """(clip_path, shot_id, reason) of the current clip set, by shot id."""

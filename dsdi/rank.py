@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from dsdi.checkpoint import load_model, resolve_checkpoint
+from dsdi.clip_scores import ClipScores
 from dsdi.errors import InputError
 from dsdi.fusion import RankOutput, RankResult, fuse_and_write
-from dsdi.index import ClipScores, ScoreIndex, file_sha256
+from dsdi.index import ScoreIndex, file_sha256
 from dsdi.progress import progress_bar
 from dsdi.rank_config import TTA_CHOICES, RankConfig
 from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device

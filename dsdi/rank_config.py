@@ -11,8 +11,8 @@ import dataclasses
 from pathlib import Path
 
 from dsdi import options
+from dsdi.clip_scores import AGGREGATIONS
 from dsdi.errors import InputError
-from dsdi.index import AGGREGATIONS
 from dsdi.options import option
 from dsdi.runtime import check_device_choice
 from dsdi.submission import TR_TYPES

@@ -10,9 +10,10 @@ import sqlite3
 import numpy as np
 import pytest
 
+from dsdi.clip_scores import SCORES_BYTES, ClipScores
 from dsdi.errors import InputError
 from dsdi.fusion import fused_scores
-from dsdi.index import SCORES_BYTES, ClipScores, ScoreIndex, clip_signature
+from dsdi.index import ScoreIndex, clip_signature
 from dsdi.index_shard import read_shard
 from dsdi.schema import CLASSES, FEATURES, NUM_CLASSES
 from dsdi.video import Clip
