@@ -19,7 +19,16 @@ from dsdi.index import ScoreIndex
 from dsdi.predictions import read_targets
 from dsdi.schema import FEATURES
 from dsdi.selection import forward_selection, holdout_map
-from dsdi.study.design import BASELINE, ENSEMBLE_POOL, SMALL_OBJECT_FEATURES, StudySize, run_dir, world_path
+from dsdi.study.design import (
+    BASELINE,
+    ENSEMBLE_POOL,
+    SMALL_OBJECT_FEATURES,
+    WORLDS,
+    StudySize,
+    run_dir,
+    variant,
+    world_path,
+)
 from dsdi.study.measure import ClipJudge, clip_scores, holdout_scores, image_ap, mean_scores, read_truth
 from dsdi.study.run import INFERENCE_OPTIONS, ranked_checkpoints
 from dsdi.study.stats import Difference, difference, verdict_text
@@ -75,7 +84,7 @@ class Measured:
 
     def __init__(self, root: Path, size: StudySize) -> None:
         self.root, self.size, self.seeds = root, size, list(size.seeds)
-        self.truth = {name: read_truth(world_path(root, name)) for name in ("default", "heavy-noise", "outliers")}
+        self.truth = {world.name: read_truth(world_path(root, world.name)) for world in WORLDS}
         self.judge = ClipJudge(world_path(root, "default"))
         self.index = ScoreIndex(root / "rank" / "all")
         facts = RankOutput(root / "rank" / "all").read_facts()
@@ -85,22 +94,26 @@ class Measured:
             raise ValueError(f"rank/all lacks {len(missing)} checkpoints, e.g. {missing[0]}")  # run_study ranks them
         counts = self.truth["default"].sum(axis=0).sort_values(kind="stable")
         self.rarest_third = list(counts.index[: -(-len(FEATURES) // 3)])
-
-    def world_of(self, name: str) -> str:
-        return next(world for world in ("heavy-noise", "outliers", "default") if name.startswith(world))
+        self._measured: dict[tuple, np.ndarray] = {}  # each variant's APs are read once, though claims share them
 
     def key(self, checkpoint: Path) -> str:
         return self.keys[checkpoint.resolve()]
 
     def image(self, name: str) -> np.ndarray:
         """(seeds, 32) image AP of the variant's best checkpoints on its world's hold-out."""
-        truth = self.truth[self.world_of(name)]
-        return np.stack([image_ap(holdout_scores(run_dir(self.root, name, s)), truth) for s in self.seeds])
+        if ("image", name) not in self._measured:
+            truth = self.truth[variant(name).world]
+            self._measured["image", name] = np.stack([image_ap(holdout_scores(run_dir(self.root, name, s)), truth)
+                                                      for s in self.seeds])
+        return self._measured["image", name]
 
     def clip(self, name: str, agg: str = "max", brief: bool = False) -> np.ndarray:
         """(seeds, 32) clip AP of the variant's best checkpoints."""
-        return np.stack([self.judge.ap(clip_scores(self.index, [self.key(run_dir(self.root, name, s) / BEST_NAME)],
-                                                   agg=agg), brief) for s in self.seeds])
+        if ("clip", name, agg, brief) not in self._measured:
+            keys = [self.key(run_dir(self.root, name, s) / BEST_NAME) for s in self.seeds]
+            self._measured["clip", name, agg, brief] = np.stack(
+                [self.judge.ap(clip_scores(self.index, [key], agg=agg), brief) for key in keys])
+        return self._measured["clip", name, agg, brief]
 
     def both(self, comparison: str, a: str, b: str, scope: str = "") -> list[Row]:
         """Image and clip rows of variant a minus variant b."""
@@ -111,8 +124,9 @@ class Measured:
 
 def labels_claim(m: Measured) -> Claim:
     rows = []
-    for world, label in (("heavy-noise", "heavy noise (miss 0.4, false 0.05)"), ("default", "default noise")):
-        soft = "heavy-noise-focal" if world == "heavy-noise" else BASELINE
+    for world, soft in (("heavy-noise", "heavy-noise-focal"), ("default", BASELINE)):
+        spec = next(w for w in WORLDS if w.name == world)
+        label = f"{world} world (miss {spec.miss_rate}, false {spec.false_rate})"
         for other in ("hard", "majority"):
             rows += m.both(f"soft − {other}", soft, f"{world}-{other}", label)
     return Claim(1, "Soft labels vs hard and majority labels",
