@@ -59,16 +59,20 @@ class Stage:
 
 
 def build_worlds(root: Path, size: StudySize) -> None:
-    """Synthesise every world of WORLDS (skipping one built with the same spec) and its label tables."""
+    """Synthesise every world of WORLDS and its label tables (skipping a world built with the same spec, and its
+    label tables unless one is missing)."""
     for spec in WORLDS:
         folder = world_path(root, spec.name)
         wanted = json.dumps({"world": asdict(spec), "size": asdict(size)}, sort_keys=True)
         spec_file = folder / "spec.json"
-        if not (spec_file.is_file() and spec_file.read_text() == wanted):
+        rebuilt = not (spec_file.is_file() and spec_file.read_text() == wanted)
+        if rebuilt:
             _build_world(folder, spec, size)
             write_text_atomic(spec_file, wanted)
         for mode in spec.label_modes:
-            make_labels(folder / "ladi_aggregated_responses_url.tsv", labels_path(root, spec.name, mode), mode)
+            labels = labels_path(root, spec.name, mode)
+            if rebuilt or not labels.is_file():
+                make_labels(folder / "ladi_aggregated_responses_url.tsv", labels, mode)
 
 
 def _build_world(folder: Path, spec: WorldSpec, size: StudySize) -> None:
