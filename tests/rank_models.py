@@ -11,6 +11,7 @@ import torch
 from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.data import frames_to_tensor
 from dsdi.schema import CLASSES
+from dsdi.video import Clip, ClipChunks
 
 IMG = 64  # input side of the colour model
 
@@ -63,6 +64,12 @@ def model_sigmoids(run_dir: Path, images: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         logits = reference_model(run_dir)(images)
     return torch.sigmoid(logits.double()).numpy()
+
+
+def model_input_frames(path: Path, side: int = IMG) -> np.ndarray:
+    """The 10 fps frames of a clip file as dsdi rank feeds a side-px model: uint8 (N, h, w, 3) from the decoder's
+    model-input path (ClipChunks shrink_to; at side x side, or at the clip's own size when it is smaller)."""
+    return np.concatenate([frames[0] for frames, _ in ClipChunks(Clip(path.stem, path), shrink_to=[(side, side)])])
 
 
 def frame_sigmoids(run_dir: Path, frames: np.ndarray) -> np.ndarray:
