@@ -200,9 +200,9 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
     """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
     when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model input
     size in one pass of the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is converted at its
-    own size and resized by frames_to_tensor. With --tiles the decoder also scales it to each size's Views.tile_source_size
-    (unless smaller on a side: then tiles are cut at its own size), and a chunk holds chunk_frames / crops frames
-    (at least one), so that its bytes stay about the same."""
+    own size and resized by frames_to_tensor. With --tiles the decoder also scales it to each size's
+    Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
+    chunk_frames / crops frames (at least one), so that its bytes stay about the same."""
     def put(item: DecodedChunk | _End) -> bool:
         while not cancelled.is_set():
             try:
