@@ -16,8 +16,9 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
 - image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
             (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
             also torchvision.io.decode_jpeg on the GPU vs load_image.
-- train:    training steps fed by the real loader (LabelledImageDataset + DataLoader) from 4000x3000 originals and
-            from a `dsdi prepare` cache (360 px) vs pre-loaded tensors.
+- train:    training steps (augmentation on the batch included) fed by the real loader (LabelledImageDataset +
+            DataLoader) from 4000x3000 originals and from a `dsdi prepare` cache (360 px) vs pre-loaded tensors, at
+            360 px and (CPU) 224 px.
 - backbones (--device cuda): inference images/s of each paper backbone in bf16 at its input size and the
             projected time to score 180,000 frames with the models of runs/*.toml.
 - gpu_decode (--device cuda): a GPU video decoder (torchcodec's CUDA decoder, else decord's GPU build) vs dsdi's
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -400,17 +401,20 @@ def bench_gpu_decode(work: Path, device: str) -> dict:
             "gpu_frames_per_s": gpu_rate, "cpu_dsdi_frames_per_s": cpu_rate, "ratio_gpu_over_cpu": gpu_rate / cpu_rate}
 
 
-def train_runner(model: torch.nn.Module, batches: Callable[[], object], device: str) -> Callable[[], None]:
-    """A call running SGD steps with the focal loss over the batches yielded by batches()."""
+def train_runner(model: torch.nn.Module, batches: Iterable, device: str) -> Callable[[], None]:
+    """A call running dsdi train's steps over the batches (a DataLoader or a list): the batch augmented and normalised
+    on the device (dsdi.data.training_batch), then SGD with the focal loss."""
+    from dsdi.data import training_batch
     from dsdi.losses import create_loss
+    from dsdi.train import AUGMENTATION
 
     loss_fn = create_loss("focal", gamma=2.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     model.train()
 
     def run() -> None:
-        for batch in batches():
-            images, targets = batch[0].to(device), batch[1].to(device)
+        for batch in batches:
+            images, targets = training_batch(batch[0].to(device), AUGMENTATION), batch[1].to(device)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = loss_fn(model(images).float(), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -423,15 +427,16 @@ def train_runner(model: torch.nn.Module, batches: Callable[[], object], device: 
 
 
 def bench_train(work: Path, device: str) -> dict:
-    """Training steps fed by the real loader from 4000x3000 originals and from a `dsdi prepare` cache (360 px)
-    vs the same steps on pre-loaded tensors."""
+    """Training steps fed by the real loader from 4000x3000 originals and from a `dsdi prepare` cache (360 px) vs
+    the same steps on pre-loaded tensors, at 360 px (the cache's size, the paper's input) and, on the CPU, at 224
+    px from the same cache (the loader then also resizes, for a step 2.6x cheaper)."""
     import pandas as pd
 
     from dsdi.backbones import create_backbone
     from dsdi.data import LabelledImageDataset, collate_skip_broken, prepare_image_cache
     from dsdi.schema import CLASSES
 
-    backbone, img_size, batch_size = tiny_or_real(device)
+    backbone, _, batch_size = tiny_or_real(device)
     batch_size = min(batch_size, 8) if device == "cpu" else 28
     paths = make_large_jpegs(work / "train_jpegs", 2 * batch_size)
     rng = np.random.default_rng(1)
@@ -440,25 +445,31 @@ def bench_train(work: Path, device: str) -> dict:
     labels.to_csv(work / "labels.csv", index=False)
     prepare_image_cache(work / "labels.csv", paths[0].parent, work / "cache360", img_size=360)
     workers = min(4, os.cpu_count() or 1)
+    passes = 4  # the cache and pre-loaded tensors go over the images 4 times a pass: 8 steps, as in a longer epoch
+    model = create_backbone(backbone, num_classes=len(CLASSES)).to(device)
 
-    def loader(root: Path) -> torch.utils.data.DataLoader:
-        dataset = LabelledImageDataset(labels, root, img_size, train=True)
+    def loader(rows: pd.DataFrame, root: Path, side: int) -> torch.utils.data.DataLoader:
+        dataset = LabelledImageDataset(rows, root, side, train=True)
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                            collate_fn=collate_skip_broken, persistent_workers=True)
 
-    originals, cache = loader(paths[0].parent), loader(work / "cache360")
-    preloaded = [(batch[0], batch[1]) for batch in originals]
-    model = create_backbone(backbone, num_classes=len(CLASSES)).to(device)
-    from_originals, from_cache, with_tensors = fastest_rates(
-        (len(paths), train_runner(model, lambda: originals, device)),
-        (len(paths), train_runner(model, lambda: cache, device)),
-        (len(paths), train_runner(model, lambda: preloaded, device)))
-    return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "images": len(paths),
-            "jpeg_size": [4000, 3000], "cache": "dsdi prepare --img-size 360 (shorter side 360 px)",
-            "loader_workers": workers, "train_with_loader_images_per_s": from_originals,
-            "train_from_cache_images_per_s": from_cache, "train_preloaded_images_per_s": with_tensors,
-            "ratio_loader_over_preloaded": from_originals / with_tensors,
-            "ratio_cache_over_preloaded": from_cache / with_tensors, "load_average_after": os.getloadavg()[0]}
+    results = {"backbone": backbone, "batch": batch_size, "images": len(paths), "jpeg_size": [4000, 3000],
+               "cache": "dsdi prepare --img-size 360 (shorter side 360 px)", "loader_workers": workers,
+               "step": "dsdi.data.training_batch (augment + normalise) + forward + focal loss + backward + SGD"}
+    for side in (360, 224) if device == "cpu" else (360,):
+        originals, cache = loader(labels, paths[0].parent, side), loader(pd.concat([labels] * passes),
+                                                                          work / "cache360", side)
+        preloaded = [(batch[0], batch[1]) for batch in cache]
+        from_originals, from_cache, with_tensors = fastest_rates(
+            (len(paths), train_runner(model, originals, device)),
+            (passes * len(paths), train_runner(model, cache, device)),
+            (passes * len(paths), train_runner(model, preloaded, device)))
+        results[f"at {side} px"] = {
+            "train_with_loader_images_per_s": from_originals, "train_from_cache_images_per_s": from_cache,
+            "train_preloaded_images_per_s": with_tensors, "ratio_loader_over_preloaded": from_originals / with_tensors,
+            "ratio_cache_over_preloaded": from_cache / with_tensors}
+    results["load_average_after"] = os.getloadavg()[0]
+    return results
 
 
 def bench_backbones(work: Path, device: str) -> dict:

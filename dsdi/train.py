@@ -55,12 +55,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dsdi.backbones import create_backbone
 from dsdi.checkpoint import BEST_NAME, LAST_NAME, checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.data import (
+    Augmentation,
     LabelledImageDataset,
     collate_skip_broken,
     find_unreadable_images,
     holdout_split,
     read_labels_csv,
     train_val_split,
+    training_batch,
 )
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
@@ -76,6 +78,7 @@ from dsdi.train_config import CONFIG_NAME, TrainConfig
 METRICS_NAME = "metrics.csv"
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_lrap", "val_map", "holdout_lrap", "holdout_map",
                   "seconds", "images_per_s", "broken_images")
+AUGMENTATION = Augmentation()  # paper section 3, on each training batch on the device (dsdi.data.training_batch)
 
 console = Console(stderr=True)
 
@@ -377,7 +380,8 @@ def train_one_epoch(net: nn.Module, loss_fn: nn.Module, state: TrainingState, lo
                 broken_paths.extend(item.path for item in batch.broken)
             if not group.all_have(batch is not None):  # DDP processes take or skip a step together
                 continue
-            images, targets = batch.images.to(device, non_blocking=True), batch.targets.to(device, non_blocking=True)
+            images = training_batch(batch.images.to(device, non_blocking=True), AUGMENTATION)
+            targets = batch.targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(net(images), targets)
             batch_loss = group.mean(float(loss.detach()))

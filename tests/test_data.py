@@ -15,6 +15,7 @@ from dsdi.cli import app
 from dsdi.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Augmentation,
     LabelledImageDataset,
     collate_skip_broken,
     decode_image,
@@ -25,6 +26,7 @@ from dsdi.data import (
     read_labels_csv,
     resolve_image_path,
     train_val_split,
+    training_batch,
 )
 from dsdi.errors import InputError
 from dsdi.schema import CLASSES
@@ -160,16 +162,52 @@ def test_dataset_items_and_a_broken_file_skipped_through_a_worker_process(image_
     assert collate_skip_broken([dataset[3]]) is None
 
 
-def test_training_augmentation_changes_pixels_and_keeps_the_shape(image_dir):
-    labels = _labels(["good/a.jpg"])
-    val_image = LabelledImageDataset(labels, image_dir, 64, train=False)[0][0]
-    train_set = LabelledImageDataset(labels, image_dir, 64, train=True)
+def test_training_items_are_the_validation_pixels_as_uint8(image_dir):
+    labels = _labels(["good/a.jpg", "good/b.png"])
+    validation = LabelledImageDataset(labels, image_dir, 64, train=False)
+    training = LabelledImageDataset(labels, image_dir, 64, train=True)
+    mean, std = (torch.tensor(values).view(3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
+    for index in range(2):
+        pixels, target, _ = training[index]
+        assert pixels.shape == (3, 64, 64) and pixels.dtype == torch.uint8
+        unit = validation[index][0] * std + mean  # the validation transform before its normalisation
+        assert (pixels.float() - unit * 255).abs().max() <= 1.0  # the same resize, rounded to uint8
+        torch.testing.assert_close(target, validation[index][1])
+
+
+def test_batch_augmentation_is_torchvision_colour_jitter_flips_and_rotation_per_image():
+    """Augmentation.apply against torchvision's functional ops applied one image at a time with the same draws
+    (brightness, contrast, saturation, hue, horizontal flip, vertical flip, rotation), inside the rotated frame;
+    every image gets its own draws, and training_batch normalises the result."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
     torch.manual_seed(0)
-    augmented = [train_set[0][0] for _ in range(4)]
-    for image in augmented:
-        assert image.shape == val_image.shape and image.dtype == torch.float32
-        assert not torch.allclose(image, val_image, atol=1e-3)
-    assert not torch.allclose(augmented[0], augmented[1], atol=1e-3)
+    smooth = torch.nn.functional.interpolate(torch.rand(6, 3, 6, 6), size=(48, 48), mode="bicubic")
+    images = (smooth.clamp(0, 1) * 255).round().to(torch.uint8)
+    images[1] = images[0]
+    augmentation = Augmentation()
+    torch.manual_seed(3)
+    draws = torch.rand(6, 7) * 2 - 1  # what apply draws: one row per image, uniform in [-1, 1]
+    torch.manual_seed(3)
+    augmented = augmentation.apply(images)
+    assert augmented.shape == (6, 3, 48, 48) and augmented.dtype == torch.float32
+    assert 0 <= augmented.min() and augmented.max() <= 1
+    assert (augmented[0] - augmented[1]).abs().max() > 0.05  # the same picture, other draws
+    for image, draw, result in zip(images, draws.tolist(), augmented, strict=True):
+        expected = image.float() / 255
+        expected = TF.adjust_brightness(expected, 1 + augmentation.brightness * draw[0])
+        expected = TF.adjust_contrast(expected, 1 + augmentation.contrast * draw[1])
+        expected = TF.adjust_saturation(expected, 1 + augmentation.saturation * draw[2])
+        expected = TF.adjust_hue(expected, augmentation.hue * draw[3])
+        expected = TF.horizontal_flip(expected) if draw[4] < 0 else expected
+        expected = TF.vertical_flip(expected) if draw[5] < 0 else expected
+        expected = TF.rotate(expected, augmentation.rotation_degrees * draw[6], InterpolationMode.BILINEAR,
+                             fill=list(IMAGENET_MEAN))
+        torch.testing.assert_close(result[:, 12:36, 12:36], expected[:, 12:36, 12:36], atol=1e-4, rtol=0)
+    torch.manual_seed(3)
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
+    torch.testing.assert_close(training_batch(images, augmentation), (augmented - mean) / std)
 
 
 def test_split_is_deterministic_exact_and_independent_of_row_order():
