@@ -10,7 +10,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             scales) vs `fps=10,scale=224:224`; skipping unsampled non-reference frames on vs off. Frames/s.
 - rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write) vs
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
-            vs model-only forward on pre-decoded, pre-processed tensors: frames/s.
+            vs model-only forward on pre-decoded, pre-processed tensors: frames/s; vs the serial bound (decode, then
+            model, on the same cores: what a CPU-only pipeline can reach at best); cores each one kept busy.
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
@@ -84,6 +85,14 @@ def fastest_rates(*workloads: tuple[int, Callable[[], object]], repeats: int = 2
             run()
             fastest[i] = min(fastest[i], time.perf_counter() - start)
     return [count / seconds for (count, _), seconds in zip(workloads, fastest, strict=True)]
+
+
+def cores_used(run: Callable[[], object]) -> float:
+    """CPU seconds (user + system, every thread of this process) per wall second of one call of run."""
+    before, start = os.times(), time.perf_counter()
+    run()
+    after, wall = os.times(), time.perf_counter() - start
+    return (after.user + after.system - before.user - before.system) / wall
 
 
 def make_testsrc_clip(path: Path, width: int, height: int, seconds: float, fps: int = 30) -> Path:
@@ -246,6 +255,9 @@ def bench_rank(work: Path, device: str) -> dict:
 
     end_to_end, decoding, model_only = fastest_rates((len(frames), rank_fresh), (len(frames), decode_only),
                                                      (n_batches * batch_size, forward))
+    cores = {name: cores_used(run) for name, run in (("rank", rank_fresh), ("decode_only", decode_only),
+                                                      ("model_only", forward))}
+    serial_bound = 1 / (1 / decoding + 1 / model_only)  # decode and model one after the other on the same cores
     if any(result.frames_scored != len(frames) for result in runs) or set(decoded) != {len(frames)}:
         raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, decoding alone {decoded}, "
                            f"sample_frames {len(frames)}")
@@ -256,7 +268,9 @@ def bench_rank(work: Path, device: str) -> dict:
             "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
             "model_only_frames_per_s": model_only, "ratio_end_to_end_over_decode_only": end_to_end / decoding,
             "ratio_end_to_end_over_model_only": end_to_end / model_only,
-            "ratio_decode_only_over_model_only": decoding / model_only, "load_average_after": os.getloadavg()[0]}
+            "ratio_decode_only_over_model_only": decoding / model_only,
+            "serial_bound_frames_per_s": serial_bound, "ratio_end_to_end_over_serial_bound": end_to_end / serial_bound,
+            **{f"{name}_cores_used": used for name, used in cores.items()}, "load_average_after": os.getloadavg()[0]}
 
 
 VIEW_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles_2x2": {"tiles": (2, 2)}}  # RankConfig fields

@@ -17,7 +17,9 @@ barrier process 0 merges the shards, fuses and writes every output, so the resul
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -276,6 +278,18 @@ class _ClipCollector:
         self.collect(flush=False)
 
 
+DECODER_NICENESS = 10  # on the CPU, decoding threads yield to the model's threads (Linux thread priority)
+
+
+def _yield_to_the_model() -> None:
+    """Decoding pool thread initializer on the CPU: lower this thread's priority by DECODER_NICENESS (Linux: per
+    thread; the decoder's own frame threads inherit it). The model is the bottleneck there; at equal priority the
+    decoders preempt its OpenMP threads and stall whole parallel regions; at lower priority they fill the gaps
+    (rank 1.09-1.16x faster on 2 cores, measured in alternating runs)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
+
+
 def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
@@ -287,7 +301,8 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     img_sizes = {m.img_size for m in models}
     cancelled = threading.Event()
 
-    with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
+    initializer = _yield_to_the_model if device.type == "cpu" else None
+    with ThreadPoolExecutor(workers, initializer=initializer) as pool, progress_bar("clips") as bar:
         collector = _ClipCollector(scorers, index, bar, bar.add_task(label, total=len(todo), info=""))
 
         def start_decoding(clip: Clip) -> queue.Queue:

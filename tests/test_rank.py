@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -124,6 +125,21 @@ def test_max_aggregation_matches_frame_outputs(world):
         sigmoids = per_model["A"][1][:, : len(FEATURES)]
         peak_value = sigmoids[(peaks.loc[shot].to_numpy() * 10).round().astype(int), np.arange(len(FEATURES))]
         np.testing.assert_allclose(peak_value, sigmoids.max(axis=0), atol=2e-6)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux only")
+def test_decoding_threads_yield_to_the_model_on_the_cpu(world, tmp_path, monkeypatch):
+    decode_into, priorities = dsdi.rank.decode_clip_into, []
+
+    def recording(*args, **kwargs):
+        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return decode_into(*args, **kwargs)
+
+    monkeypatch.setattr(dsdi.rank, "decode_clip_into", recording)
+    dsdi.rank.rank(RankConfig(clips=world["clips"], models=world["models"], out=tmp_path / "out", device="cpu"))
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert len(priorities) == len(CLIP_SEGMENTS) and set(priorities) == {min(19, own + dsdi.rank.DECODER_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread keeps its own
 
 
 def test_topk_trec_and_xml(world):
