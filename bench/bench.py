@@ -210,16 +210,34 @@ def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_b
     return run
 
 
-def bench_rank(work: Path, device: str) -> dict:
+def decode_only_runner(clips: list, config: object, img_size: int, counts: list[int]) -> Callable[[], None]:
+    """A call decoding the clips as dsdi rank does (its decoding threads, decode_clip_into: decode, scale and
+    preprocess to the model input) with no model, the feeds drained; appends the frames decoded to counts."""
     import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from dsdi.rank import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into
+    from dsdi.runtime import default_workers
+
+    def run() -> None:
+        counts.append(0)
+        with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
+            feeds = [queue.Queue(4) for _ in clips]
+            for feed, clip in zip(feeds, clips, strict=True):
+                pool.submit(decode_clip_into, feed, clip, config, {img_size}, threading.Event())
+            for feed in feeds:
+                while isinstance(item := feed.get(), DecodedChunk):
+                    counts[-1] += len(item.times)
+
+    return run
+
+
+def bench_rank(work: Path, device: str) -> dict:
     from dsdi.checkpoint import load_model
     from dsdi.data import frames_to_tensor
-    from dsdi.rank import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into, rank
+    from dsdi.rank import rank
     from dsdi.rank_config import RankConfig
-    from dsdi.runtime import default_workers
     from dsdi.video import Clip, sample_frames
 
     backbone, img_size, batch_size = tiny_or_real(device)
@@ -241,17 +259,8 @@ def bench_rank(work: Path, device: str) -> dict:
     forward = forward_runner(model, tensors, device, n_batches, dtype)
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
     config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "unused", device=device).resolved()
-    decoded = []
-
-    def decode_only() -> None:  # rank's own decoding threads (decode_clip_into, as many), feeds drained, no model
-        decoded.append(0)
-        with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
-            feeds = [queue.Queue(4) for _ in clips]
-            for feed, clip in zip(feeds, clips, strict=True):
-                pool.submit(decode_clip_into, feed, clip, config, {img_size}, threading.Event())
-            for feed in feeds:
-                while isinstance(item := feed.get(), DecodedChunk):
-                    decoded[-1] += len(item.times)
+    decoded: list[int] = []
+    decode_only = decode_only_runner(clips, config, img_size, decoded)
 
     end_to_end, decoding, model_only = fastest_rates((len(frames), rank_fresh), (len(frames), decode_only),
                                                      (n_batches * batch_size, forward))
