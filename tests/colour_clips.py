@@ -56,23 +56,27 @@ def ffmpeg_fps10(ffmpeg_exe: str, path: Path, size: tuple[int, int]) -> np.ndarr
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
-def bt601_rgb_at(path: Path, size: tuple[int, int] | None, every: int = 3) -> np.ndarray:
+def _linear(plane: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
+    """plane read at fractional positions along axis, linearly between its two neighbours (positions clipped to
+    the plane)."""
+    positions = np.clip(positions, 0, plane.shape[axis] - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, plane.shape[axis] - 1)
+    weight = (positions - low).reshape([-1 if a == axis else 1 for a in range(plane.ndim)])
+    return np.take(plane, low, axis=axis) * (1 - weight) + np.take(plane, high, axis=axis) * weight
+
+
+def bt601_rgb_at(path: Path, sizes: list[tuple[int, int] | None], every: int = 3) -> list[np.ndarray]:
     """Every `every`-th decoded frame of a yuv420p clip converted by the BT.601 equations in float64 (limited or full
     range, as the stream says; chroma upsampled linearly from H.264's default siting: horizontally on the even luma
-    columns, vertically between two luma rows), then resized to size (width, height; None: kept) with torch's
-    antialiased bilinear: float32 (N, H, W, 3) on the 0..255 scale. The outside reference for decoding to the model
-    input."""
+    columns, vertically between two luma rows), then resized to each of sizes (width, height; None: kept) with
+    torch's antialiased bilinear: one float32 (N, H, W, 3) array on the 0..255 scale per size, from one decoding.
+    The outside reference for decoding to the model input."""
     import av
     import torch
     import torch.nn.functional as F
 
-    def upsampled(plane: np.ndarray, height: int, width: int) -> np.ndarray:
-        rows = np.clip((np.arange(height) + 0.5) / 2 - 0.5, 0, plane.shape[0] - 1)
-        columns = np.clip(np.arange(width) / 2, 0, plane.shape[1] - 1)
-        wide = np.stack([np.interp(columns, np.arange(plane.shape[1]), row) for row in plane])
-        return np.stack([np.interp(rows, np.arange(plane.shape[0]), column) for column in wide.T], axis=1) - 128
-
-    frames = []
+    frames: list[list[np.ndarray]] = [[] for _ in sizes]
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index % every:
@@ -80,13 +84,15 @@ def bt601_rgb_at(path: Path, size: tuple[int, int] | None, every: int = 3) -> np
             height, width = frame.height, frame.width
             planes = frame.to_ndarray(format="yuv420p").astype(np.float64)
             luma = planes[:height]
-            cb, cr = (upsampled(part.reshape(height // 2, width // 2), height, width)
+            cb, cr = (_linear(_linear(part.reshape(height // 2, width // 2), np.arange(width) / 2, axis=1),
+                              (np.arange(height) + 0.5) / 2 - 0.5, axis=0) - 128
                       for part in np.split(planes[height:].ravel(), 2))
             if int(frame.color_range) != 2:  # limited (MPEG) range: Y 16..235, Cb/Cr 16..240
                 luma, cb, cr = (luma - 16) * 255 / 219, cb * 255 / 224, cr * 255 / 224
             rgb = np.stack([luma + 1.402 * cr, luma - 0.344136 * cb - 0.714136 * cr, luma + 1.772 * cb])
             pixels = torch.from_numpy(rgb).clamp(0, 255)[None]
-            if size is not None:
-                pixels = F.interpolate(pixels, size=size[::-1], mode="bilinear", antialias=True, align_corners=False)
-            frames.append(pixels[0].permute(1, 2, 0).float().numpy())
-    return np.stack(frames)
+            for out, size in zip(frames, sizes, strict=True):
+                resized = pixels if size is None else F.interpolate(pixels, size=size[::-1], mode="bilinear",
+                                                                     antialias=True, align_corners=False)
+                out.append(resized[0].permute(1, 2, 0).float().numpy())
+    return [np.stack(out) for out in frames]

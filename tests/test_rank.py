@@ -547,9 +547,10 @@ def assert_model_input_matches_bt601(clips: Path, tmp_path: Path) -> None:
         full = decode_clip(Clip(path.stem, path)).frames
         chunks = ClipChunks(Clip(path.stem, path), shrink_to=[(side, side) for side in models.values()])
         fast = [np.concatenate(parts) for parts in zip(*(frames for frames, _ in chunks), strict=True)]
+        references = bt601_rgb_at(path, [(side, side) for side in models.values()])
         clip_scores = []
-        for (run_dir, side), at_size in zip(models.items(), fast, strict=True):
-            reference = torch.from_numpy(bt601_rgb_at(path, (side, side))[:len(at_size)]).permute(0, 3, 1, 2)
+        for (run_dir, side), at_size, at_side in zip(models.items(), fast, references, strict=True):
+            reference = torch.from_numpy(at_side[:len(at_size)]).permute(0, 3, 1, 2)
             truth = model_sigmoids(run_dir, (reference / 255 - mean) / std)
             now = model_sigmoids(run_dir, frames_to_tensor(at_size, side))
             before = model_sigmoids(run_dir, frames_to_tensor(full, side))
