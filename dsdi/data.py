@@ -226,8 +226,8 @@ class LabelledImageDataset(Dataset):
     cannot be read (use ``collate_skip_broken``). The image is float32 (3, S, S) normalised as ``load_image`` gives
     it, or with ``train=True`` the uint8 (3, S, S) pixels (bilinear antialiased resize, rounded) that
     ``training_batch`` augments and normalises a whole batch at a time on the training device: the loader
-    processes only decode and resize (one image: about 2.6 ms on the CPU where float resize, augmentation and
-    normalisation took 15) and pass a quarter of the bytes.
+    processes only decode and resize (one image: about 2.5 ms on the CPU where float resize, augmentation and
+    normalisation took about 15 more) and pass a quarter of the bytes.
 
     labels: ``image_id`` + the 37 ``schema.CLASSES`` columns (``read_labels_csv``); image ids resolve to
     files under ``image_root`` (``resolve_image_path``).

@@ -208,8 +208,9 @@ def _pyav_frames(path: Path, begin: float, end: float | None, info: _PyavStream,
     yield from frames
 
 
+@functools.cache
 def _model_scaler() -> object:
-    """MODEL_SCALER_FLAGS as one PyAV Interpolation value."""
+    """MODEL_SCALER_FLAGS as one PyAV Interpolation value (worked out once: every sampled frame asks)."""
     from av.video.reformatter import Interpolation
 
     return functools.reduce(operator.or_, (Interpolation[flag] for flag in MODEL_SCALER_FLAGS))
