@@ -156,26 +156,23 @@ def bench_decode(work: Path, device: str) -> dict:
                                    (counts[(640, 360)], lambda: ffmpeg_sample(clip, 10.0, (640, 360), native)))
     results["640x360"] = {"dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_frames_per_s": cli,
                           "ratio_dsdi_over_ffmpeg": dsdi_rate / cli}
-    shrink = {"shrink_to": [(side, side)]} if "shrink_to" in ClipChunks.__init__.__code__.co_varnames else {
-        "size": (side, side)}  # before the decoder scaled for rank
-    dsdi_rate, cli = fastest_rates((n, lambda: iterate_chunks(clip, **shrink)),
+    dsdi_rate, cli = fastest_rates((n, lambda: iterate_chunks(clip, shrink_to=[(side, side)])),
                                    (counts[(side, side)], lambda: ffmpeg_sample(clip, 10.0, (side, side), native)),
                                    repeats=3)
     results[f"model size {side}x{side}"] = {"dsdi_frames_per_s": dsdi_rate, "ffmpeg_cli_scale_frames_per_s": cli,
                                            "ratio_dsdi_over_ffmpeg": dsdi_rate / cli}
-    if hasattr(ClipChunks, "_needed"):  # skipping unsampled non-reference frames, on vs off
-        needed = ClipChunks._needed
+    needed = ClipChunks._needed  # skipping unsampled non-reference frames, on vs off
 
-        def every_frame() -> int:
-            ClipChunks._needed = lambda self, start, next_start: True
-            try:
-                return iterate_chunks(clip)
-            finally:
-                ClipChunks._needed = needed
+    def every_frame() -> int:
+        ClipChunks._needed = lambda self, start, next_start: True
+        try:
+            return iterate_chunks(clip)
+        finally:
+            ClipChunks._needed = needed
 
-        skipping, decoding_all = fastest_rates((n, lambda: iterate_chunks(clip)), (n, every_frame), repeats=3)
-        results["skip non-reference"] = {"skipping_frames_per_s": skipping, "decoding_all_frames_per_s": decoding_all,
-                                         "ratio_skipping_over_all": skipping / decoding_all}
+    skipping, decoding_all = fastest_rates((n, lambda: iterate_chunks(clip)), (n, every_frame), repeats=3)
+    results["skip non-reference"] = {"skipping_frames_per_s": skipping, "decoding_all_frames_per_s": decoding_all,
+                                     "ratio_skipping_over_all": skipping / decoding_all}
     results["load_average_after"] = os.getloadavg()[0]
     return results
 
