@@ -5,16 +5,16 @@
 Sections (each prints "n/a (reason)" instead of crashing when a part is missing):
 
 - decode:   10 fps sampling of the same 20 s 720p30 H.264 clip vs the ffmpeg CLI (filters `fps=10[,scale=W:H]` to
-            a rawvideo pipe): native RGB (dsdi.video.ClipChunks, chunk by chunk as rank reads, and sample_frames, the
+            a rawvideo pipe): native RGB (video.decode.ClipChunks, chunk by chunk as rank reads, and sample_frames, the
             whole clip in one array), 640x360, and at the model's input size (ClipChunks shrink_to: the decoder
             scales) vs `fps=10,scale=224:224`; skipping unsampled non-reference frames on vs off. Frames/s.
-- rank:     `dsdi rank` end to end (dsdi.rank.rank: decode + preprocess + forward + index + fuse + write) vs
+- rank:     `dsdi rank` end to end (dsdi.rank.scoring.rank: decode + preprocess + forward + index + fuse + write) vs
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s; vs the serial bound (decode, then
             model, on the same cores: what a CPU-only pipeline can reach at best); cores each one kept busy.
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
-- image:    dsdi.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
+- image:    dsdi.train.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
             (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
             also torchvision.io.decode_jpeg on the GPU vs load_image.
 - train:    training steps (augmentation on the batch included) fed by the real loader (LabelledImageDataset +
@@ -99,7 +99,7 @@ def make_testsrc_clip(path: Path, width: int, height: int, seconds: float, fps: 
     """H.264 clip of ffmpeg's testsrc2 pattern."""
     import ffmpeg
 
-    from dsdi.ffmpeg_cli import run
+    from dsdi.video.ffmpeg import run
 
     pattern = ffmpeg.input(f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", format="lavfi")
     command = pattern.output(str(path), vcodec="libx264", preset="veryfast", pix_fmt="yuv420p")
@@ -119,7 +119,7 @@ def ffmpeg_sample(path: Path, fps: float, size: tuple[int, int] | None, native: 
     """Frames the ffmpeg CLI delivers as rgb24 on a pipe through the filters fps[,scale]; returns the frame count."""
     import ffmpeg
 
-    from dsdi.ffmpeg_cli import run
+    from dsdi.video.ffmpeg import run
 
     width, height = size or native
     video = ffmpeg.input(str(path)).filter("fps", f"{fps:g}")
@@ -133,14 +133,15 @@ MODEL_SIDE = 224  # the CPU bench model's input size (lcnet_050); the decode sec
 
 
 def iterate_chunks(clip: Path, **kwargs: object) -> int:
-    """Sampled frames dsdi.video.ClipChunks delivers at 10 fps, chunk by chunk (how dsdi rank reads a clip)."""
-    from dsdi.video import Clip, ClipChunks
+    """Sampled frames dsdi.video.decode.ClipChunks delivers at 10 fps, chunk by chunk (how dsdi rank reads a clip)."""
+    from dsdi.video.clip import Clip
+    from dsdi.video.decode import ClipChunks
 
     return sum(len(times) for _, times in ClipChunks(Clip(clip.stem, clip), 10.0, **kwargs))
 
 
 def bench_decode(work: Path, device: str) -> dict:
-    from dsdi.video import ClipChunks, sample_frames
+    from dsdi.video.decode import ClipChunks, sample_frames
 
     clip = make_testsrc_clip(work / "testsrc2_720p30.mp4", 1280, 720, 20)
     results = {"clip": "testsrc2 1280x720 30 fps 20 s H.264 (600 frames), sampled at 10 fps"}
@@ -184,9 +185,9 @@ def tiny_or_real(device: str) -> tuple[str, int, int]:
 
 def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
     """A dsdi checkpoint (random weights) of `backbone` as `dsdi train` would leave it."""
-    from dsdi.backbones import create_backbone
-    from dsdi.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint
-    from dsdi.schema import CLASSES
+    from dsdi.labels.schema import CLASSES
+    from dsdi.models.backbones import create_backbone
+    from dsdi.models.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint
 
     model = create_backbone(backbone, num_classes=len(CLASSES))
     save_checkpoint(run_dir / BEST_NAME, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=1))
@@ -214,7 +215,7 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from dsdi.rank import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into
+    from dsdi.rank.scoring import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into
     from dsdi.runtime import default_workers
 
     def run() -> None:
@@ -231,11 +232,12 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
 
 
 def bench_rank(work: Path, device: str) -> dict:
-    from dsdi.checkpoint import load_model
-    from dsdi.data import frames_to_tensor
-    from dsdi.rank import rank
-    from dsdi.rank_config import RankConfig
-    from dsdi.video import Clip, sample_frames
+    from dsdi.models.checkpoint import load_model
+    from dsdi.models.preprocess import frames_to_tensor
+    from dsdi.rank.config import RankConfig
+    from dsdi.rank.scoring import rank
+    from dsdi.video.clip import Clip
+    from dsdi.video.decode import sample_frames
 
     backbone, img_size, batch_size = tiny_or_real(device)
     n_clips, seconds = (24, 10) if device == "cuda" else (12, 5)
@@ -251,7 +253,7 @@ def bench_rank(work: Path, device: str) -> dict:
 
     model, _ = load_model(run_dir, device)
     tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
-    dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank uses
+    dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank.scoring uses
     n_batches = max(1, len(frames) // batch_size)
     forward = forward_runner(model, tensors, device, n_batches, dtype)
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
@@ -283,10 +285,10 @@ VIEW_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles_2x2": {"tiles": (2,
 
 
 def bench_views(work: Path, device: str) -> dict:
-    """`dsdi rank` end to end (dsdi.rank.rank, a new OUT_DIR each time) with each of VIEW_OPTIONS on the same
+    """`dsdi rank` end to end (dsdi.rank.scoring.rank, a new OUT_DIR each time) with each of VIEW_OPTIONS on the same
     320x180 clips: sampled frames/s, and each option's rate over plain's."""
-    from dsdi.rank import rank
-    from dsdi.rank_config import RankConfig
+    from dsdi.rank.config import RankConfig
+    from dsdi.rank.scoring import rank
 
     backbone, img_size, batch_size = tiny_or_real(device)
     n_clips, seconds = (12, 10) if device == "cuda" else (6, 4)
@@ -335,7 +337,7 @@ def ladi_sample_images() -> list[Path]:
 
 def naive_load(path: Path, img_size: int) -> torch.Tensor:
     """Full PIL decode, resize, normalise: float32 (3, S, S)."""
-    from dsdi.data import IMAGENET_MEAN, IMAGENET_STD
+    from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     image = Image.open(path).convert("RGB").resize((img_size, img_size), Image.BILINEAR)
     tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
@@ -343,7 +345,7 @@ def naive_load(path: Path, img_size: int) -> torch.Tensor:
 
 
 def bench_image(work: Path, device: str) -> dict:
-    from dsdi.data import load_image
+    from dsdi.train.data import load_image
 
     img_size = 360
     results = {}
@@ -365,13 +367,14 @@ def bench_image(work: Path, device: str) -> dict:
 
 def gpu_jpeg_rates(paths: list[Path], img_size: int, device: str) -> dict | str:
     """torchvision.io.decode_jpeg on the GPU (a batch of original files, then resize and normalise there) vs
-    dsdi.data.load_image on the CPU: images/s."""
+    dsdi.train.data.load_image on the CPU: images/s."""
     if device != "cuda":
         return "n/a (needs --device cuda: torchvision.io.decode_jpeg decodes on the GPU; no GPU here)"
     import torch.nn.functional as F
     from torchvision.io import decode_jpeg, read_file
 
-    from dsdi.data import IMAGENET_MEAN, IMAGENET_STD, load_image
+    from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from dsdi.train.data import load_image
 
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -423,10 +426,10 @@ def bench_gpu_decode(work: Path, device: str) -> dict:
 
 def train_runner(model: torch.nn.Module, batches: Iterable, device: str) -> Callable[[], None]:
     """A call running dsdi train's steps over the batches (a DataLoader or a list): the batch augmented and normalised
-    on the device (dsdi.data.training_batch), then SGD with the focal loss."""
-    from dsdi.data import training_batch
-    from dsdi.losses import create_loss
-    from dsdi.train import AUGMENTATION
+    on the device (dsdi.train.data.training_batch), then SGD with the focal loss."""
+    from dsdi.train.data import training_batch
+    from dsdi.train.loop import AUGMENTATION
+    from dsdi.train.losses import create_loss
 
     loss_fn = create_loss("focal", gamma=2.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -452,9 +455,9 @@ def bench_train(work: Path, device: str) -> dict:
     px from the same cache (the loader then also resizes, for a step 2.6x cheaper)."""
     import pandas as pd
 
-    from dsdi.backbones import create_backbone
-    from dsdi.data import LabelledImageDataset, collate_skip_broken, prepare_image_cache
-    from dsdi.schema import CLASSES
+    from dsdi.labels.schema import CLASSES
+    from dsdi.models.backbones import create_backbone
+    from dsdi.train.data import LabelledImageDataset, collate_skip_broken, prepare_image_cache
 
     backbone, _, batch_size = tiny_or_real(device)
     batch_size = min(batch_size, 8) if device == "cpu" else 28
@@ -475,7 +478,7 @@ def bench_train(work: Path, device: str) -> dict:
 
     results = {"backbone": backbone, "batch": batch_size, "images": len(paths), "jpeg_size": [4000, 3000],
                "cache": "dsdi prepare --img-size 360 (shorter side 360 px)", "loader_workers": workers,
-               "step": "dsdi.data.training_batch (augment + normalise) + forward + focal loss + backward + SGD"}
+               "step": "dsdi.train.data.training_batch (augment + normalise) + forward + focal loss + backward + SGD"}
     for side in (360, 224) if device == "cpu" else (360,):
         originals, cache = loader(labels, paths[0].parent, side), loader(pd.concat([labels] * passes),
                                                                           work / "cache360", side)
@@ -495,9 +498,9 @@ def bench_train(work: Path, device: str) -> dict:
 def bench_backbones(work: Path, device: str) -> dict:
     if device != "cuda":
         raise RuntimeError("needs --device cuda (the paper's backbones run ~2 images/s on this CPU)")
-    from dsdi.backbones import PAPER_BACKBONES, create_backbone
-    from dsdi.schema import CLASSES
-    from dsdi.train import read_toml
+    from dsdi.labels.schema import CLASSES
+    from dsdi.models.backbones import PAPER_BACKBONES, create_backbone
+    from dsdi.train.loop import read_toml
 
     rates = {}
     for name, spec in PAPER_BACKBONES.items():
@@ -521,16 +524,16 @@ INDEX_PROJECT_CLIPS = 1_000_000
 
 
 def bench_index(work: Path, device: str) -> dict:
-    """The score index through its API (dsdi.index.ScoreIndex, dsdi.fusion.fused_scores) at INDEX_CLIPS clips x
+    """The score index through its API (index.store.ScoreIndex, rank.fusion.fused_scores) at INDEX_CLIPS clips x
     INDEX_MODELS models (DSDI_BENCH_INDEX_CLIPS overrides the clip count): bytes on disk per clip and model,
     clip-model rows written per second (add_clip per clip, then the merge into scores.sqlite where the index has
     one), seconds to fuse all models (wall and CPU: on a shared machine the CPU seconds are the steadier figure);
     projected linearly to INDEX_PROJECT_CLIPS clips."""
-    from dsdi.clip_scores import ClipScores
-    from dsdi.fusion import fused_scores
-    from dsdi.index import ScoreIndex
-    from dsdi.schema import NUM_CLASSES
-    from dsdi.video import Clip
+    from dsdi.index.scores import ClipScores
+    from dsdi.index.store import ScoreIndex
+    from dsdi.labels.schema import NUM_CLASSES
+    from dsdi.rank.fusion import fused_scores
+    from dsdi.video.clip import Clip
 
     n_clips = int(os.environ.get("DSDI_BENCH_INDEX_CLIPS", INDEX_CLIPS))
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
 """``python -m dsdi`` (and ``torchrun -m dsdi``) run the CLI."""
 
-from dsdi.cli import app
+from dsdi.cli.app import app
 
 app()

@@ -5,6 +5,7 @@ leaves half a file, and a failed run keeps the previous one. ``read_torch_file``
 ``torch.save``d file is read (checkpoints, ``--weights``), refusing anything but plain tensors and containers.
 """
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -71,3 +72,12 @@ def read_torch_file(path: str | Path, expected: str) -> Any:
     except Exception as error:  # noqa: BLE001 - any failure to unpickle means "not such a file"
         raise InputError(f"{path}: not {expected} ({_load_failure(error)}); check the path, or save the file "
                          "again (state dicts and dsdi checkpoints load safely)") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

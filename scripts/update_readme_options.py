@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from dsdi.options import option_table
-from dsdi.rank_config import RankConfig
-from dsdi.train_config import TrainConfig
+from dsdi.rank.config import RankConfig
+from dsdi.train.config import TrainConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES = {"train": TrainConfig, "rank": RankConfig}

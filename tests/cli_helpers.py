@@ -1,8 +1,8 @@
-"""Calling the real `dsdi` command in tests: typer's CliRunner on dsdi.cli.app, with the exit code checked."""
+"""Calling the real `dsdi` command in tests: typer's CliRunner on dsdi.cli.app.app, with the exit code checked."""
 
 from typer.testing import CliRunner
 
-from dsdi.cli import app
+from dsdi.cli.app import app
 
 
 def invoke(args: list, expect: int = 0):

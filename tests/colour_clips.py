@@ -1,4 +1,4 @@
-"""Test clips made with the ffmpeg CLI (through ffmpeg-python and dsdi.ffmpeg_cli): solid colours changing at
+"""Test clips made with the ffmpeg CLI (through ffmpeg-python and dsdi.video.ffmpeg): solid colours changing at
 known instants, a moving test pattern, a tone without video; and ffmpeg's own 10 fps sampling."""
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from dsdi.ffmpeg_cli import run
+from dsdi.video.ffmpeg import run
 
 
 def _h264(video: ffmpeg.nodes.FilterableStream, out: Path, gop: int | None, extra: tuple) -> ffmpeg.nodes.OutputStream:

@@ -13,8 +13,8 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary dsdi runs (dsdi.ffmpeg_cli: the one shipped by the imageio-ffmpeg wheel)."""
-    from dsdi.ffmpeg_cli import ffmpeg_exe
+    """Path of the ffmpeg binary dsdi runs (dsdi.video.ffmpeg: the one shipped by the imageio-ffmpeg wheel)."""
+    from dsdi.video.ffmpeg import ffmpeg_exe
 
     return ffmpeg_exe()
 

@@ -1,5 +1,5 @@
 """Tiny random timm models saved as dsdi checkpoints for the rank tests, and their reference forward passes
-(plain timm models loaded from the checkpoint's weights, not through dsdi.checkpoint.load_model)."""
+(plain timm models loaded from the checkpoint's weights, not through dsdi.models.checkpoint.load_model)."""
 
 import functools
 from pathlib import Path
@@ -8,10 +8,11 @@ import numpy as np
 import timm
 import torch
 
-from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
-from dsdi.data import frames_to_tensor
-from dsdi.schema import CLASSES
-from dsdi.video import Clip, ClipChunks
+from dsdi.labels.schema import CLASSES
+from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.models.preprocess import frames_to_tensor
+from dsdi.video.clip import Clip
+from dsdi.video.decode import ClipChunks
 
 IMG = 64  # input side of the colour model
 
@@ -51,7 +52,7 @@ def save_pattern_model(run_dir: Path, seed: int, side: int) -> Path:
 
 @functools.cache
 def reference_model(run_dir: Path) -> torch.nn.Module:
-    """The checkpoint's weights in a plain timm model (not through dsdi.checkpoint.load_model)."""
+    """The checkpoint's weights in a plain timm model (not through dsdi.models.checkpoint.load_model)."""
     payload = read_checkpoint(run_dir / "best.pt")
     model = timm.create_model(payload["backbone"], num_classes=len(CLASSES))
     model.load_state_dict(payload["model"])

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsdi.backbones import PAPER_BACKBONES, create_backbone, default_img_size
-from dsdi.backbones.ibn import IBN
-from dsdi.checkpoint import checkpoint_payload, save_checkpoint
 from dsdi.errors import InputError
-from dsdi.schema import CLASSES
+from dsdi.labels.schema import CLASSES
+from dsdi.models.backbones import PAPER_BACKBONES, create_backbone, default_img_size
+from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
+from dsdi.models.ibn import IBN
 
 TINY = "lcnet_050"
 

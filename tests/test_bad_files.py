@@ -11,10 +11,10 @@ import torch
 from test_train import tiny_args, write_world
 from typer.testing import CliRunner
 
-from dsdi.backbones import create_backbone
-from dsdi.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
-from dsdi.cli import app
+from dsdi.cli.app import app
 from dsdi.errors import InputError
+from dsdi.models.backbones import create_backbone
+from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 
 GARBAGE = bytes(range(256)) * 16
 """Binary garbage: every byte value, NULs and invalid UTF-8 included."""

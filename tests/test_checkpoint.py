@@ -6,10 +6,10 @@ import pickle
 import pytest
 import torch
 
-from dsdi.backbones import create_backbone
-from dsdi.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 from dsdi.errors import InputError
-from dsdi.schema import CLASSES
+from dsdi.labels.schema import CLASSES
+from dsdi.models.backbones import create_backbone
+from dsdi.models.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
 
 
 class Opaque:

@@ -11,16 +11,16 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
-from dsdi.cli import app
-from dsdi.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+from dsdi.cli.app import app
+from dsdi.errors import InputError
+from dsdi.labels.schema import CLASSES
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
+from dsdi.train.data import (
     Augmentation,
     LabelledImageDataset,
     collate_skip_broken,
     decode_image,
     find_unreadable_images,
-    frames_to_tensor,
     holdout_split,
     load_image,
     read_labels_csv,
@@ -28,8 +28,6 @@ from dsdi.data import (
     train_val_split,
     training_batch,
 )
-from dsdi.errors import InputError
-from dsdi.schema import CLASSES
 
 LADI_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "ladi-sample"
                / "010_0775_4365f589-de67-4561-8fdd-f1ac1ac1ae07.jpg")

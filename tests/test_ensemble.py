@@ -17,16 +17,16 @@ from colour_clips import make_colour_clip
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
-import dsdi.rank
-from dsdi.checkpoint import checkpoint_payload, save_checkpoint
-from dsdi.cli import app
-from dsdi.ensemble import Ensemble, Member, load_ensemble, member_checkpoints, write_ensemble
+import dsdi.rank.scoring
+from dsdi.cli.app import app
 from dsdi.errors import InputError
-from dsdi.predictions import read_predictions, write_predictions, write_targets
-from dsdi.rank_config import RankConfig
-from dsdi.schema import CLASSES
-from dsdi.selection import forward_selection, holdout_map
-from dsdi.video import ClipChunks
+from dsdi.labels.schema import CLASSES
+from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
+from dsdi.rank.config import RankConfig
+from dsdi.rank.ensemble import Ensemble, Member, load_ensemble, member_checkpoints, write_ensemble
+from dsdi.rank.selection import forward_selection, holdout_map
+from dsdi.train.predictions import read_predictions, write_predictions, write_targets
+from dsdi.video.decode import ClipChunks
 from dsdi.workspace import SUBMISSIONS_DIR
 
 ENSEMBLES = Path(__file__).resolve().parents[1] / "runs" / "ensembles"
@@ -143,8 +143,8 @@ def test_member_checkpoints_names_every_missing_or_unfinished_member(tmp_path):
 
 def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypatch):
     decodes = []
-    monkeypatch.setattr(dsdi.rank, "ClipChunks", lambda clip, *a, **k: decodes.append(clip) or ClipChunks(clip, *a,
-                                                                                                         **k))
+    monkeypatch.setattr(dsdi.rank.scoring, "ClipChunks",
+                        lambda clip, *a, **k: decodes.append(clip) or ClipChunks(clip, *a, **k))
     runs = tmp_path / "runs"
     fake_run(runs, "A01")
     write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A01")), Member(Path("C10"), "last")]))

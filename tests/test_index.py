@@ -10,15 +10,15 @@ import sqlite3
 import numpy as np
 import pytest
 
-from dsdi.clip_scores import SCORES_BYTES, ClipScores
 from dsdi.errors import InputError
-from dsdi.fusion import fused_scores
-from dsdi.index import ScoreIndex, clip_signature
-from dsdi.index_shard import read_shard
-from dsdi.schema import CLASSES, FEATURES, NUM_CLASSES
-from dsdi.video import Clip
+from dsdi.index.scores import SCORES_BYTES, ClipScores
+from dsdi.index.shard import read_shard
+from dsdi.index.store import ScoreIndex, clip_signature
+from dsdi.labels.schema import CLASSES, FEATURES, NUM_CLASSES
+from dsdi.rank.fusion import fused_scores
+from dsdi.video.clip import Clip
 
-# The schema and the row writes of the index before version 2 (dsdi.index at commit 820857f), as they were.
+# The schema and the row writes of the index before version 2 (dsdi.index.store at commit 820857f), as they were.
 V1_SCHEMA = """
 CREATE TABLE IF NOT EXISTS clips (shot_id TEXT PRIMARY KEY, clip_path TEXT NOT NULL, start REAL, "end" REAL,
     size INTEGER, mtime REAL, signature TEXT NOT NULL);

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from dsdi.cli import app
-from dsdi.labels import parse_answer, read_annotations, soft_labels
-from dsdi.schema import CLASSES, category_of, load_token_map, normalise_token
+from dsdi.cli.app import app
+from dsdi.labels.crowd import parse_answer, read_annotations, soft_labels
+from dsdi.labels.schema import CLASSES, category_of, load_token_map, normalise_token
 
 runner = CliRunner()
 LADI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ladi-sample"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsdi import schema
 from dsdi.errors import InputError
-from dsdi.losses import LOSSES, create_loss, register_loss
+from dsdi.labels import schema
+from dsdi.train.losses import LOSSES, create_loss, register_loss
 
 NAMES = ["bce", "focal", "cbfl", "rfl", "rfl_xview", "lovasz", "lovasz_hinge", "focal+lovasz"]
 BASE_NAMES = ["bce", "focal", "cbfl", "rfl", "rfl_xview", "lovasz", "lovasz_hinge"]

@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 from typer.testing import CliRunner
 
-from dsdi.cli import app
+from dsdi.cli.app import app
 from dsdi.errors import InputError
-from dsdi.metrics import average_precision, evaluate_run, lrap, per_class_average_precision
-from dsdi.submission import write_submission_xml, write_trec_run
+from dsdi.train.metrics import lrap, per_class_average_precision
+from dsdi.trecvid.evaluation import average_precision, evaluate_run
+from dsdi.trecvid.submission import write_submission_xml, write_trec_run
 
 CUTOFFS = (5, 10, 100, 1000)
 
@@ -259,10 +260,10 @@ def test_cli_eval_warns_when_nothing_relevant_is_retrieved(tmp_path):
 
 
 def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
-    """Formats agree across parts: the qrels `dsdi synth` writes and the clip stems `dsdi.video` finds are
+    """Formats agree across parts: the qrels `dsdi synth` writes and the clip stems `dsdi.video.decode` finds are
     what `dsdi eval` reads; a truth-ordered run scores mAP 1, a reversed one matches pytrec_eval."""
     from dsdi.synth import build_world
-    from dsdi.video import discover_clips
+    from dsdi.video.clip import discover_clips
 
     world = build_world(tmp_path / "world", n_images=0, n_clips=3, seed=3, clip_size=(96, 64),
                         clip_seconds=(1.0, 1.5))
@@ -290,7 +291,7 @@ def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
 
 
 def test_cli_eval_feature_numbers_file_names_the_features(tmp_path):
-    from dsdi.schema import FEATURES
+    from dsdi.labels.schema import FEATURES
 
     run_path = tmp_path / "run.trec"
     write_trec_run(run_path, {101: [("a", 0.9), ("b", 0.1)]}, "r")

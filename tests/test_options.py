@@ -12,10 +12,10 @@ import typer.main
 from typer.testing import CliRunner
 
 from dsdi import options
-from dsdi.cli import app
+from dsdi.cli.app import app
 from dsdi.errors import InputError
-from dsdi.rank_config import RankConfig
-from dsdi.train_config import TrainConfig
+from dsdi.rank.config import RankConfig
+from dsdi.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {  # command -> (its config dataclass, parameters that are not config fields)

@@ -1,7 +1,7 @@
 """`dsdi rank` / `dsdi fuse` through the real CLI on real H.264 clips with tiny random models.
 
 References are computed outside dsdi's ranking code: frames from the ffmpeg CLI's own `fps=10` extraction
-(and from dsdi.video for exact checks), forward passes of the models in float64-accumulated numpy, sorting
+(and from dsdi.video.decode for exact checks), forward passes of the models in float64-accumulated numpy, sorting
 with pandas, XML validation with lxml against the shipped DTD.
 """
 
@@ -27,16 +27,17 @@ from lxml import etree
 from rank_models import IMG, frame_sigmoids, model_input_frames, model_sigmoids, save_pattern_model, save_tiny_model
 from typer.testing import CliRunner
 
-import dsdi.rank
-from dsdi.checkpoint import read_checkpoint, save_checkpoint
-from dsdi.cli import app
-from dsdi.data import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
-from dsdi.ffmpeg_cli import run
-from dsdi.index import ScoreIndex
-from dsdi.index_shard import read_shard
-from dsdi.rank_config import RankConfig
-from dsdi.schema import CLASSES, FEATURES
-from dsdi.video import Clip, ClipChunks, decode_clip
+import dsdi.rank.scoring
+from dsdi.cli.app import app
+from dsdi.index.shard import read_shard
+from dsdi.index.store import ScoreIndex
+from dsdi.labels.schema import CLASSES, FEATURES
+from dsdi.models.checkpoint import read_checkpoint, save_checkpoint
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
+from dsdi.rank.config import RankConfig
+from dsdi.video.clip import Clip
+from dsdi.video.decode import ClipChunks, decode_clip
+from dsdi.video.ffmpeg import run
 
 W, H = 64, 48
 RNG = np.random.default_rng(7)
@@ -71,7 +72,7 @@ def count_decodes(monkeypatch) -> list[str]:
             decodes.append(clip.shot_id)
             super().__init__(clip, *args, **kwargs)
 
-    monkeypatch.setattr(dsdi.rank, "ClipChunks", CountingChunks)
+    monkeypatch.setattr(dsdi.rank.scoring, "ClipChunks", CountingChunks)
     return decodes
 
 
@@ -129,23 +130,24 @@ def test_max_aggregation_matches_frame_outputs(world):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux only")
 def test_decoding_threads_yield_to_the_model_on_the_cpu(world, tmp_path, monkeypatch):
-    decode_into, priorities = dsdi.rank.decode_clip_into, []
+    decode_into, priorities = dsdi.rank.scoring.decode_clip_into, []
 
     def recording(*args, **kwargs):
         priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return decode_into(*args, **kwargs)
 
-    monkeypatch.setattr(dsdi.rank, "decode_clip_into", recording)
-    dsdi.rank.rank(RankConfig(clips=world["clips"], models=world["models"], out=tmp_path / "out", device="cpu"))
+    monkeypatch.setattr(dsdi.rank.scoring, "decode_clip_into", recording)
+    dsdi.rank.scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=tmp_path / "out", device="cpu"))
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert len(priorities) == len(CLIP_SEGMENTS) and set(priorities) == {min(19, own + dsdi.rank.DECODER_NICENESS)}
+    niceness = min(19, own + dsdi.rank.scoring.DECODER_NICENESS)
+    assert len(priorities) == len(CLIP_SEGMENTS) and set(priorities) == {niceness}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread keeps its own
 
 
 def test_topk_trec_and_xml(world):
     out = world["out"]
     scores, trec = read_scores(out), read_trec(out / "t1.trec")
-    dtd = etree.DTD(str(Path(dsdi.rank.__file__).parent / "data_files" / "videoFeatureExtractionResults.dtd"))
+    dtd = etree.DTD(str(Path(dsdi.__file__).parent / "data_files" / "videoFeatureExtractionResults.dtd"))
     xml = etree.parse(str(out / "t1.xml"))
     assert dtd.validate(xml), dtd.error_log
     assert sorted(trec["fnum"].unique()) == list(range(1, 33))  # none-classes never ranked
@@ -233,13 +235,13 @@ def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeyp
 
 
 def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
-    added, add = [], dsdi.rank._BatchScorer.add
-    monkeypatch.setattr(dsdi.rank._BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
+    added, add = [], dsdi.rank.scoring._BatchScorer.add
+    monkeypatch.setattr(dsdi.rank.scoring._BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
                         or add(self, slot, frames))
     rows = {}
     for chunk_frames in (5, 10_000):  # clips of 8 to 14 frames: 2 or 3 chunks each, one chunk each
         out = tmp_path / f"chunks{chunk_frames}"
-        dsdi.rank.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
+        dsdi.rank.scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
                                             device="cpu", chunk_frames=chunk_frames))
         with sqlite3.connect(out / "scores.sqlite") as db:
             rows[chunk_frames] = db.execute("SELECT * FROM model_scores ORDER BY model_key, shot_id").fetchall()
@@ -318,7 +320,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
                 raise RuntimeError("decoder crashed later")
             yield from chunks
 
-    monkeypatch.setattr(dsdi.rank, "ClipChunks", CrashingChunks)
+    monkeypatch.setattr(dsdi.rank.scoring, "ClipChunks", CrashingChunks)
     (clips / "zero.mp4").write_bytes(b"")
     (clips / "text.mp4").write_text("not a video\n" * 100)
     make_tone_clip(ffmpeg_exe, clips / "audio.mp4")
@@ -392,14 +394,14 @@ def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
 # `python slow_dsdi.py ARGS` = `dsdi ARGS`, each process sleeping DSDI_TEST_CLIP_SLEEP s after storing a clip
 SLOW_DSDI = """
 import os, time
-from dsdi.index import ScoreIndex
-from dsdi.index_shard import read_shard
+from dsdi.index.store import ScoreIndex
+from dsdi.index.shard import read_shard
 store = ScoreIndex.add_clip
 def store_then_sleep(self, clip, scores):
     store(self, clip, scores)
     time.sleep(float(os.environ.get("DSDI_TEST_CLIP_SLEEP", "0")))
 ScoreIndex.add_clip = store_then_sleep
-from dsdi.cli import app
+from dsdi.cli.app import app
 app(prog_name="dsdi")
 """
 
@@ -540,7 +542,7 @@ def assert_model_input_matches_bt601(clips: Path, tmp_path: Path) -> None:
     models = {save_pattern_model(tmp_path / "runs" / f"plain{side}", seed, side): side
               for seed, side in ((0, IMG), (1, 96))}
     out = tmp_path / "out"
-    dsdi.rank.rank(RankConfig(clips=clips, models=list(models), out=out, batch_size=8, device="cpu"))
+    dsdi.rank.scoring.rank(RankConfig(clips=clips, models=list(models), out=out, batch_size=8, device="cpu"))
     scores = read_scores(out)
     mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (IMAGENET_MEAN, IMAGENET_STD))
     for path in sorted(clips.glob("*.mp4")):

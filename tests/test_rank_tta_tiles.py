@@ -2,7 +2,7 @@
 by hand with the same model, one index key per option set, and bad flags.
 
 Real H.264 clips of ffmpeg's moving test pattern and a tiny random resnet10t (tests/rank_models.py). The hand
-computation decodes the clips itself (dsdi.video.ClipChunks at the sizes written out below, which test_rank.py
+computation decodes the clips itself (dsdi.video.decode.ClipChunks at the sizes written out below, which test_rank.py
 checks against full-resolution frames), cuts the tiles, mirrors with torch.flip and runs a plain timm copy of
 the model on each view separately.
 """
@@ -18,13 +18,15 @@ from cli_helpers import invoke
 from colour_clips import make_pattern_clip
 from rank_models import IMG, model_sigmoids, save_pattern_model
 
-from dsdi.data import frames_to_tensor
-from dsdi.index import ScoreIndex, file_sha256
-from dsdi.rank import model_key
-from dsdi.rank_config import parse_tiles
-from dsdi.schema import CLASSES
-from dsdi.video import Clip, ClipChunks
-from dsdi.views import tile_boxes
+from dsdi.files import file_sha256
+from dsdi.index.store import ScoreIndex
+from dsdi.labels.schema import CLASSES
+from dsdi.models.preprocess import frames_to_tensor
+from dsdi.rank.config import parse_tiles
+from dsdi.rank.scoring import model_key
+from dsdi.rank.views import tile_boxes
+from dsdi.video.clip import Clip
+from dsdi.video.decode import ClipChunks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -24,9 +24,9 @@ from lxml import html as lxml_html
 from PIL import Image
 from typer.testing import CliRunner
 
-from dsdi.cli import app
-from dsdi.report import build_report
-from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.cli.app import app
+from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.report.html import build_report
 
 # Each clip shows its first colour for 1 s, then its second colour for 1 s (10 fps).
 CLIP_COLOURS = {
@@ -130,8 +130,6 @@ def test_report_shows_top_clips_at_their_peak_frame_and_run_facts(rank_folder, t
 
 
 def test_report_ap_chart_matches_pytrec_eval(rank_folder, tmp_path):
-    pytest.importorskip("dsdi.metrics", reason="dsdi.metrics (evaluate_run) has not landed yet")
-    pytest.importorskip("dsdi.submission", reason="dsdi.submission (read_run/read_qrels) has not landed yet")
     pytrec_eval = pytest.importorskip("pytrec_eval")
     out = rank_folder["out"]
     scores = rank_folder["scores"]

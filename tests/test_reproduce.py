@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import invoke
 
 from dsdi.options import read_toml
-from dsdi.train_config import TrainConfig
+from dsdi.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE_AND_SPEED = {"backbone", "img_size", "epochs", "batch_size", "workers", "device", "pretrained", "out"}

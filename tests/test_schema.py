@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from dsdi import schema
 from dsdi.errors import InputError
+from dsdi.labels import schema
 
 TABLE1 = [
     ("damage (misc)", 24009), ("flooding / water damage", 33120), ("landslide", 2237), ("road washout", 3613),

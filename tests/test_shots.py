@@ -13,11 +13,11 @@ import timm
 import torch
 from typer.testing import CliRunner
 
-from dsdi.checkpoint import checkpoint_payload, save_checkpoint
-from dsdi.cli import app
-from dsdi.ffmpeg_cli import run
-from dsdi.schema import CLASSES
-from dsdi.shots import detect_shots
+from dsdi.cli.app import app
+from dsdi.labels.schema import CLASSES
+from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
+from dsdi.video.ffmpeg import run
+from dsdi.video.shots import detect_shots
 
 W, H, RATE, MIN_SHOT = 160, 96, 25, 0.6
 # (lavfi source, frames): every shot at least MIN_SHOT long; neighbours look different. Every source must draw the

@@ -12,7 +12,7 @@ from cli_helpers import invoke
 from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score
 
-from dsdi.schema import FEATURES, load_feature_numbers
+from dsdi.labels.schema import FEATURES, load_feature_numbers
 from dsdi.study.measure import ClipJudge, image_ap
 from dsdi.study.stats import (
     INCONCLUSIVE,
@@ -73,7 +73,7 @@ def test_image_ap_is_sklearns_on_the_common_images():
     ids = [f"img_{i}" for i in range(30)]
     truth = pd.DataFrame((rng.random((30, len(FEATURES))) < 0.3).astype(int), index=ids, columns=list(FEATURES))
     truth.iloc[:, 0] = 0  # no positive: NaN
-    from dsdi.schema import CLASSES
+    from dsdi.labels.schema import CLASSES
 
     scores = pd.DataFrame(rng.random((25, len(CLASSES))), index=ids[5:], columns=list(CLASSES))
     got = image_ap(scores, truth)

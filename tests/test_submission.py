@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from dsdi.errors import InputError
-from dsdi.schema import CLASSES, FEATURES, NONE_CLASSES, load_feature_numbers
-from dsdi.submission import (
+from dsdi.labels.schema import CLASSES, FEATURES, NONE_CLASSES, load_feature_numbers
+from dsdi.trecvid.submission import (
     check_rankings,
     rank_features,
     read_qrels,

@@ -15,11 +15,11 @@ import pytest
 from cli_helpers import invoke, said
 from PIL import Image
 
-from dsdi.checkpoint import read_checkpoint
 from dsdi.errors import InputError
+from dsdi.labels.schema import CLASSES
+from dsdi.models.checkpoint import read_checkpoint
 from dsdi.options import read_toml
-from dsdi.schema import CLASSES
-from dsdi.sweep import parse_overrides, parse_seeds, sweep
+from dsdi.train.sweep import parse_overrides, parse_seeds, sweep
 
 SIDE = 32
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]

@@ -16,10 +16,9 @@ from PIL import Image
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from dsdi import schema
-from dsdi.cli import app
-from dsdi.ffmpeg_cli import FfmpegError, run
-from dsdi.labels import read_annotations, soft_labels
+from dsdi.cli.app import app
+from dsdi.labels import schema
+from dsdi.labels.crowd import read_annotations, soft_labels
 from dsdi.synth import (
     OUTLIER_KINDS,
     build_world,
@@ -32,7 +31,8 @@ from dsdi.synth import (
 )
 from dsdi.synth import looks as synth_looks
 from dsdi.synth.looks import LOOKS, check_looks
-from dsdi.video import sample_frames
+from dsdi.video.decode import sample_frames
+from dsdi.video.ffmpeg import FfmpegError, run
 
 N_IMAGES, N_CLIPS = 40, 4
 
@@ -138,7 +138,7 @@ def test_clips_decode_with_ffmpeg(world, ffmpeg_exe):
 
 
 def test_ten_fps_sampler_sees_every_third_frame(world):
-    """qrels count a feature as relevant when a frame at t = 0, 0.1, ... shows it: dsdi.video samples exactly those."""
+    """qrels count a feature as relevant when a frame at t = 0, 0.1, ... shows it: the decoder samples exactly those."""
     for row in pd.read_csv(world.clips_table).itertuples():
         frames, timestamps = sample_frames(world.root / row.clip_path, fps=10.0)
         assert len(frames) == len(timestamps) == -(-row.frames // 3)

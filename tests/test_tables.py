@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from cli_helpers import invoke
 
-from dsdi.schema import CLASSES
-from dsdi.tables import PAPER_TABLE_2_LRAP, paper_lrap, paper_submission, paper_submissions, table2, table3
+from dsdi.labels.schema import CLASSES
+from dsdi.report.tables import PAPER_TABLE_2_LRAP, paper_lrap, paper_submission, paper_submissions, table2, table3
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_HEADER = "epoch,lr,train_loss,val_loss,val_lrap,val_map,seconds,images_per_s,broken_images"

@@ -22,18 +22,18 @@ from PIL import Image
 from sklearn.metrics import label_ranking_average_precision_score
 from typer.testing import CliRunner
 
-from dsdi import train as train_module
-from dsdi.backbones import create_backbone
-from dsdi.checkpoint import load_model
-from dsdi.cli import app
-from dsdi.data import holdout_split, train_val_split
-from dsdi.losses import create_loss
-from dsdi.predictions import read_predictions, read_targets
+from dsdi.cli.app import app
+from dsdi.labels.schema import CLASSES
+from dsdi.models.backbones import create_backbone
+from dsdi.models.checkpoint import load_model
 from dsdi.runtime import ProcessGroup, rng_state
-from dsdi.schedule import learning_rate, scheduled_lr, snapshot_index, step_learning_rate
-from dsdi.schema import CLASSES
-from dsdi.train import METRIC_COLUMNS
-from dsdi.train_config import TrainConfig
+from dsdi.train import loop as train_module
+from dsdi.train.config import TrainConfig
+from dsdi.train.data import holdout_split, train_val_split
+from dsdi.train.loop import METRIC_COLUMNS
+from dsdi.train.losses import create_loss
+from dsdi.train.predictions import read_predictions, read_targets
+from dsdi.train.schedule import learning_rate, scheduled_lr, snapshot_index, step_learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]

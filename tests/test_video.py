@@ -1,4 +1,4 @@
-"""dsdi.video against the ffmpeg CLI: real H.264 clips whose colour changes at known instants."""
+"""dsdi.video.decode against the ffmpeg CLI: real H.264 clips whose colour changes at known instants."""
 
 import math
 from pathlib import Path
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from colour_clips import make_colour_clip, make_pattern_clip, make_tone_clip
 
-import dsdi.video
+import dsdi.video.decode
 from dsdi.errors import InputError
-from dsdi.video import Clip, VideoDecodeError, decode_clip, discover_clips, frame_at, read_shot_table, sample_frames
+from dsdi.video.clip import Clip, discover_clips, read_shot_table
+from dsdi.video.decode import VideoDecodeError, decode_clip, frame_at, sample_frames
 
 COLOURS = [("red", 1.0), ("blue", 1.25), ("green", 0.8)]  # segments (colour, seconds) at 30 fps
 W, H = 64, 48
@@ -40,7 +41,7 @@ def clips(tmp_path_factory, ffmpeg_exe):
 
 def decode_in_chunks(clip: Clip, chunk_frames: int, backend: str | None = None) -> tuple:
     """(frames (N,H,W,3), timestamps (N,), truncated, note) of ClipChunks, checking every chunk's length."""
-    chunks = dsdi.video.ClipChunks(clip, chunk_frames=chunk_frames, backend=backend)
+    chunks = dsdi.video.decode.ClipChunks(clip, chunk_frames=chunk_frames, backend=backend)
     frames, times = zip(*chunks, strict=True)
     lengths = [len(t) for t in times]
     assert lengths == [len(f) for f in frames] and set(lengths[:-1]) <= {chunk_frames} and 1 <= lengths[-1]
@@ -145,7 +146,7 @@ def test_chunks_equal_whole_decoding_of_files_and_shots(clips, backend):
 
 
 def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
-    open_decord, batches = dsdi.video.open_decord_reader, []
+    open_decord, batches = dsdi.video.decode.open_decord_reader, []
 
     def reader_failing_after_two_batches(path, size):
         reader, starts, duration = open_decord(path, size)
@@ -159,7 +160,7 @@ def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
 
         return Failing(), starts, duration
 
-    monkeypatch.setattr(dsdi.video, "open_decord_reader", reader_failing_after_two_batches)
+    monkeypatch.setattr(dsdi.video.decode, "open_decord_reader", reader_failing_after_two_batches)
     clip = Clip("main", clips["main"])
     frames, times, truncated, note = decode_in_chunks(clip, 7, "decord")
     assert batches == [7, 7, 7]  # samples 14 on come from PyAV
@@ -170,14 +171,14 @@ def test_decord_failing_mid_file_hands_over_to_pyav(clips, monkeypatch):
 
 def count_decoded(monkeypatch) -> list[float]:
     """The start times of the frames the PyAV decoder puts out from now on."""
-    starts, decode = [], dsdi.video._pyav_decode
+    starts, decode = [], dsdi.video.decode._pyav_decode
 
     def counting(*args, **kwargs):
         for start, frame in decode(*args, **kwargs):
             starts.append(start)
             yield start, frame
 
-    monkeypatch.setattr(dsdi.video, "_pyav_decode", counting)
+    monkeypatch.setattr(dsdi.video.decode, "_pyav_decode", counting)
     return starts
 
 
@@ -192,7 +193,7 @@ def test_unsampled_non_reference_frames_are_skipped_and_samples_stay_identical(t
         skipped = len(decoded)
         decoded.clear()
         with monkeypatch.context() as patch:
-            patch.setattr(dsdi.video.ClipChunks, "_needed", lambda self, start, next_start: True)
+            patch.setattr(dsdi.video.decode.ClipChunks, "_needed", lambda self, start, next_start: True)
             every = decode_clip(shot, fps=fps)
         assert len(decoded) == 120 if shot.shot_id == "all" else len(decoded) >= skipped
         if shot.shot_id != "fast":
@@ -220,7 +221,7 @@ def test_shrink_to_converts_like_the_bt601_equations_at_each_size(tmp_path):
 
     world = build_world(tmp_path / "world", n_images=0, n_clips=1, clip_size=(320, 180), clip_seconds=(2.0, 2.0))
     clip = Clip("p", sorted(world.clips_dir.glob("*.mp4"))[0])
-    chunks = dsdi.video.ClipChunks(clip, chunk_frames=7, shrink_to=[(64, 64), (96, 96), (200, 200)])
+    chunks = dsdi.video.decode.ClipChunks(clip, chunk_frames=7, shrink_to=[(64, 64), (96, 96), (200, 200)])
     parts, times = zip(*chunks, strict=True)
     np.testing.assert_array_equal(np.concatenate(times), np.arange(20) / 10.0)
     references = colour_clips.bt601_rgb_at(clip.path, [(64, 64), (96, 96), None])
@@ -236,4 +237,4 @@ def test_shrink_to_converts_like_the_bt601_equations_at_each_size(tmp_path):
     full = decode_clip(clip).frames.astype(np.float32) - references[-1]
     assert -1.5 < full.mean() < -0.7  # the native path: as the ffmpeg CLI converts
     with pytest.raises(InputError):
-        dsdi.video.ClipChunks(clip, size=(64, 64), shrink_to=[(64, 64)])
+        dsdi.video.decode.ClipChunks(clip, size=(64, 64), shrink_to=[(64, 64)])

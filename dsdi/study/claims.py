@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdi.checkpoint import BEST_NAME
-from dsdi.fusion import RankOutput
-from dsdi.index import ScoreIndex
-from dsdi.predictions import read_targets
-from dsdi.schema import FEATURES
-from dsdi.selection import forward_selection, holdout_map
+from dsdi.index.store import ScoreIndex
+from dsdi.labels.schema import FEATURES
+from dsdi.models.checkpoint import BEST_NAME
+from dsdi.rank.fusion import RankOutput
+from dsdi.rank.selection import forward_selection, holdout_map
 from dsdi.study.design import (
     BASELINE,
     ENSEMBLE_POOL,
@@ -32,6 +31,7 @@ from dsdi.study.design import (
 from dsdi.study.measure import ClipJudge, clip_scores, holdout_scores, image_ap, mean_scores, read_truth
 from dsdi.study.run import INFERENCE_OPTIONS, ranked_checkpoints
 from dsdi.study.stats import Difference, difference, verdict_text
+from dsdi.train.predictions import read_targets
 
 
 @dataclass(frozen=True)

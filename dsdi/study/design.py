@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dsdi.options import updated, write_toml
-from dsdi.train_config import TrainConfig
+from dsdi.train.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 - **image AP** of a run's stored hold-out sigmoids (``predictions/<stem>.holdout.csv``) against the world's
   **true** labels (``true_labels.csv``, not the crowd's), on the held-out images that are not outliers;
-- **clip AP** of fused clip scores from a score index (``dsdi.fusion.fused_scores``), TREC AP against the qrels
-  (``dsdi.metrics.evaluate_run``); optionally only on the *brief* appearances: a relevant (feature, clip) pair
+- **clip AP** of fused clip scores from a score index (``dsdi.rank.fusion.fused_scores``), TREC AP against the qrels
+  (``trecvid.evaluation.evaluate_run``); optionally only on the *brief* appearances: a relevant (feature, clip) pair
   counts only when the feature is on screen under ``BRIEF_SECONDS`` in all (``clip_truth.csv``), and the
   feature's other relevant clips are taken out of its ranking.
 """
@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsdi.fusion import fused_scores, ranked_by_score
-from dsdi.index import ScoreIndex
-from dsdi.metrics import evaluate_run, per_class_average_precision
-from dsdi.predictions import read_predictions
-from dsdi.schema import CLASSES, FEATURES, load_feature_numbers
-from dsdi.submission import read_qrels
+from dsdi.index.store import ScoreIndex
+from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.rank.fusion import fused_scores, ranked_by_score
+from dsdi.train.metrics import per_class_average_precision
+from dsdi.train.predictions import read_predictions
+from dsdi.trecvid.evaluation import evaluate_run
+from dsdi.trecvid.submission import read_qrels
 
 BRIEF_SECONDS = 1.0
 

@@ -23,7 +23,7 @@ from dsdi.study.stats import (
     REPRODUCED,
     verdict_text,
 )
-from dsdi.train import METRICS_NAME
+from dsdi.train.loop import METRICS_NAME
 
 VERDICT_COLOURS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e"}
 INCONCLUSIVE_COLOUR = "#6e7781"

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from dsdi.checkpoint import BEST_NAME
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.labels import make_labels
-from dsdi.rank import rank
-from dsdi.rank_config import RankConfig
+from dsdi.labels.crowd import make_labels
+from dsdi.models.checkpoint import BEST_NAME
+from dsdi.rank.config import RankConfig
+from dsdi.rank.scoring import rank
 from dsdi.study.design import (
     BASELINE,
     VARIANTS,
@@ -39,8 +39,8 @@ from dsdi.study.design import (
     world_path,
     write_recipes,
 )
-from dsdi.sweep import sweep
 from dsdi.synth import build_world
+from dsdi.train.sweep import sweep
 
 console = Console(stderr=True)
 

@@ -11,14 +11,14 @@ import ffmpeg
 import numpy as np
 import pandas as pd
 
-from dsdi import schema
-from dsdi.ffmpeg_cli import feed
 from dsdi.files import atomic_output
+from dsdi.labels import schema
 from dsdi.progress import progress_bar
 from dsdi.synth.crowd import feature_probabilities, sample_labels
 from dsdi.synth.scenes import CLIP_FPS, ClipScene, render_clip
+from dsdi.video.ffmpeg import feed
 
-SAMPLER_FPS = 10  # dsdi.video's sampling rate: t = 0, 0.1, 0.2 ... s, every CLIP_FPS // SAMPLER_FPS-th frame
+SAMPLER_FPS = 10  # dsdi.video.decode's sampling rate: t = 0, 0.1, 0.2 ... s, every CLIP_FPS // SAMPLER_FPS-th frame
 CLIP_FEATURE_PROBABILITY = (0.30, 0.04)  # (p_top, p_min) of feature_probabilities for clips
 CLIP_MIN_PER_FEATURE = 2
 
@@ -29,7 +29,7 @@ def encode_clip(clip: ClipScene, path: Path, fps: int = CLIP_FPS) -> None:
     The scene is converted to YUV 4:2:0 once (BT.601 limited range, as ffmpeg's own RGB input path does)
     and each frame's planes are piped raw: this halves the encoder's work compared with piping RGB.
     x264 runs on one thread so that the bytes depend only on the seed, not on the machine's cores.
-    A failing ffmpeg raises dsdi.ffmpeg_cli.FfmpegError naming the file, with ffmpeg's message."""
+    A failing ffmpeg raises dsdi.video.ffmpeg.FfmpegError naming the file, with ffmpeg's message."""
     path = Path(path)
     luma, blue, red = _yuv420_planes(clip.scene)
     cw, ch = clip.width // 2, clip.height // 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dsdi import schema
+from dsdi.labels import schema
 
 
 def feature_probabilities(p_top: float = 0.45, p_min: float = 0.008) -> np.ndarray:

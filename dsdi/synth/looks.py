@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsdi import schema
+from dsdi.labels import schema
 from dsdi.synth.canvas import Canvas, blob, ellipse, inside, rect, texture
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsdi import schema
+from dsdi.labels import schema
 from dsdi.synth.canvas import COVER_STEP, Canvas
 from dsdi.synth.looks import LOOKS, Look, draw_objects, draw_regions
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dsdi import schema
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
+from dsdi.labels import schema
 from dsdi.progress import progress_bar
 from dsdi.synth.clips import build_clips
 from dsdi.synth.crowd import sample_labels, simulate_annotations, with_none_classes, worker_ids

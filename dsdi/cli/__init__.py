@@ -1,0 +1,1 @@
+"""The `dsdi` command line."""

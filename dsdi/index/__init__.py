@@ -1,0 +1,1 @@
+"""The score index: per-clip, per-model frame scores stored in SQLite (and shards), resumable."""

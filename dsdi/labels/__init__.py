@@ -1,0 +1,1 @@
+"""Labels: the LADI class schema and soft/hard/majority labels from crowd answers (first stage)."""

@@ -1,0 +1,127 @@
+"""Checkpoint files: everything needed to rebuild a trained model from the file alone.
+
+A checkpoint is a ``torch.save``d dict (loadable with ``weights_only=True``) with keys:
+
+- ``model``      state dict of the classifier
+- ``backbone``   backbone name for ``dsdi.models.backbones.create_backbone``
+- ``classes``    list of the 37 class names in output order (``dsdi.labels.schema.CLASSES``)
+- ``img_size``   square input side in pixels used for training and inference
+- ``epoch``      number of completed epochs
+- ``val_lrap``   validation LRAP at that epoch (float or None)
+- ``config``     the resolved training config as a plain dict
+- plus, in ``last.pt`` only, training state (``optimizer``, ``scheduler``, ``rng``...) for ``--resume``: the
+  caller adds it as extra keys, ``save_checkpoint(path, {**checkpoint_payload(...), **training_state})``.
+
+Checkpoints are built (``checkpoint_payload``), written (``save_checkpoint``) and read (``read_checkpoint``,
+``load_model``) only here; a file that cannot be read as one raises InputError naming it, on one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsdi.errors import InputError
+from dsdi.files import atomic_output, read_torch_file
+from dsdi.labels.schema import CLASSES
+from dsdi.models.backbones import create_backbone
+
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+REQUIRED_KEYS = ("model", "backbone", "classes", "img_size")
+_WHAT = "a dsdi checkpoint"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint says about its model."""
+
+    path: Path
+    backbone: str
+    img_size: int
+    epoch: int
+    val_lrap: float | None
+
+
+def checkpoint_payload(model: nn.Module, *, backbone: str, img_size: int, epoch: int = 0,
+                       val_lrap: float | None = None, config: dict | None = None) -> dict:
+    """The checkpoint dict of ``model`` (keys as in the module docstring; classes: this dsdi's schema).
+    ``img_size``: square input side in pixels; ``epoch``: completed epochs; ``config``: plain values only."""
+    return {
+        "model": model.state_dict(),
+        "backbone": backbone,
+        "classes": list(CLASSES),
+        "img_size": img_size,
+        "epoch": epoch,
+        "val_lrap": val_lrap,
+        "config": dict(config or {}),
+    }
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Write ``payload`` (a ``checkpoint_payload``, plus any training state as extra keys) atomically (temp
+    file + rename) so a kill never leaves half a checkpoint."""
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict saved at ``path`` (tensors on the CPU). InputError, one line naming the file, when it
+    is missing, truncated or corrupt, holds objects ``weights_only`` refuses, or lacks a key of REQUIRED_KEYS."""
+    checkpoint = read_torch_file(path, _WHAT)
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else None
+    if missing is None or missing:
+        found = f"lacks {', '.join(missing)}" if missing else f"holds a {type(checkpoint).__name__}, not a dict"
+        raise InputError(f"{path}: not {_WHAT}: it {found}; pass a run directory or a best.pt/last.pt written by "
+                         "dsdi train (a plain state dict goes to dsdi train --weights)")
+    return checkpoint
+
+
+def resolve_checkpoint(model_ref: str | Path) -> Path:
+    """A run directory -> its ``best.pt`` (else ``last.pt``); a file path -> itself. InputError when neither."""
+    ref = Path(model_ref)
+    if ref.is_dir():
+        for name in (BEST_NAME, LAST_NAME):
+            if (ref / name).is_file():
+                return ref / name
+        raise InputError(f"{ref}: no {BEST_NAME} or {LAST_NAME} in this run directory (did training finish?)")
+    if not ref.is_file():
+        raise InputError(f"{ref}: no such checkpoint file or run directory")
+    return ref
+
+
+def load_model(model_ref: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the classifier of a run directory or checkpoint file, in eval mode on ``device``.
+
+    Raises InputError for a file that is no readable checkpoint (see ``read_checkpoint``), for weights that do
+    not fit its backbone, and for a class list other than this dsdi's schema.
+    """
+    path = resolve_checkpoint(model_ref)
+    checkpoint = read_checkpoint(path)
+    if list(checkpoint["classes"]) != list(CLASSES):
+        raise InputError(
+            f"{path}: the checkpoint's class schema ({len(checkpoint['classes'])} classes) differs from "
+            f"dsdi's {len(CLASSES)} classes; retrain the model with this version of dsdi"
+        )
+    model = create_backbone(checkpoint["backbone"], num_classes=len(CLASSES))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        reason = str(error).splitlines()[0][:160]
+        raise InputError(f"{path}: its model weights do not fit backbone {checkpoint['backbone']!r} ({reason}); "
+                         "the file is damaged or was edited") from None
+    model.to(device).eval()
+    info = ModelInfo(path, checkpoint["backbone"], int(checkpoint["img_size"]), int(checkpoint.get("epoch", 0)),
+                     checkpoint.get("val_lrap"))
+    return model, info
+
+
+def finished_runs(runs_dir: str | Path) -> list[Path]:
+    """Run directories under ``runs_dir`` holding a best.pt or last.pt, sorted by name."""
+    if not Path(runs_dir).is_dir():
+        return []
+    return sorted(p for p in Path(runs_dir).iterdir()
+                  if p.is_dir() and ((p / BEST_NAME).is_file() or (p / LAST_NAME).is_file()))

@@ -1,0 +1,1 @@
+"""Ranking: rank configuration, scoring clips with models, fusion, ensembles and model selection."""

@@ -1,0 +1,232 @@
+"""Ensemble files: which trained runs a ranking combines, with which checkpoint and weight (paper Table 3).
+
+An ensemble file (``runs/ensembles/NAME.toml``; the paper's Table 3 rows ship there) says::
+
+    name = "VAS4"              # default --run-id (so the output lands in submissions/VAS4); one word
+    description = "12 models ensemble"
+    paper_map = 0.360          # optional: the paper's test mAP, for tables (holdout_map: dsdi select's)
+    agg = "max"                # clip score over frames (max | mean | top3); --agg overrides it
+    members = [                # run folders under --runs-dir (default runs/; absolute paths as they are)
+      {run = "A01", checkpoint = "best", weight = 1.0},   # checkpoint: best | last | snapshot_K (default best)
+      {run = "C10", checkpoint = "last"},                 # weight default 1.0
+    ]
+    fuse = [{out_dir = "submissions/VAS3", weight = 1.0}] # optional: (1*this + W*other)/(1+W); --fuse replaces it
+
+``load_ensemble`` reads and checks a file (InputError naming the file and key), ``member_checkpoints`` finds
+each member's checkpoint file and refuses, in one message, every member that is missing or unfinished, and
+``write_ensemble`` writes one (``dsdi select`` does). ``dsdi rank --ensemble FILE`` ranks with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsdi.errors import InputError
+from dsdi.files import write_text_atomic
+from dsdi.index.scores import AGGREGATIONS
+from dsdi.options import read_toml
+from dsdi.workspace import RUNS_DIR
+
+CHECKPOINT_STEM = re.compile(r"best|last|snapshot_[1-9][0-9]*")
+_TOP_KEYS = ("name", "description", "paper_map", "holdout_map", "agg", "members", "fuse")
+_MEMBER_KEYS = ("run", "checkpoint", "weight")
+_FUSE_KEYS = ("out_dir", "weight")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: a run folder, the checkpoint it contributes (``<stem>.pt``) and its weight."""
+
+    run: Path
+    checkpoint: str = "best"
+    weight: float = 1.0
+
+    @property
+    def label(self) -> str:
+        """How messages name the member: the run, plus the checkpoint when it is not ``best``."""
+        return str(self.run) if self.checkpoint == "best" else f"{self.run} ({self.checkpoint})"
+
+
+@dataclass
+class Ensemble:
+    """An ensemble file's contents (see the module docstring); ``path``: the file it was read from, if any."""
+
+    name: str
+    members: list[Member]
+    agg: str = "max"
+    fuse: list[tuple[Path, float]] = field(default_factory=list)
+    description: str = ""
+    paper_map: float | None = None
+    holdout_map: float | None = None
+    path: Path | None = None
+
+    @property
+    def weights(self) -> list[float]:
+        return [member.weight for member in self.members]
+
+
+def _number(value: Any, where: str, minimum: float, strict: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value <= minimum):
+        bound = f"above {minimum:g}" if strict else f"at least {minimum:g}"
+        raise InputError(f"{where} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where} must be non-empty text, got {value!r}")
+    return value
+
+
+def _table(value: Any, where: str, keys: tuple[str, ...]) -> dict:
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be a table like {{{keys[0]} = ...}}, got {value!r}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(keys)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise InputError(f"{where} must be a list [...], got {value!r}")
+    return value
+
+
+def _member(value: Any, where: str) -> Member:
+    table = _table(value, where, _MEMBER_KEYS)
+    if "run" not in table:
+        raise InputError(f"{where}: lacks run (the run folder, e.g. run = \"A01\")")
+    checkpoint = table.get("checkpoint", "best")
+    if not isinstance(checkpoint, str) or not CHECKPOINT_STEM.fullmatch(checkpoint):
+        raise InputError(f"{where}.checkpoint {checkpoint!r}: choose best, last or snapshot_K (K = 1, 2, ...)")
+    return Member(Path(_text(table["run"], f"{where}.run")), checkpoint,
+                  _number(table.get("weight", 1.0), f"{where}.weight", 0.0))
+
+
+def ensemble_from_dict(data: dict, source: str, default_name: str) -> Ensemble:
+    """An Ensemble from a parsed ensemble file; InputError naming ``source`` and the key of a bad value."""
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise InputError(f"{source}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_TOP_KEYS)}")
+    name = _text(data.get("name", default_name), f"{source}: name")
+    if name.split() != [name]:
+        raise InputError(f"{source}: name {name!r} must be one word (it is the default --run-id)")
+    if "members" not in data:
+        raise InputError(f"{source}: lacks members = [{{run = \"A01\"}}, ...]")
+    items = _list(data["members"], f"{source}: members")
+    members = [_member(item, f"{source}: members[{i}]") for i, item in enumerate(items)]
+    if not members:
+        raise InputError(f"{source}: members is empty; list at least one {{run = \"A01\"}}")
+    seen: set[tuple[Path, str]] = set()
+    for member in members:
+        if (member.run, member.checkpoint) in seen:
+            raise InputError(f"{source}: member {member.label} is listed twice; give it once with the summed weight")
+        seen.add((member.run, member.checkpoint))
+    if sum(member.weight for member in members) <= 0:
+        raise InputError(f"{source}: members' weights sum to 0; give at least one a positive weight")
+    agg = data.get("agg", "max")
+    if agg not in AGGREGATIONS:
+        raise InputError(f"{source}: agg {agg!r}: choose one of {', '.join(AGGREGATIONS)}")
+    fuse = []
+    for i, item in enumerate(_list(data.get("fuse", []), f"{source}: fuse")):
+        table = _table(item, f"{source}: fuse[{i}]", _FUSE_KEYS)
+        if "out_dir" not in table or "weight" not in table:
+            raise InputError(f"{source}: fuse[{i}] needs out_dir and weight, e.g. "
+                             "{out_dir = \"submissions/other\", weight = 0.5}")
+        fuse.append((Path(_text(table["out_dir"], f"{source}: fuse[{i}].out_dir")),
+                     _number(table["weight"], f"{source}: fuse[{i}].weight", 0.0, strict=True)))
+    scores = {key: None if data.get(key) is None else _number(data[key], f"{source}: {key}", 0.0)
+              for key in ("paper_map", "holdout_map")}
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise InputError(f"{source}: description must be text, got {description!r}")
+    return Ensemble(name, members, agg, fuse, description, **scores)
+
+
+def load_ensemble(path: str | Path) -> Ensemble:
+    """The ensemble file at ``path`` (name defaults to the file's stem); InputError naming the file and key."""
+    path = Path(path)
+    ensemble = ensemble_from_dict(read_toml(path), str(path), path.stem)
+    ensemble.path = path
+    return ensemble
+
+
+def member_checkpoints(ensemble: Ensemble, runs_dir: str | Path = RUNS_DIR) -> list[Path]:
+    """Each member's checkpoint file ``runs_dir/<run>/<checkpoint>.pt`` (an absolute run path as it is).
+
+    One InputError lists every member that is not ready: its run folder is missing, its checkpoint file is
+    missing, or the run's ``config.toml`` and ``metrics.csv`` say it has not completed its epochs yet (a
+    ``last`` or ``best`` of an unfinished run is not the model the ensemble means). Reads no checkpoint."""
+    from dsdi.train.config import CONFIG_NAME
+    from dsdi.train.loop import METRICS_NAME
+
+    paths, problems = [], []
+    for member in ensemble.members:
+        run_dir = Path(runs_dir) / member.run
+        checkpoint = run_dir / f"{member.checkpoint}.pt"
+        paths.append(checkpoint)
+        if not run_dir.is_dir():
+            problems.append(f"{member.label}: no run folder {run_dir} (train it, e.g. dsdi train --config "
+                            f"{Path(runs_dir) / member.run.name}.toml)")
+        elif not checkpoint.is_file():
+            problems.append(f"{member.label}: {checkpoint} not found (training unfinished, or no such checkpoint)")
+        else:
+            done, planned = _epochs(run_dir / CONFIG_NAME, run_dir / METRICS_NAME)
+            if done is not None and planned is not None and done < planned:
+                problems.append(f"{member.label}: unfinished, {done} of {planned} epochs in {run_dir} "
+                                "(resume it with dsdi train --out RUN --resume)")
+    if problems:
+        where = ensemble.path or ensemble.name
+        raise InputError(f"{where}: {len(problems)} of {len(ensemble.members)} members not ready: "
+                         + "; ".join(problems))
+    return paths
+
+
+def _epochs(config_toml: Path, metrics_csv: Path) -> tuple[int | None, int | None]:
+    """(epochs completed per metrics.csv, epochs planned per config.toml); None where a file is absent."""
+    planned = None
+    if config_toml.is_file():
+        value = read_toml(config_toml).get("epochs")
+        planned = value if isinstance(value, int) and not isinstance(value, bool) else None
+    done = None
+    if metrics_csv.is_file():
+        lines = [line for line in metrics_csv.read_text(encoding="utf-8").splitlines() if line.strip()]
+        done = max(0, len(lines) - 1)
+    return done, planned
+
+
+def _toml_text(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def write_ensemble(path: str | Path, ensemble: Ensemble, comment: str = "") -> None:
+    """Write ``ensemble`` as an ensemble file at ``path`` (atomically); ``comment``: lines put on top as # text."""
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
+    lines += [f"name = {_toml_text(ensemble.name)}"]
+    if ensemble.description:
+        lines.append(f"description = {_toml_text(ensemble.description)}")
+    for key in ("paper_map", "holdout_map"):
+        if getattr(ensemble, key) is not None:
+            lines.append(f"{key} = {getattr(ensemble, key)!r}")
+    lines += [f"agg = {_toml_text(ensemble.agg)}", "members = ["]
+    lines += [f"  {{run = {_toml_text(m.run.as_posix())}, checkpoint = {_toml_text(m.checkpoint)}, "
+              f"weight = {float(m.weight)!r}}}," for m in ensemble.members]
+    lines.append("]")
+    if ensemble.fuse:
+        items = ", ".join(f"{{out_dir = {_toml_text(p.as_posix())}, weight = {float(w)!r}}}" for p, w in ensemble.fuse)
+        lines.append(f"fuse = [{items}]")
+    text = "\n".join(lines) + "\n"
+    ensemble_from_dict(_parse(text), str(path), Path(path).stem)  # never write a file load_ensemble refuses
+    write_text_atomic(Path(path), text)
+
+
+def _parse(text: str) -> dict:
+    from dsdi.options import tomllib
+
+    return tomllib.loads(text)

@@ -1,0 +1,410 @@
+"""Shot-clip ranking (paper section 2.5): clips -> 10 fps frames -> per-model sigmoids -> clip scores -> fused
+top-k per feature -> TRECVID XML and TREC run.
+
+A frame's sigmoids are those of the whole frame, or with ``--tta flip`` / ``--tiles RxC`` the combination of several
+views of it (``dsdi.rank.views``), stored under a model key of their own (``model_key``). Per model and clip the frame
+sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of the top 3) and stored in the
+score index (``dsdi.index.store``) as each clip finishes, so a killed run resumes where it stopped, new clips are scored
+incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without decoding. Fusing the models'
+scores and writing the output folder is ``dsdi.rank.fusion``'s.
+
+Under torchrun (WORLD_SIZE > 1) process 0 alone opens scores.sqlite: it merges the shards a killed run left,
+registers the run and sends every process the work list over gloo; process r scores every world-th clip of it,
+starting at the r-th, appending each finished clip to its own shard file (OUT/scores.<r>.shard); after the
+barrier process 0 merges the shards, fuses and writes every output, so the result equals a one-process run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsdi.errors import InputError
+from dsdi.files import file_sha256
+from dsdi.index.scores import ClipScores
+from dsdi.index.store import ScoreIndex
+from dsdi.models.checkpoint import load_model, resolve_checkpoint
+from dsdi.progress import progress_bar
+from dsdi.rank.config import TTA_CHOICES, RankConfig
+from dsdi.rank.fusion import RankOutput, RankResult, fuse_and_write
+from dsdi.rank.views import Views
+from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
+from dsdi.video.clip import Clip, discover_clips, read_shot_table
+from dsdi.video.decode import ClipChunks, VideoDecodeError
+
+RANK_DECODE_WORKERS_CAP = 8
+
+
+@dataclass
+class _Model:
+    key: str
+    sha256: str
+    checkpoint: Path
+    backbone: str
+    img_size: int
+    module: torch.nn.Module
+
+
+def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
+              overlap: float = 0.25) -> str:
+    """The score index key of a checkpoint's scores: its SHA-256's first 16 hex digits, the sampling rate, then
+    '+flip' for tta 'flip' and '+tiles<R>x<C>o<overlap>' for tiles (rows, cols), e.g. '0123456789abcdef@10fps',
+    '0123456789abcdef@10fps+flip+tiles2x2o0.25' (overlap only counts with tiles). The plain key is the one
+    indexes held before --tta and --tiles existed. ValueError for a tta not in TTA_CHOICES."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix()
+
+
+def _views(config: RankConfig) -> Views:
+    """The views --tta / --tiles / --tile-overlap ask for."""
+    return Views(config.tta == "flip", config.tiles, config.tile_overlap)
+
+
+def _load_models(config: RankConfig, device: torch.device) -> list[_Model]:
+    """Each checkpoint on device, with its index key (``model_key``: content hash, sampling rate, views)."""
+    models = []
+    for ref in config.models:
+        checkpoint = resolve_checkpoint(ref)
+        module, info = load_model(checkpoint, device)
+        if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
+            module.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
+        digest = file_sha256(checkpoint)
+        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap)
+        models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module))
+    return models
+
+
+def _find_clips(config: RankConfig) -> list[Clip]:
+    """The clips of ``--shots`` (preferred) or ``--clips``; InputError for none or a shot id used twice."""
+    source = config.shots if config.shots is not None else config.clips
+    clips = read_shot_table(source) if config.shots is not None else discover_clips(source)
+    if not clips:
+        raise InputError(f"{source}: no video clips found (looked for mp4, mkv, avi, mov, webm, mpg, ts)")
+    seen: dict[str, Clip] = {}
+    for clip in clips:
+        if clip.shot_id in seen:
+            raise InputError(f"shot id {clip.shot_id!r} appears twice ({seen[clip.shot_id].path} and {clip.path}); "
+                             "shot ids must be unique: rename one file")
+        seen[clip.shot_id] = clip
+    return clips
+
+
+class _BatchScorer:
+    """Packs frames of consecutive clips into full batches for one model, a batch of batch_size images (at least
+    one frame); returns (slot, frame scores (n, 37))."""
+
+    def __init__(self, model: _Model, batch_size: int, device: torch.device, views: Views) -> None:
+        self.model, self.device, self.views = model, device, views
+        self.batch_size = max(1, batch_size // views.images)  # frames
+        self.queue: deque[tuple[int, torch.Tensor]] = deque()
+        self.pending = 0
+
+    def add(self, slot: int, frames: torch.Tensor) -> None:
+        self.queue.append((slot, frames))
+        self.pending += len(frames)
+
+    def run(self, flush: bool) -> list[tuple[int, np.ndarray]]:
+        """Score every full batch (and, with flush, the remainder)."""
+        results = []
+        while self.pending >= self.batch_size or (flush and self.pending):
+            parts, owners, room = [], [], self.batch_size
+            while room and self.queue:
+                slot, frames = self.queue.popleft()
+                if len(frames) > room:
+                    self.queue.appendleft((slot, frames[room:]))
+                    frames = frames[:room]
+                parts.append(frames)
+                owners.append((slot, len(frames)))
+                room -= len(frames)
+            self.pending -= self.batch_size - room
+            probs = self._forward(torch.cat(parts))
+            start = 0
+            for slot, count in owners:
+                results.append((slot, probs[start:start + count]))
+                start += count
+        return results
+
+    @torch.inference_mode()
+    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+        """Frame scores float64 (B, 37) of B frames' preprocessed crops (B, crops, 3, S, S) (Views.frame_scores)."""
+        on_gpu = self.device.type == "cuda"
+        layout = torch.channels_last if on_gpu else torch.contiguous_format
+        images = self.views.with_mirrors(batch.flatten(0, 1).to(self.device, memory_format=layout))
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
+            logits = self.model.module(images.contiguous(memory_format=layout))
+        # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
+        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy()
+
+
+_FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
+
+
+@dataclass
+class DecodedChunk:
+    """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames'
+    crops (the whole frame, then its tiles: Views.frame_tensors) preprocessed at each model input size S, float32
+    (n, crops, 3, S, S)."""
+
+    times: np.ndarray
+    tensors: dict[int, torch.Tensor]
+
+
+@dataclass
+class _End:
+    """A clip's decoding ended: its truncated flag and note; failure: why an exception stopped it ("" if none)."""
+
+    truncated: bool
+    note: str
+    failure: str = ""
+
+
+@dataclass
+class _OpenClip:
+    """A clip whose frames are being decoded and scored; complete when decoding ended and every needed model
+    returned every frame."""
+
+    clip: Clip
+    remaining: dict[str, int]  # model key -> frames added but not scored yet
+    parts: dict[str, list[np.ndarray]]  # model key -> sigmoids (n, 37) per scored batch part
+    times_s: list[np.ndarray] = field(default_factory=list)  # per chunk, seconds into the clip file
+    end: _End | None = None
+
+    def complete(self) -> bool:
+        return self.end is not None and not any(self.remaining.values())
+
+    def frames(self) -> int:
+        return sum(len(times) for times in self.times_s)
+
+    def scores(self) -> dict[str, ClipScores]:
+        times = np.concatenate(self.times_s)
+        return {key: ClipScores.from_frame_scores(np.concatenate(chunks), times, self.end.truncated, self.end.note)
+                for key, chunks in self.parts.items()}
+
+
+def _failure_reason(error: Exception) -> str:
+    """The failures.csv reason: a VideoDecodeError's own, else the exception's type and message."""
+    return error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
+
+
+def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
+                 cancelled: threading.Event) -> None:
+    """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
+    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model input
+    size in one pass of the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is converted at its
+    own size and resized by frames_to_tensor. With --tiles the decoder also scales it to each size's
+    Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
+    chunk_frames / crops frames (at least one), so that its bytes stay about the same."""
+    def put(item: DecodedChunk | _End) -> bool:
+        while not cancelled.is_set():
+            try:
+                feed.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    views, sizes = _views(config), sorted(img_sizes)
+    wanted = [(size, size) for size in sizes] + [views.tile_source_size(size) for size in sizes if views.tiles]
+    chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted)
+    try:
+        for frames, times in chunks:
+            tensors = {size: views.frame_tensors(frames[i], frames[len(sizes) + i] if views.tiles else None, size)
+                       for i, size in enumerate(sizes)}
+            if not put(DecodedChunk(times, tensors)):
+                return
+    except Exception as error:  # noqa: BLE001 - one bad file never stops the run; the scorer records why
+        reason = _failure_reason(error)
+        put(_End(True, f"decoding stopped: {reason}", reason))
+        return
+    put(_End(chunks.truncated, chunks.note))
+
+
+class _ClipCollector:
+    """Hands each scored batch part back to its open clip and stores every clip whose frames are all scored, in
+    slot order; counts clips stored and frames scored and shows the live frame rate."""
+
+    def __init__(self, scorers: dict[str, _BatchScorer], index: ScoreIndex, bar, task) -> None:
+        self.scorers, self.index, self.bar, self.task = scorers, index, bar, task
+        self.open_clips: dict[int, _OpenClip] = {}
+        self.stored = self.frames_done = 0
+        self.model_frames = 0  # frames scored, summed over models: the live rate is this / models / seconds
+        self.started = time.perf_counter()
+
+    def collect(self, flush: bool) -> None:
+        """Run every scorer's full batches (and with flush the remainders), then store the completed clips."""
+        for key, scorer in self.scorers.items():
+            for slot, probs in scorer.run(flush):
+                open_clip = self.open_clips[slot]
+                open_clip.parts[key].append(probs)
+                open_clip.remaining[key] -= len(probs)
+                self.model_frames += len(probs)
+        rate = self.model_frames / len(self.scorers) / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(self.task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
+        for slot in sorted(s for s, c in self.open_clips.items() if c.complete()):
+            done = self.open_clips.pop(slot)
+            self.index.add_clip(done.clip, done.scores())
+            self.stored += 1
+            self.frames_done += done.frames()
+            self.bar.update(self.task, advance=1)
+
+    def feed(self, slot: int, clip: Clip, needed: list[_Model], feed: queue.Queue) -> None:
+        """Queue the clip's decoded chunks for the models that still need it until its _End arrives; a clip
+        that ends before its first chunk is recorded as a failure."""
+        open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
+        while isinstance(item := feed.get(), DecodedChunk):
+            if not open_clip.times_s:
+                self.open_clips[slot] = open_clip
+            open_clip.times_s.append(item.times + (clip.start or 0.0))
+            for model in needed:
+                self.scorers[model.key].add(slot, item.tensors[model.img_size])
+                open_clip.remaining[model.key] += len(item.times)
+            self.collect(flush=False)
+        if not open_clip.times_s:  # nothing decoded: a failure, never scored
+            self.index.add_failure(clip, item.failure)
+            self.bar.update(self.task, advance=1)
+            return
+        open_clip.end = item
+        self.collect(flush=False)
+
+
+DECODER_NICENESS = 10  # on the CPU, decoding threads yield to the model's threads (Linux thread priority)
+
+
+def _yield_to_the_model() -> None:
+    """Decoding pool thread initializer on the CPU: lower this thread's priority by DECODER_NICENESS (Linux: per
+    thread; the decoder's own frame threads inherit it). The model is the bottleneck there; at equal priority the
+    decoders preempt its OpenMP threads and stall whole parallel regions; at lower priority they fill the gaps
+    (rank 1.09-1.16x faster on 2 cores, measured in alternating runs)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
+
+
+def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
+                 index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
+    """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
+    _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches;
+    store each clip when all its frames are scored, record a clip that fails before its first chunk as a failure.
+    Returns (clips stored, frames scored)."""
+    ahead = 2 * workers
+    scorers = {m.key: _BatchScorer(m, config.batch_size, device, _views(config)) for m in models}
+    img_sizes = {m.img_size for m in models}
+    cancelled = threading.Event()
+
+    initializer = _yield_to_the_model if device.type == "cpu" else None
+    with ThreadPoolExecutor(workers, initializer=initializer) as pool, progress_bar("clips") as bar:
+        collector = _ClipCollector(scorers, index, bar, bar.add_task(label, total=len(todo), info=""))
+
+        def start_decoding(clip: Clip) -> queue.Queue:
+            feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
+            pool.submit(decode_clip_into, feed, clip, config, img_sizes, cancelled)
+            return feed
+
+        try:
+            feeds = deque(start_decoding(clip) for clip, _ in todo[:ahead])
+            for slot, (clip, needed) in enumerate(todo):
+                feed = feeds.popleft()
+                if slot + ahead < len(todo):
+                    feeds.append(start_decoding(todo[slot + ahead][0]))
+                collector.feed(slot, clip, needed, feed)
+            collector.collect(flush=True)
+        finally:  # an interrupted run: threads waiting on a full feed give up, queued clips never start
+            cancelled.set()
+            pool.shutdown(cancel_futures=True)
+    return collector.stored, collector.frames_done
+
+
+def rank(config: RankConfig) -> RankResult:
+    """Score every clip with every model (resuming from the index), fuse, rank and write OUT_DIR outputs.
+
+    ``config`` is resolved first (:meth:`RankConfig.resolved`). Under torchrun, process r scores every world-th
+    clip still to score; process 0 registers the work, fuses and writes. Raises InputError for a missing/empty
+    clip folder, bad models or flags, and when no clip could be ranked (failures.csv and run.json are still
+    written then)."""
+    started = time.perf_counter()
+    config = config.resolved()
+    clips = _find_clips(config)
+    group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
+    device = pick_device(config.device, group.local_rank)
+    models = _load_models(config, device)
+    index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
+    try:
+        todo = _work_list(index, clips, models, config.fps, group)
+        clips_reused = sum(_valid_shot_id(clip) for clip in clips) - len(todo)
+        label = "rank" if not group.active else f"rank {group.world_rank}/{group.world_size}"
+        workers = config.decode_workers or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
+        clips_scored, frames_scored = _score_clips(todo[group.world_rank::group.world_size], models, config, index,
+                                                   device, workers, label)
+        index.end_shard()
+        clips_scored, frames_scored = int(group.sum(clips_scored)), int(group.sum(frames_scored))  # also waits
+        run_info = {
+            "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
+            "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],
+            "weights": config.model_weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
+            "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
+            "tr_type": config.tr_type, "priority": config.priority, "tta": config.tta,
+            "tiles": f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
+            "tile_overlap": config.tile_overlap if config.tiles else None,
+        }
+        result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
+                            clips_reused=clips_reused)
+        if group.is_main:
+            index.merge_shards()  # every process's shard: all have finished writing
+            result = fuse_and_write(index, RankOutput(config.out), run_info, started, clips_scored, frames_scored,
+                                    clips_reused=clips_reused)
+    finally:
+        index.close()
+        group.barrier()
+        group.leave()
+    return result
+
+
+def _valid_shot_id(clip: Clip) -> bool:
+    """TRECVID shot ids carry no whitespace."""
+    return clip.shot_id.split() == [clip.shot_id]
+
+
+def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: float,
+               group: ProcessGroup) -> list[tuple[Clip, list[_Model]]]:
+    """(clip, the models still to score it) for every clip with a valid shot id, the same in every process.
+
+    Process 0 alone reads and writes scores.sqlite: it first merges the shards a killed run left (so that no clip
+    a killed process finished is scored again), registers the models and the clip set, records shot ids with
+    whitespace as failures and works the list out; the others receive it over gloo (as clip positions and a
+    clip x model mask), with a digest of the shot ids to check that every process found the same clips."""
+    digest = hashlib.sha256("\n".join(clip.shot_id for clip in clips).encode()).hexdigest()
+    plan = None
+    if group.is_main:
+        index.merge_shards()
+        for model in models:
+            index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256, fps)
+        index.set_clips(clips)
+        for clip in clips:
+            if not _valid_shot_id(clip):
+                index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
+        valid = np.fromiter((_valid_shot_id(c) for c in clips), dtype=bool, count=len(clips))
+        needed = np.zeros((len(clips), len(models)), dtype=bool)
+        for k, model in enumerate(models):
+            done = index.scored_shots(model.key)
+            needed[:, k] = valid & np.fromiter((c.shot_id not in done for c in clips), dtype=bool, count=len(clips))
+        positions = np.flatnonzero(needed.any(axis=1))
+        plan = (digest, positions, np.packbits(needed[positions], axis=1))
+    their_digest, positions, packed = group.broadcast(plan)
+    if their_digest != digest:
+        raise InputError(f"torchrun process {group.world_rank} found other clips than process 0; every process "
+                         "must see the same --clips folder or --shots table")
+    needed = np.unpackbits(packed, axis=1, count=len(models)).astype(bool)
+    return [(clips[p], [m for m, need in zip(models, row, strict=True) if need])
+            for p, row in zip(positions.tolist(), needed, strict=True)]

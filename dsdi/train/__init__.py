@@ -1,0 +1,1 @@
+"""Training: configuration, the training loop, schedules, losses, image data, predictions and sweeps."""

@@ -1,0 +1,1 @@
+"""Video: shot clips, frame sampling and decoding, shot detection and the ffmpeg command line."""
