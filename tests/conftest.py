@@ -1,6 +1,8 @@
-"""Shared test setup: offline hub, few threads (the suite runs on 2 cores), an ffmpeg binary."""
+"""Shared test setup: offline hub, few threads (the suite runs on 2 cores), an ffmpeg binary, and the one builder of
+tiny dsdi checkpoints (``tiny_checkpoint``: import it with ``from conftest import tiny_checkpoint``)."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -9,6 +11,53 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+from dsdi.models.backbones import create_backbone  # noqa: E402
+from dsdi.models.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint  # noqa: E402
+
+
+def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 64, seed: int = 0,
+                    head_std: tuple[float, float | None] | None = None, jitter: float = 0.0,
+                    colour_calibrated: bool = False, epoch: int = 1, **payload) -> torch.nn.Module:
+    """Write a real dsdi checkpoint of a random (untrained) tiny timm model and return the model, in eval mode.
+
+    ``path``: a ``.pt`` file, or a run folder that gets its ``best.pt`` (folders are created). The model is
+    ``create_backbone(backbone)`` built after ``torch.manual_seed(seed)``, then changed by the options:
+    ``head_std`` (weight std, bias std or None): a random head drawn from normal distributions (a strong head
+    spreads the sigmoids); ``jitter``: every parameter moved by ``jitter`` x N(0, 1), so that no fresh
+    initialisation equals it; ``colour_calibrated``: batch-norm statistics averaged over 3 batches of 32 noisy
+    flat colours at ``img_size`` px (normalised as the model input), so the outputs depend on a frame's colour.
+    ``img_size`` (square input side, px) and ``epoch`` go into the checkpoint; ``payload``: keys put over
+    ``checkpoint_payload``'s (``classes``, ``val_lrap``, training state such as ``optimizer``...)."""
+    torch.manual_seed(seed)
+    model = create_backbone(backbone)
+    with torch.no_grad():
+        if head_std is not None:
+            torch.nn.init.normal_(model.get_classifier().weight, std=head_std[0])
+            if head_std[1] is not None:
+                torch.nn.init.normal_(model.get_classifier().bias, std=head_std[1])
+        for parameter in model.parameters() if jitter else ():
+            parameter.add_(jitter * torch.randn_like(parameter))
+        if colour_calibrated:
+            _calibrate_on_colours(model, img_size)
+    path = Path(path)
+    file = path if path.suffix == ".pt" else path / BEST_NAME
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(file, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=epoch) | payload)
+    return model.eval()
+
+
+def _calibrate_on_colours(model: torch.nn.Module, side: int) -> None:
+    """Batch-norm running statistics of ``model`` as the average over 3 batches of 32 flat random colours plus
+    0.2-std noise at ``side`` px, normalised with mean 0.45 and std 0.226 (no gradient)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(3):
+        colours = torch.rand(32, 3, 1, 1).expand(32, 3, side, side)
+        model((colours + 0.2 * torch.randn(32, 3, side, side) - 0.45) / 0.226)
 
 
 @pytest.fixture(scope="session")

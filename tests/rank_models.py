@@ -1,5 +1,6 @@
-"""Tiny random timm models saved as dsdi checkpoints for the rank tests, and their reference forward passes
-(plain timm models loaded from the checkpoint's weights, not through dsdi.models.checkpoint.load_model)."""
+"""Tiny random timm models saved as dsdi checkpoints for the rank tests (presets of conftest.tiny_checkpoint),
+and their reference forward passes (plain timm models loaded from the checkpoint's weights, not through
+dsdi.models.checkpoint.load_model)."""
 
 import functools
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+from conftest import tiny_checkpoint
 
 from dsdi.labels.schema import CLASSES
-from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.models.checkpoint import read_checkpoint
 from dsdi.models.preprocess import frames_to_tensor
 from dsdi.video.clip import Clip
 from dsdi.video.decode import ClipChunks
@@ -18,23 +20,10 @@ IMG = 64  # input side of the colour model
 
 
 def save_tiny_model(run_dir: Path, seed: int) -> Path:
-    """lcnet_050, random init with a random head and batch-norm statistics calibrated on random colours (so
-    its outputs depend on the frame colour), saved as a dsdi checkpoint at 64 px."""
-    torch.manual_seed(seed)
-    model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
-    torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
-    torch.nn.init.normal_(model.get_classifier().bias, std=0.5)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            colours = torch.rand(32, 3, 1, 1).expand(32, 3, IMG, IMG)
-            model((colours + 0.2 * torch.randn(32, 3, IMG, IMG) - 0.45) / 0.226)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=IMG, epoch=1))
+    """The colour model: lcnet_050 with a random head and batch-norm statistics calibrated on random colours (so
+    its outputs depend on the frame colour), saved as run_dir/best.pt at 64 px."""
+    tiny_checkpoint(run_dir, backbone="lcnet_050", img_size=IMG, seed=seed, head_std=(0.3, 0.5),
+                    colour_calibrated=True)
     return run_dir
 
 
@@ -42,11 +31,7 @@ def save_pattern_model(run_dir: Path, seed: int, side: int) -> Path:
     """resnet10t at timm's initial batch-norm statistics with a strong random head, saved at `side` px: on
     moving test patterns its sigmoids spread by 0.1-0.3 over a clip's frames and move by ~0.005 under 1-level
     pixel noise (the colour model moves by 0.46 on patterns; lcnet_050 here would be constant)."""
-    torch.manual_seed(seed)
-    model = timm.create_model("resnet10t", num_classes=len(CLASSES))
-    torch.nn.init.normal_(model.get_classifier().weight, std=3.0)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="resnet10t", img_size=side, epoch=1))
+    tiny_checkpoint(run_dir, backbone="resnet10t", img_size=side, seed=seed, head_std=(3.0, None))
     return run_dir
 
 

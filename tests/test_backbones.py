@@ -4,12 +4,12 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import tiny_checkpoint
 from torch import nn
 
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import PAPER_BACKBONES, create_backbone, default_img_size
-from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
 from dsdi.models.ibn import IBN
 
 TINY = "lcnet_050"
@@ -83,16 +83,11 @@ def _outputs(model, images):
 
 
 def test_weights_from_state_dict_and_checkpoint_reload_exactly(tmp_path):
-    torch.manual_seed(0)
-    trained = create_backbone(TINY)
-    with torch.no_grad():
-        for param in trained.parameters():
-            param.add_(0.01 * torch.randn_like(param))  # differ from any fresh initialisation
+    trained = tiny_checkpoint(tmp_path / "best.pt", backbone=TINY, jitter=0.01)  # unlike any fresh initialisation
     images = torch.randn(2, 3, 64, 64)
     expected = _outputs(trained, images)
 
     torch.save(trained.state_dict(), tmp_path / "state.pt")
-    save_checkpoint(tmp_path / "best.pt", checkpoint_payload(trained, backbone=TINY, img_size=64))
     ddp_state = {f"module.{key}": value for key, value in trained.state_dict().items()}
     torch.save(ddp_state, tmp_path / "ddp.pt")
     for name in ("state.pt", "best.pt", "ddp.pt"):

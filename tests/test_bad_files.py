@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_checkpoint
 from test_train import tiny_args, write_world
 from typer.testing import CliRunner
 
 from dsdi.cli.app import app
 from dsdi.errors import InputError
-from dsdi.models.backbones import create_backbone
-from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.models.checkpoint import read_checkpoint
 
 GARBAGE = bytes(range(256)) * 16
 """Binary garbage: every byte value, NULs and invalid UTF-8 included."""
@@ -37,9 +37,8 @@ def refused(args: list, path: Path) -> None:
 def bad_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A truncated checkpoint, one holding a custom class instance and a plain pickle of an object."""
     root = tmp_path_factory.mktemp("checkpoints")
-    model = create_backbone("test_convnext")
     good = root / "good.pt"
-    save_checkpoint(good, checkpoint_payload(model, backbone="test_convnext", img_size=32))
+    tiny_checkpoint(good, backbone="test_convnext", img_size=32)
     (root / "truncated.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     torch.save({**torch.load(good, weights_only=True), "extra": Opaque()}, root / "custom_class.pt")
     (root / "plain_pickle.pt").write_bytes(pickle.dumps(Opaque()))
@@ -92,7 +91,7 @@ def test_garbage_shot_table_qrels_and_rank_outputs(tmp_path):
     garbage = tmp_path / "garbage.csv"
     garbage.write_bytes(GARBAGE)
     model = tmp_path / "model.pt"
-    save_checkpoint(model, checkpoint_payload(create_backbone("test_convnext"), backbone="test_convnext", img_size=32))
+    tiny_checkpoint(model, backbone="test_convnext", img_size=32)
     refused(["rank", "--shots", garbage, "--models", model, "--out", tmp_path / "o", "--device", "cpu"], garbage)
     run = tmp_path / "run.trec"
     run.write_text("1 Q0 shot1 1 0.9 r\n")

@@ -5,20 +5,16 @@ import pickle
 
 import pytest
 import torch
+from conftest import tiny_checkpoint
 
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
-from dsdi.models.checkpoint import checkpoint_payload, load_model, read_checkpoint, save_checkpoint
+from dsdi.models.checkpoint import checkpoint_payload, load_model, read_checkpoint
 
 
 class Opaque:
     """A class weights_only unpickling refuses to build."""
-
-
-def _payload(model, classes=CLASSES):
-    return checkpoint_payload(model, backbone="lcnet_050", img_size=64, epoch=2, val_lrap=0.5) | {
-        "classes": list(classes)}
 
 
 def test_payload_holds_the_documented_keys():
@@ -30,9 +26,7 @@ def test_payload_holds_the_documented_keys():
 
 
 def test_run_directory_rebuilds_identical_model(tmp_path):
-    torch.manual_seed(0)
-    model = create_backbone("lcnet_050").eval()
-    save_checkpoint(tmp_path / "best.pt", _payload(model))
+    model = tiny_checkpoint(tmp_path, epoch=2, val_lrap=0.5)
     rebuilt, info = load_model(tmp_path)
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -42,15 +36,13 @@ def test_run_directory_rebuilds_identical_model(tmp_path):
 
 
 def test_training_state_travels_as_extra_keys(tmp_path):
-    model = create_backbone("lcnet_050")
-    save_checkpoint(tmp_path / "last.pt", {**_payload(model), "optimizer": {"state": {}}, "rng": [1, 2]})
+    tiny_checkpoint(tmp_path / "last.pt", epoch=2, optimizer={"state": {}}, rng=[1, 2])
     checkpoint = read_checkpoint(tmp_path / "last.pt")
     assert checkpoint["optimizer"] == {"state": {}} and checkpoint["rng"] == [1, 2] and checkpoint["epoch"] == 2
 
 
 def test_foreign_schema_and_missing_files_are_refused(tmp_path):
-    model = create_backbone("lcnet_050")
-    save_checkpoint(tmp_path / "old.pt", _payload(model, classes=CLASSES[:36]))
+    tiny_checkpoint(tmp_path / "old.pt", classes=list(CLASSES[:36]))
     with pytest.raises(InputError, match="old.pt: the checkpoint's class schema"):
         load_model(tmp_path / "old.pt")
     unfinished_run = tmp_path / "run"
@@ -65,14 +57,13 @@ def test_foreign_schema_and_missing_files_are_refused(tmp_path):
 
 def _bad_files(tmp_path):
     """name -> (path of a file no checkpoint reader may accept, what the one-line message says)."""
-    model = create_backbone("lcnet_050")
     good = tmp_path / "good.pt"
-    save_checkpoint(good, _payload(model))
+    model = tiny_checkpoint(good)
     data = good.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "empty.pt").write_bytes(b"")
-    torch.save({**_payload(model), "extra": Opaque()}, tmp_path / "custom_class.pt")
+    torch.save({**torch.load(good, weights_only=True), "extra": Opaque()}, tmp_path / "custom_class.pt")
     (tmp_path / "plain_pickle.pt").write_bytes(pickle.dumps(Opaque()))
     torch.save(model.state_dict(), tmp_path / "state_dict.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")

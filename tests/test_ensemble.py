@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from colour_clips import make_colour_clip
+from conftest import tiny_checkpoint
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
@@ -21,7 +21,6 @@ import dsdi.rank.scoring
 from dsdi.cli.app import app
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
-from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
 from dsdi.rank.config import RankConfig
 from dsdi.rank.ensemble import Ensemble, Member, load_ensemble, member_checkpoints, write_ensemble
 from dsdi.rank.selection import forward_selection, holdout_map
@@ -189,16 +188,6 @@ def test_resolved_flags_with_an_ensemble(tmp_path):
 W, H, IMG = 64, 48, 64
 
 
-def save_tiny_checkpoint(path: Path, seed: int) -> None:
-    """lcnet_050 with random weights and a random head at 64 px, saved as a dsdi checkpoint."""
-    torch.manual_seed(seed)
-    model = timm.create_model("lcnet_050", num_classes=len(CLASSES)).eval()
-    torch.nn.init.normal_(model.get_classifier().weight, std=0.3)
-    torch.nn.init.normal_(model.get_classifier().bias, std=0.5)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, checkpoint_payload(model, backbone="lcnet_050", img_size=IMG, epoch=1))
-
-
 def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -209,9 +198,8 @@ def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe):
             make_colour_clip(ffmpeg_exe, clips / f"shot{k}_1.mp4", [(colours[0], 0.4), (colours[1], 0.5)], (W, H),
                              gop=10)
         runs = tmp_path / "runs"
-        save_tiny_checkpoint(runs / "A" / "best.pt", 0)
-        save_tiny_checkpoint(runs / "B" / "best.pt", 1)
-        save_tiny_checkpoint(runs / "B" / "last.pt", 2)  # the member is B's last, not its best
+        for seed, checkpoint in enumerate(("A/best.pt", "B/best.pt", "B/last.pt")):  # the member is B's last
+            tiny_checkpoint(runs / checkpoint, img_size=IMG, seed=seed, head_std=(0.3, 0.5))
         write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A"), "best", 2.0),
                                                            Member(Path("B"), "last", 1.0)], agg="mean"))
         common = ("--clips", clips, "--device", "cpu", "--batch-size", 5, "--topk", 2)

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from colour_clips import bt601_rgb_at, ffmpeg_fps10, make_colour_clip, make_pattern_clip, make_tone_clip
+from conftest import tiny_checkpoint
 from lxml import etree
 from rank_models import IMG, frame_sigmoids, model_input_frames, model_sigmoids, save_pattern_model, save_tiny_model
 from typer.testing import CliRunner
@@ -32,7 +33,6 @@ from dsdi.cli.app import app
 from dsdi.index.shard import read_shard
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES
-from dsdi.models.checkpoint import read_checkpoint, save_checkpoint
 from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
 from dsdi.rank.config import RankConfig
 from dsdi.video.clip import Clip
@@ -362,8 +362,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
                 ["--models", world["models"][0], "--bogus-flag"], ["--models", world["models"][0], "--tr-type", "X"],
                 ["--models", world["models"][0], "--run-id", "two words"]):
         assert invoke("rank", "--clips", clips, "--out", tmp_path / "o4", *bad).exit_code == 2, bad
-    wrong = read_checkpoint(world["models"][0] / "best.pt") | {"classes": ["a", "b"]}
-    save_checkpoint(tmp_path / "wrong.pt", wrong)
+    tiny_checkpoint(tmp_path / "wrong.pt", classes=["a", "b"])
     result = invoke("rank", "--clips", clips, "--models", tmp_path / "wrong.pt", "--out", tmp_path / "o5")
     assert result.exit_code == 2 and "class schema" in result.output
 

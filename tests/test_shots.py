@@ -9,13 +9,10 @@ import ffmpeg
 import numpy as np
 import pandas as pd
 import pytest
-import timm
-import torch
+from conftest import tiny_checkpoint
 from typer.testing import CliRunner
 
 from dsdi.cli.app import app
-from dsdi.labels.schema import CLASSES
-from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
 from dsdi.video.ffmpeg import run
 from dsdi.video.shots import detect_shots
 
@@ -192,11 +189,8 @@ def test_rerun_skips_videos_already_in_the_table(footage, tmp_path):
 
 
 def test_rank_ranks_every_shot_of_the_table(footage, tmp_path):
-    torch.manual_seed(0)
-    model = timm.create_model("lcnet_050", num_classes=len(CLASSES))
     run_dir = tmp_path / "runs" / "tiny"
-    run_dir.mkdir(parents=True)
-    save_checkpoint(run_dir / "best.pt", checkpoint_payload(model, backbone="lcnet_050", img_size=32, epoch=1))
+    tiny_checkpoint(run_dir, img_size=32)
     table = footage["table"]
     out = tmp_path / "out"
     result = invoke("rank", "--shots", footage["root"] / "shots.csv", "--models", run_dir, "--out", out,
