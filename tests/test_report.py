@@ -1,20 +1,15 @@
 """dsdi report on a real `dsdi rank`-style folder: H.264 clips made by the ffmpeg CLI whose frames have known
 colours, contract CSV/JSON/TREC files, AP checked against pytrec_eval, and the page rendered in headless
-Chromium."""
+Chromium (selenium and chromedriver)."""
 
 from __future__ import annotations
 
 import base64
 import csv
-import fcntl
 import io
 import json
-import os
 import re
-import select
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +17,8 @@ import pytest
 from colour_clips import make_colour_clip
 from lxml import html as lxml_html
 from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
 from typer.testing import CliRunner
 
 from dsdi.cli.app import app
@@ -182,93 +179,41 @@ def test_report_cli_writes_default_path_and_rejects_missing_folder(rank_folder, 
     assert result.exit_code == 2 and "clip_scores.csv: not found" in result.output.replace("\n", "")
 
 
-class DevToolsPipe:
-    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: commands in on
-    fd 3, replies and events out on fd 4, NUL-separated JSON), so no websocket library is needed."""
-
-    def __init__(self, profile: Path) -> None:
-        to_chrome, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome = os.pipe()
-        # bash (not dash) for fd numbers >= 10 in redirections; the high copies cannot collide with fds 3 and 4.
-        child_in, child_out = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chrome, from_chrome))
-        for fd in (to_chrome, from_chrome):
-            os.close(fd)
-        command = ("exec chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking"
-                   f" --user-data-dir={profile} --remote-debugging-pipe about:blank 3<&{child_in} 4>&{child_out}")
-        self._process = subprocess.Popen(["bash", "-c", command], pass_fds=(child_in, child_out),
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for fd in (child_in, child_out):
-            os.close(fd)
-        self._buffer = b""
-        self._last_id = 0
-        self.events: list[dict] = []
-
-    def _next_message(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_chrome], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(self._from_chrome, 1 << 20) if ready else b""
-            if not chunk:
-                raise TimeoutError("chromium did not answer over the DevTools pipe")
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        message = json.loads(raw)
-        self.events.append(message)
-        return message
-
-    def wait_for(self, predicate, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while not predicate(message := self._next_message(deadline)):
-            pass
-        return message
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        self._last_id += 1
-        request = {"id": self._last_id, "method": method, "params": params or {}}
-        request |= {"sessionId": session} if session else {}
-        os.write(self._to_chrome, json.dumps(request).encode() + b"\0")
-        reply = self.wait_for(lambda message: message.get("id") == self._last_id)
-        assert "error" not in reply, reply
-        return reply["result"]
-
-    def render(self, url: str, screenshot: Path) -> None:
-        """Load url in a 1200x2000 viewport, wait for the load event, save a PNG screenshot."""
-        target = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
-        session = self.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
-        for domain in ("Page", "Network", "Log"):
-            self.call(f"{domain}.enable", session=session)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1200, "height": 2000, "deviceScaleFactor": 1, "mobile": False}, session=session)
-        self.call("Page.navigate", {"url": url}, session=session)
-        self.wait_for(lambda message: message.get("method") == "Page.loadEventFired")
-        shot = self.call("Page.captureScreenshot", {"format": "png"}, session=session)
-        screenshot.write_bytes(base64.b64decode(shot["data"]))
-
-    def requests(self) -> tuple[list[str], list[dict]]:
-        """(URLs requested, loadingFailed events and network errors logged) seen so far."""
-        urls = [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
-        failed = [e for e in self.events if e.get("method") == "Network.loadingFailed"
-                  or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
-        return urls, failed
-
-    def close(self) -> None:
-        os.write(self._to_chrome, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
-        self._process.wait(timeout=30)
-        os.close(self._to_chrome)
-        os.close(self._from_chrome)
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
 def _render_in_chromium(page: Path, work: Path) -> tuple[np.ndarray, list[str], list[dict]]:
-    """(screenshot RGB uint8 (H,W,3), requested URLs, failed requests) of page in a fresh headless Chromium."""
-    browser = DevToolsPipe(work / f"profile-{page.stem}")
+    """(screenshot RGB uint8 (2000, 1200, 3), URLs requested, failed requests and errors logged) of page in a
+    fresh headless Chromium driven by chromedriver through selenium: the DevTools network events come from
+    chromedriver's performance log, the errors from its browser log."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={work / f'profile-{page.stem}'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=ChromeService(executable_path=CHROMEDRIVER))
     try:
-        browser.render(page.as_uri(), work / f"{page.stem}.png")
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1200, "height": 2000, "deviceScaleFactor": 1, "mobile": False})
+        driver.get(page.as_uri())  # returns after the load event
+        screenshot = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+        events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     finally:
-        browser.close()
-    return np.asarray(Image.open(work / f"{page.stem}.png").convert("RGB")), *browser.requests()
+        driver.quit()
+    # the page's requests: those made for its document (the browser's start tab, chrome://new-tab-page, loads
+    # its own resources in the same log)
+    requests = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in events
+                if e["method"] == "Network.requestWillBeSent" and e["params"]["documentURL"] == page.as_uri()}
+    failed = [e for e in events if e["method"] == "Network.loadingFailed" and e["params"]["requestId"] in requests]
+    return np.asarray(screenshot), list(requests.values()), failed + errors
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="chromium is not installed (Debian package `chromium`; .ci/run installs it)")
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="chromium or chromedriver is not installed (Debian packages `chromium chromium-driver`; "
+                    ".ci/run installs them)")
 def test_report_renders_in_headless_chromium_without_requests(rank_folder, tmp_path):
     page = build_report(rank_folder["out"], out_path=tmp_path / "report.html", top_n=4)
     text = page.read_text(encoding="utf-8")
