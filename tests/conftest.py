@@ -13,7 +13,7 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 from dsdi.models.backbones import create_backbone  # noqa: E402
-from dsdi.models.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint  # noqa: E402
+from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint  # noqa: E402
 
 
 def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 64, seed: int = 0,
@@ -41,7 +41,7 @@ def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 
         if colour_calibrated:
             _calibrate_on_colours(model, img_size)
     path = Path(path)
-    file = path if path.suffix == ".pt" else path / BEST_NAME
+    file = path if path.suffix == ".pt" else path / "best.pt"
     file.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(file, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=epoch) | payload)
     return model.eval()
