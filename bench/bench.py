@@ -1,6 +1,6 @@
 """dsdi speed figures, each a ratio of two things measured side by side in the same run on the same machine.
 
-    python bench/bench.py [--device cpu|cuda] [--out bench/results.json]
+    python bench/bench.py [--device cpu|cuda] [--out bench/results.json] [--only SECTION...] [--ladi-sample DIR]
 
 Sections (each prints "n/a (reason)" instead of crashing when a part is missing):
 
@@ -15,8 +15,9 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.train.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
-            (plus the real LADI sample image when ../shared/data/ladi-sample/ has one): images/s; with --device cuda
-            also torchvision.io.decode_jpeg on the GPU vs load_image.
+            and on progressive 6000x4000 JPEGs (LADI's size and encoding), all made here, plus the real LADI
+            JPEGs of --ladi-sample DIR (or $DSDI_LADI_SAMPLE) when given: images/s; with --device cuda also
+            torchvision.io.decode_jpeg on the GPU vs load_image.
 - train:    training steps (augmentation on the batch included) fed by the real loader (LabelledImageDataset +
             DataLoader) from 4000x3000 originals and from a `dsdi prepare` cache (360 px) vs pre-loaded tensors, at
             360 px and (CPU) 224 px.
@@ -32,6 +33,7 @@ backbones at 360 px (HRNet 448). Figures go to the table and to results.json wit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,7 +52,6 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-LADI_SAMPLE_DIRS = (REPO.parent / "shared" / "data" / "ladi-sample", REPO / "shared" / "data" / "ladi-sample")
 FRAMES_TO_PROJECT = 180_000
 console = Console()
 
@@ -313,8 +314,10 @@ def bench_views(work: Path, device: str) -> dict:
             "load_average_after": os.getloadavg()[0]}
 
 
-def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 3000) -> list[Path]:
-    """`count` 4000x3000 JPEGs (quality 90) with smooth gradients plus noise, ~ the weight of aerial photos."""
+def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 3000,
+                     progressive: bool = False) -> list[Path]:
+    """`count` width x height JPEGs (quality 90, baseline or progressive) with smooth gradients plus noise, ~ the
+    weight of aerial photos."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, size=(height // 16, width // 16, 3), dtype=np.uint8)
@@ -323,16 +326,16 @@ def make_large_jpegs(folder: Path, count: int, width: int = 4000, height: int = 
         base = Image.fromarray(np.roll(small, i * 7, axis=1)).resize((width, height), Image.BICUBIC)
         pixels = np.asarray(base, dtype=np.int16) + rng.integers(-12, 13, size=(height, width, 1), dtype=np.int16)
         path = folder / f"img_{i:03d}.jpg"
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90, progressive=progressive)
         paths.append(path)
     return paths
 
 
-def ladi_sample_images() -> list[Path]:
-    for folder in LADI_SAMPLE_DIRS:
-        if folder.is_dir():
-            return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
-    return []
+def ladi_sample_images(folder: Path | None) -> list[Path]:
+    """The JPEGs under ``folder`` (real LADI images; none when ``folder`` is None)."""
+    if folder is None:
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
 
 
 def naive_load(path: Path, img_size: int) -> torch.Tensor:
@@ -344,15 +347,19 @@ def naive_load(path: Path, img_size: int) -> torch.Tensor:
     return (tensor - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
-def bench_image(work: Path, device: str) -> dict:
+def bench_image(work: Path, device: str, ladi_sample: Path | None = None) -> dict:
+    """load_image vs naive PIL on made JPEGs (4000x3000 baseline, 6000x4000 progressive as LADI's) and on the
+    JPEGs of ``ladi_sample`` when given: images/s."""
     from dsdi.train.data import load_image
 
     img_size = 360
     results = {}
-    sets = {"synthetic 4000x3000": make_large_jpegs(work / "jpegs", 8), "ladi-sample": ladi_sample_images()}
+    sets = {"synthetic 4000x3000": make_large_jpegs(work / "jpegs", 8),
+            "synthetic 6000x4000 progressive": make_large_jpegs(work / "ladi-size", 2, 6000, 4000, progressive=True),
+            "ladi-sample": ladi_sample_images(ladi_sample)}
     for label, paths in sets.items():
         if not paths:
-            results[label] = "n/a (no ../shared/data/ladi-sample/ image here)"
+            results[label] = "n/a (no --ladi-sample DIR given)"
             continue
         with Image.open(paths[0]) as first:
             size = first.size
@@ -594,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument("--only", nargs="*", choices=tuple(SECTIONS), help="run only these sections")
+    parser.add_argument("--ladi-sample", type=Path, default=os.environ.get("DSDI_LADI_SAMPLE") or None,
+                        help="a folder of real LADI JPEGs for the image section (default: $DSDI_LADI_SAMPLE)")
     args = parser.parse_args(argv)
+    if args.ladi_sample is not None and not args.ladi_sample.is_dir():
+        parser.error(f"--ladi-sample {args.ladi_sample}: not a folder (a folder of LADI JPEGs, or leave it out)")
+    sections = {**SECTIONS, "image": functools.partial(bench_image, ladi_sample=args.ladi_sample)}
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -606,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[bold]{name}[/] ...")
             start = time.perf_counter()
             try:
-                results["sections"][name] = SECTIONS[name](work, args.device)
+                results["sections"][name] = sections[name](work, args.device)
             except Exception as error:  # a missing part prints n/a, the other sections still run
                 reason = f"{type(error).__name__}: {error}".splitlines()[0][:200]
                 results["sections"][name] = f"n/a ({reason})"
