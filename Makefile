@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench study lint clean
+.PHONY: test test-fast demo bench study lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The full suite; test-fast leaves out the tests marked slow (the edit loop, about a minute on 2 cores).
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q tests
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q -m "not slow" tests
 
 # The end-to-end demo (synth -> labels -> train -> rank -> eval -> report) and the speed benchmarks.
 demo: $(STAMP)
@@ -22,7 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	.venv/bin/python bench/bench.py
 
-# The claims study (issue 12): three worlds, 15 variants x 3 seeds, ranking, then docs/study.md and docs/study.svg.
+# The claims study: three worlds, 15 variants x 3 seeds, ranking, then docs/study.md and docs/study.svg.
 # About an hour on 2 CPU cores (not part of make test); run it again to resume after an interruption.
 study: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/dsdi study runs/study --report docs/study.md

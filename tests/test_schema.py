@@ -1,4 +1,5 @@
-"""The class schema against the paper's Table 1 (copied in DESIGN §3) and the shipped data tables."""
+"""The class schema against the paper's Table 1 (names and image counts typed from the paper) and the shipped data
+tables."""
 
 import re
 
