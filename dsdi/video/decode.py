@@ -14,6 +14,7 @@ import numpy as np
 
 from dsdi.errors import InputError
 from dsdi.video.clip import Clip
+from dsdi.video.orientation import UPRIGHT, Orientation, frame_orientation, stream_turns
 
 BACKENDS = ("pyav", "decord")
 CHUNK_FRAMES = 16  # sampled frames per chunk: a decord batch of them takes about 3x their bytes (1080p: 0.3 GB)
@@ -186,15 +187,16 @@ def open_decord_reader(path: Path, size: tuple[int, int] | None) -> tuple[object
 Size = tuple[int, int]
 
 
-def _stack_rgb(frames: Sequence) -> np.ndarray:
-    """rgb24 av.VideoFrames of one size as uint8 (n, H, W, 3): each frame's pixels copied once, straight from
-    the scaler's output (to_ndarray and a stack would copy them twice)."""
+def _stack_rgb(frames: Sequence, orientation: Orientation) -> np.ndarray:
+    """rgb24 av.VideoFrames of one size as shown (orientation applied), uint8 (n, H, W, 3): each frame's pixels
+    copied once, straight from the scaler's output (to_ndarray and a stack would copy them twice)."""
     height, width = frames[0].height, frames[0].width
-    out = np.empty((len(frames), height, width, 3), np.uint8)
+    shown_width, shown_height = orientation.turned((width, height))
+    out = np.empty((len(frames), shown_height, shown_width, 3), np.uint8)
     for i, frame in enumerate(frames):
         plane = frame.planes[0]
         rows = np.frombuffer(plane, np.uint8, count=height * plane.line_size).reshape(height, plane.line_size)
-        out[i] = rows[:, :width * 3].reshape(height, width, 3)
+        out[i] = orientation.apply(rows[:, :width * 3].reshape(height, width, 3))
     return out
 
 
@@ -206,7 +208,13 @@ class ClipChunks:
     Once iteration has ended, truncated and note describe the clip (decoding stopped early or fell short of the
     clip's end / the declared duration by more than 1.5 frames at fps). backend: "pyav" (None: the default;
     frame-threaded, only the sampled frames converted to RGB) or "decord" (PyAV goes on from the first sample
-    decord did not deliver when decord fails). size = (width, height) of every frame.
+    decord did not deliver when decord fails, and decodes the whole clip of a file whose stream has a display
+    matrix or a rotate tag: decord 0.6 turns those by itself, quarter turns into frames of the wrong shape).
+    size = (width, height) of every frame.
+
+    Frames come upright: turned and mirrored as the stream's display matrix says, as the ffmpeg command line
+    does by default (dsdi.video.orientation; orientation holds it once iteration has begun), and every size is
+    the shown picture's (width, height): a phone's portrait clip coded 640x272 comes out 272 wide, 640 high.
 
     shrink_to: several (width, height) instead of size; frames is then a tuple of arrays, one per size, each
     from the same decoded frame: converted from YUV to RGB at that size in one pass of FFmpeg's scaler (PyAV:
@@ -224,7 +232,7 @@ class ClipChunks:
             raise InputError("give ClipChunks a size or shrink_to sizes, not both")
         self.clip, self.fps, self.chunk_frames, self.size, self.backend = clip, fps, chunk_frames, size, backend
         self.shrink_to = tuple(shrink_to)
-        self.truncated, self.note = False, ""
+        self.truncated, self.note, self.orientation = False, "", UPRIGHT
 
     def __iter__(self) -> Iterator[tuple[np.ndarray | tuple[np.ndarray, ...], np.ndarray]]:
         for frames, times in self._samples():
@@ -236,7 +244,7 @@ class ClipChunks:
         if not path.is_file() or path.stat().st_size == 0:
             raise VideoDecodeError(path, "missing or zero-byte file")
         delivered = 0
-        if self.backend == "decord":
+        if self.backend == "decord" and not stream_turns(path):
             try:
                 for frames, times in self._decord_chunks(path):
                     yield frames, times
@@ -264,10 +272,12 @@ class ClipChunks:
         """An av.VideoFrame as rgb24 av.VideoFrames, one per output size (each distinct conversion done once)."""
         # one thread: the decoder's frame threads (and rank's decoding threads) keep the cores busy; swscale's
         # own slice threads only add hand-overs (720p to RGB: 2.0 ms a frame vs 5.4 on 2 cores)
+        # sizes are the shown picture's: the scaler works on the coded one (_stack_rgb turns it)
         if not self.shrink_to:  # size: PyAV's default scaler (bilinear, one pass), as before shrink_to existed
-            size = {"width": self.size[0], "height": self.size[1]} if self.size else {}
+            size = dict(zip(("width", "height"), self.orientation.turned(self.size), strict=True)) if self.size else {}
             return (frame.reformat(format="rgb24", threads=1, **size),)
-        targets = [s if frame.width >= s[0] and frame.height >= s[1] else None for s in self.shrink_to]
+        coded = [self.orientation.turned(s) for s in self.shrink_to]
+        targets = [s if frame.width >= s[0] and frame.height >= s[1] else None for s in coded]
         done: dict[Size | None, object] = {}
         for target in targets:  # None: smaller than the model input, RGB at its own size (the caller resizes)
             if target not in done:
@@ -301,6 +311,8 @@ class ClipChunks:
         starts: list[float] = []  # frame starts from the last one at or before begin on (for a rate-less stream)
         emitted, sample = 0, first_sample  # samples yielded after first_sample; the next sample to assign
         for start, frame in _pyav_frames(path, begin, self.clip.end, info, self._needed):
+            if shown is None:
+                self.orientation = frame_orientation(frame)
             while shown is not None and begin + sample / fps + 1e-6 < start:
                 sampled.append(on_screen())
                 sample += 1
@@ -329,7 +341,7 @@ class ClipChunks:
         chunk_frames samples with their times."""
         for lo in range(0, len(sampled), self.chunk_frames):
             part = sampled[lo:lo + self.chunk_frames]
-            frames = tuple(_stack_rgb(frames) for frames in zip(*part, strict=True))
+            frames = tuple(_stack_rgb(frames, self.orientation) for frames in zip(*part, strict=True))
             yield frames, np.arange(first + lo, first + lo + len(part), dtype=np.float64) / self.fps
 
     def _span(self, decodable_end: float) -> tuple[float, float]:
