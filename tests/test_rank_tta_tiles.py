@@ -76,10 +76,10 @@ def test_tile_boxes_refuse_impossible_grids():
             tile_boxes(*args)
 
 
-def frames_at(path, sizes):
+def frames_at(path, sizes, backend=None):
     """The clip's 10 fps frames as ClipChunks decodes them at each (width, height) of sizes (a frame smaller
-    than a size on a side stays at its own size): one uint8 (N, h, w, 3) array per size."""
-    chunks = ClipChunks(Clip(path.stem, path), 10.0, shrink_to=sizes)
+    than a size on a side stays at its own size; decord: always): one uint8 (N, h, w, 3) array per size."""
+    chunks = ClipChunks(Clip(path.stem, path), 10.0, shrink_to=sizes, backend=backend)
     return [np.concatenate(parts) for parts in zip(*(frames for frames, _ in chunks), strict=True)]
 
 
@@ -105,12 +105,13 @@ def by_hand(run_dir, whole, source, tiles, overlap, flip):
     (["--tiles", "3x2"], False, (3, 2), 0.25, (112, 160)),
     (["--tta", "flip", "--tiles", "2x2", "--tile-overlap", "0.4", "--batch-size", "25"], True, (2, 2), 0.4,
      (103, 103)),
-], ids=["flip", "tiles3x2", "flip+tiles2x2o0.4"])
+    (["--tiles", "3x2", "--decoder", "decord"], False, (3, 2), 0.25, (112, 160)),
+], ids=["flip", "tiles3x2", "flip+tiles2x2o0.4", "tiles3x2+decord"])
 def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags, flip, tiles, overlap, source_size):
     """The index's max, mean and peak frame per class equal the hand computation over every frame: the same
     decoded pixels, so only float32 noise of other batch compositions separates them (1e-5, as test_rank's
-    decoding test for this model)."""
-    out = tmp_path / "out"
+    decoding test for this model). --decoder decord: its frames (always at the decoded size), not PyAV's."""
+    out, backend = tmp_path / "out", "decord" if "decord" in flags else "pyav"
     rank(pattern, out, *flags)
     key = model_key(pattern["sha"], 10.0, "flip" if flip else "none", tiles, overlap)
     index = ScoreIndex(out)
@@ -118,10 +119,11 @@ def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags
     index.close()
     assert sorted(stored) == ["Pat_320", "Pat_96"]
     for path in sorted(pattern["clips"].glob("*.mp4")):
-        decoded = frames_at(path, [(IMG, IMG), *([source_size] if tiles else [])])
-        if tiles:  # the decoder scales to the tile source size only a frame at least that large on both sides
-            expected_size = (source_size[1], source_size[0]) if path.stem == "Pat_320" else (64, 96)
-            assert decoded[1].shape[1:3] == expected_size
+        decoded = frames_at(path, [(IMG, IMG), *([source_size] if tiles else [])], backend)
+        if tiles:  # PyAV scales to the tile source size only a frame at least that large on both sides; decord never
+            scaled = path.stem == "Pat_320" and backend == "pyav"
+            own_size = {"Pat_320": (180, 320), "Pat_96": (64, 96)}[path.stem]
+            assert decoded[1].shape[1:3] == ((source_size[1], source_size[0]) if scaled else own_size)
         frames, whole = by_hand(pattern["model"], decoded[0], decoded[-1], tiles, overlap, flip)
         assert np.abs(frames - whole).max() > 0.01  # the views change the scores: the test can tell
         clip = stored[path.stem]

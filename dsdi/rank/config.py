@@ -16,7 +16,7 @@ from dsdi.index.scores import AGGREGATIONS
 from dsdi.options import option
 from dsdi.runtime import check_device_choice
 from dsdi.trecvid.submission import TR_TYPES
-from dsdi.video.decode import CHUNK_FRAMES
+from dsdi.video.decode import BACKENDS, CHUNK_FRAMES
 from dsdi.workspace import RUNS_DIR, SUBMISSIONS_DIR
 
 TTA_CHOICES = ("none", "flip")
@@ -112,6 +112,11 @@ class RankConfig:
     chunk_frames: int = option(CHUNK_FRAMES, minimum=1,
                                help="sampled frames a decoding thread holds at a time (memory per thread); "
                                     "with --tiles RxC divided by 1+R*C")
+    decoder: str = option("pyav", choices=BACKENDS,
+                          help="video decoder: pyav decodes frame-threaded and converts each sampled frame to RGB at "
+                               "the model's input size in one exact BT.601 pass; decord converts at the decoded size "
+                               "(the model input is resized in torch), and hands a file it cannot decode, or one "
+                               "with a display rotation, to pyav")
 
     def updated(self, overrides: dict, source: str = "overrides") -> RankConfig:
         """A copy with ``overrides`` applied (keys must be fields; values of the field's type)."""

@@ -218,7 +218,8 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
 
     views, sizes = _views(config), sorted(img_sizes)
     wanted = [(size, size) for size in sizes] + [views.tile_source_size(size) for size in sizes if views.tiles]
-    chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted)
+    chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted,
+                        backend=config.decoder)
     try:
         for frames, times in chunks:
             tensors = {size: views.frame_tensors(frames[i], frames[len(sizes) + i] if views.tiles else None, size)
