@@ -132,7 +132,7 @@ class RankConfig:
         ``agg``, ``fuse`` and ``run_id`` the file's unless given (``--fuse`` replaces the file's list);
         ``models`` or ``model_weights`` given with it are refused."""
         from dsdi.models.checkpoint import finished_runs
-        from dsdi.rank.fusion import RankOutput
+        from dsdi.rank.output import RankOutput
 
         options.check_values(self)
         check_device_choice(self.device)

@@ -6,7 +6,7 @@ views of it (``dsdi.rank.views``), stored under a model key of their own (``mode
 sigmoids are aggregated three ways (max over frames as in the paper, mean, mean of the top 3) and stored in the
 score index (``dsdi.index.store``) as each clip finishes, so a killed run resumes where it stopped, new clips are scored
 incrementally and ``dsdi fuse`` re-ranks with other weights or aggregation without decoding. Fusing the models'
-scores and writing the output folder is ``dsdi.rank.fusion``'s.
+scores and writing the output folder (``dsdi.rank.output``) is ``dsdi.rank.fusion``'s.
 
 Under torchrun (WORLD_SIZE > 1) process 0 alone opens scores.sqlite: it merges the shards a killed run left,
 registers the run and sends every process the work list over gloo; process r scores every world-th clip of it,
@@ -37,7 +37,8 @@ from dsdi.index.store import ScoreIndex
 from dsdi.models.checkpoint import load_model, resolve_checkpoint
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
-from dsdi.rank.fusion import RankOutput, RankResult, fuse_and_write
+from dsdi.rank.fusion import fuse_and_write
+from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
 from dsdi.rank.views import Views
 from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
 from dsdi.video.clip import Clip, discover_clips, read_shot_table
@@ -350,15 +351,13 @@ def rank(config: RankConfig) -> RankResult:
                                                    device, workers, label)
         index.end_shard()
         clips_scored, frames_scored = int(group.sum(clips_scored)), int(group.sum(frames_scored))  # also waits
-        run_info = {
-            "run_id": config.run_id, "models": [str(m.checkpoint) for m in models],
-            "model_keys": [m.key for m in models], "backbones": [m.backbone for m in models],
-            "weights": config.model_weights, "agg": config.agg, "fps": config.fps, "topk": config.topk,
-            "fuse": [{"out_dir": str(p), "weight": w} for p, w in config.fuse], "pid": config.pid,
-            "tr_type": config.tr_type, "priority": config.priority, "tta": config.tta,
-            "tiles": f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
-            "tile_overlap": config.tile_overlap if config.tiles else None,
-        }
+        run_info = RunFacts(
+            run_id=config.run_id, models=[str(m.checkpoint) for m in models], model_keys=[m.key for m in models],
+            backbones=[m.backbone for m in models], weights=config.model_weights, agg=config.agg, fps=config.fps,
+            topk=config.topk, fuse=[FusedRun(str(p), w) for p, w in config.fuse], pid=config.pid,
+            tr_type=config.tr_type, priority=config.priority,
+            views=ViewFacts(config.tta, f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
+                            config.tile_overlap if config.tiles else None))
         result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
                             clips_reused=clips_reused)
         if group.is_main:

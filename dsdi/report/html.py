@@ -18,7 +18,7 @@ from PIL import Image
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.labels.schema import FEATURES, load_feature_numbers
-from dsdi.rank.fusion import RankedRun, RankOutput
+from dsdi.rank.output import RankedRun, RankOutput, RunFacts
 from dsdi.trecvid.submission import Rankings
 from dsdi.video.decode import VideoDecodeError, frame_at
 
@@ -130,9 +130,12 @@ def _feature_section(feature: str, fnum: int, run: RankedRun, folder: Path, top_
     return f'<section><h3>{heading}</h3><div class="strip">{body}</div></section>'
 
 
-def _facts_table(facts: dict, n_failures: int) -> str:
+def _facts_table(facts: RunFacts, n_failures: int) -> str:
+    """run.json's keys as it holds them (its schema version left out), then the failures.csv row count."""
     rows = []
-    for key, value in facts.items():
+    for key, value in facts.to_json().items():
+        if key == "schema_version":
+            continue
         text = value if isinstance(value, str) else json.dumps(value)
         if key == "elapsed_s" and isinstance(value, (int, float)):
             text = f"{value:.1f} s"
@@ -169,7 +172,7 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
     cache: dict = {}
     sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, ap_by_fnum.get(numbers[f]), cache)
                        for f in FEATURES)
-    title = html.escape(f"dsdi report: {run.facts.get('run_id', folder.name)}")
+    title = html.escape(f"dsdi report: {folder.name if run.facts.run_id is None else run.facts.run_id}")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{CSS}</style></head><body><h1>{title}</h1>"
             f"<h2>Run</h2>{_facts_table(run.facts, len(run.failures))}{chart}"

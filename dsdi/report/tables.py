@@ -33,7 +33,7 @@ from rich.text import Text
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.options import read_toml
-from dsdi.rank.fusion import RankOutput
+from dsdi.rank.output import RankOutput
 from dsdi.train.config import CONFIG_NAME
 from dsdi.train.loop import METRICS_NAME
 from dsdi.trecvid.evaluation import DEFAULT_K, evaluate_run
@@ -157,11 +157,11 @@ def table3_row(out_dir: str | Path, qrels: dict[int, dict[str, int]], k: int = D
     output = RankOutput(Path(out_dir))
     ranked = output.read()
     _, mean_ap = evaluate_run(ranked.rankings, qrels, k)
-    run_id = str(ranked.facts.get("run_id", ""))
+    run_id = ranked.facts.run_id or ""
     match = paper_submission(submissions or {}, run_id, output.path.name)
     return {
-        "run": output.path.name, "run_id": run_id, "models": len(ranked.facts.get("models", [])),
-        "fused_runs": len(ranked.facts.get("fuse", [])), "map": _number(mean_ap),
+        "run": output.path.name, "run_id": run_id, "models": len(ranked.facts.models or []),
+        "fused_runs": len(ranked.facts.fuse or []), "map": _number(mean_ap),
         "features": sum(1 for fnum in qrels if any(rel > 0 for rel in qrels[fnum].values())),
         "paper_submission": match.name if match else None, "paper_map": match.paper_map if match else None,
         "paper_description": match.description if match else None,

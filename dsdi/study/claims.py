@@ -16,7 +16,7 @@ import numpy as np
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import FEATURES
 from dsdi.models.checkpoint import BEST_NAME
-from dsdi.rank.fusion import RankOutput
+from dsdi.rank.output import RankOutput
 from dsdi.rank.selection import forward_selection, holdout_map
 from dsdi.study.design import (
     BASELINE,
@@ -87,8 +87,8 @@ class Measured:
         self.truth = {world.name: read_truth(world_path(root, world.name)) for world in WORLDS}
         self.judge = ClipJudge(world_path(root, "default"))
         self.index = ScoreIndex(root / "rank" / "all")
-        facts = RankOutput(root / "rank" / "all").read_facts()
-        self.keys = {Path(path).resolve(): key for path, key in zip(facts["models"], facts["model_keys"], strict=True)}
+        facts = RankOutput(root / "rank" / "all").read_facts(needed=("models", "model_keys"))
+        self.keys = {Path(path).resolve(): key for path, key in zip(facts.models, facts.model_keys, strict=True)}
         missing = [path for path in ranked_checkpoints(root, size) if path.resolve() not in self.keys]
         if missing:
             raise ValueError(f"rank/all lacks {len(missing)} checkpoints, e.g. {missing[0]}")  # run_study ranks them
@@ -227,7 +227,7 @@ def inference_claim(m: Measured) -> Claim:
     ap = {}
     for option in INFERENCE_OPTIONS:
         out = m.root / "rank" / option
-        index, keys = ScoreIndex(out), RankOutput(out).read_facts()["model_keys"]
+        index, keys = ScoreIndex(out), RankOutput(out).read_facts(needed=("model_keys",)).model_keys
         ap[option] = np.stack([m.judge.ap(clip_scores(index, [key])) for key in keys])
     rows = []
     for option in ("tiles", "flip"):

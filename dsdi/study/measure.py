@@ -17,7 +17,8 @@ import pandas as pd
 
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
-from dsdi.rank.fusion import fused_scores, ranked_by_score
+from dsdi.rank.fusion import fused_scores
+from dsdi.rank.output import ranked_by_score
 from dsdi.train.metrics import per_class_average_precision
 from dsdi.train.predictions import read_predictions
 from dsdi.trecvid.evaluation import evaluate_run
