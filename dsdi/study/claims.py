@@ -1,4 +1,4 @@
-"""The eight claims of issue 12, each measured as differences "A minus B" (``dsdi.study.stats``) between
+"""The eight claims of the study, each measured as differences "A minus B" (``dsdi.study.stats``) between
 variants trained with the same seeds, on image AP against the true labels and clip AP against the qrels
 (``dsdi.study.measure``). Each claim names its headline comparison: the one that tests the paper's words most
 directly; its verdict is the claim's verdict, and the table shows every other comparison with its own.
@@ -21,15 +21,16 @@ from dsdi.rank.selection import forward_selection, holdout_map
 from dsdi.study.design import (
     BASELINE,
     ENSEMBLE_POOL,
+    INFERENCE_OPTIONS,
     SMALL_OBJECT_FEATURES,
     WORLDS,
     StudySize,
+    ranked_checkpoints,
     run_dir,
     variant,
     world_path,
 )
 from dsdi.study.measure import ClipJudge, clip_scores, holdout_scores, image_ap, mean_scores, read_truth
-from dsdi.study.run import INFERENCE_OPTIONS, ranked_checkpoints
 from dsdi.study.stats import Difference, difference, verdict_text
 from dsdi.train.predictions import read_targets
 

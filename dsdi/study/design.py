@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsdi.models.checkpoint import BEST_NAME
 from dsdi.options import updated, write_toml
 from dsdi.train.config import TrainConfig
 
@@ -88,6 +89,9 @@ ENSEMBLE_POOL = tuple(v.name for v in VARIANTS if v.world == "default")
 
 SMALL_OBJECT_FEATURES = ("car", "truck", "boat", "aircraft", "water tower", "pipes")
 
+INFERENCE_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles": {"tiles": (2, 2)}}
+"""Claim 8's rank calls over the baseline models (rank/<option>): option name -> RankConfig fields."""
+
 
 def variant(name: str) -> Variant:
     """The variant called ``name`` (KeyError for a name the study does not train)."""
@@ -131,3 +135,13 @@ def write_recipes(root: Path, size: StudySize) -> list[Path]:
 def run_dir(root: Path, name: str, seed: int) -> Path:
     """Where ``dsdi sweep --out-root root/models`` trains variant ``name`` with ``seed``."""
     return root / "models" / f"{name}-s{seed}"
+
+
+def ranked_checkpoints(root: Path, size: StudySize) -> list[Path]:
+    """Every run's best.pt, then the snapshot variants' snapshot_K.pt files (rank/all's models, in this order)."""
+    checkpoints = [run_dir(root, v.name, seed) / BEST_NAME for v in VARIANTS for seed in size.seeds]
+    for v in VARIANTS:
+        if v.settings.get("snapshots"):
+            checkpoints += [run_dir(root, v.name, seed) / f"snapshot_{k}.pt"
+                            for seed in size.seeds for k in range(1, size.epochs + 1)]
+    return checkpoints

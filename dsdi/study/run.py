@@ -30,22 +30,22 @@ from dsdi.rank.config import RankConfig
 from dsdi.rank.scoring import rank
 from dsdi.study.design import (
     BASELINE,
+    INFERENCE_OPTIONS,
     VARIANTS,
     WORLDS,
     StudySize,
     WorldSpec,
     labels_path,
+    ranked_checkpoints,
     run_dir,
     world_path,
     write_recipes,
 )
+from dsdi.study.report import write_report
 from dsdi.synth import build_world
 from dsdi.train.sweep import sweep
 
 console = Console(stderr=True)
-
-INFERENCE_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles": {"tiles": (2, 2)}}
-"""Claim 8's rank calls over the baseline models: option name -> RankConfig fields."""
 
 
 class Stage:
@@ -90,16 +90,6 @@ def train_variants(root: Path, size: StudySize) -> None:
                          "the study again (finished runs are kept)")
 
 
-def ranked_checkpoints(root: Path, size: StudySize) -> list[Path]:
-    """Every run's best.pt, then the snapshot variants' snapshot_K.pt files (rank/all's models, in this order)."""
-    checkpoints = [run_dir(root, v.name, seed) / BEST_NAME for v in VARIANTS for seed in size.seeds]
-    for v in VARIANTS:
-        if v.settings.get("snapshots"):
-            checkpoints += [run_dir(root, v.name, seed) / f"snapshot_{k}.pt"
-                            for seed in size.seeds for k in range(1, size.epochs + 1)]
-    return checkpoints
-
-
 def rank_clips(root: Path, size: StudySize) -> None:
     """Rank the default world's clips with every checkpoint (rank/all), then the baseline models plain, flipped
     and tiled (rank/<option>), recording each call's sampled frames per second (every model scoring each frame) in
@@ -120,8 +110,6 @@ def rank_clips(root: Path, size: StudySize) -> None:
 
 def run_study(root: str | Path, report: str | Path, size: StudySize = StudySize()) -> Path:
     """The whole study (module docstring); returns the report's path."""
-    from dsdi.study.report import write_report
-
     root = Path(root)
     stage = Stage()
     if size.epochs < 1 or len(size.seeds) < 2:
