@@ -29,7 +29,7 @@ bench: $(STAMP)
 # The claims study: three worlds, 15 variants x 3 seeds, ranking, then docs/study.md and docs/study.svg.
 # About an hour on 2 CPU cores (not part of make test); run it again to resume after an interruption.
 study: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/dsdi study runs/study --report docs/study.md
+	HF_HUB_OFFLINE=1 $(BIN)/dsdi study --out runs/study --report docs/study.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsdi tests bench scripts

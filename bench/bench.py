@@ -484,7 +484,7 @@ def bench_train(work: Path, device: str) -> dict:
                                            collate_fn=collate_skip_broken, persistent_workers=True)
 
     results = {"backbone": backbone, "batch": batch_size, "images": len(paths), "jpeg_size": [4000, 3000],
-               "cache": "dsdi prepare --img-size 360 (shorter side 360 px)", "loader_workers": workers,
+               "cache": "dsdi prepare --short-side 360", "loader_workers": workers,
                "step": "dsdi.train.data.training_batch (augment + normalise) + forward + focal loss + backward + SGD"}
     for side in (360, 224) if device == "cpu" else (360,):
         originals, cache = loader(labels, paths[0].parent, side), loader(pd.concat([labels] * passes),

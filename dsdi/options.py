@@ -2,14 +2,16 @@
 
 A command's config is a dataclass whose fields are declared with :func:`option`: name, type, default and help
 text live there once. From the fields this module builds the typer parameters of the command (one flag per
-field: ``batch_size`` -> ``--batch-size``, booleans as ``--x/--no-x``), checks values against their declared
-type, choices and minimum, and layers settings by precedence. Adding an option to a command is one field::
+field: ``batch_size`` -> ``--batch-size``, booleans as ``--x/--no-x``, ``argument=True`` fields as positional
+arguments), checks values against their declared type, choices and minimum, and layers settings by precedence.
+Adding an option to a command is one field::
 
     lr: float = option(0.01, help="peak learning rate", minimum=0.0)
 
 Flags default to ``None`` ("not given"), so that a flag overrides a recipe only when it is given; the help
-shows the field's default. A field whose command-line form differs from its value (a comma list, OUT:W pairs)
-names a ``parse`` function (text -> value, InputError on bad text).
+shows the field's default. A field without a default is a required flag (or argument). A list field is a
+repeated flag (``--models runs/A --models runs/B``). A field whose command-line form differs from its value
+(OUT:W pairs, ROWSxCOLS) names a ``parse`` function (text -> value, InputError on bad text).
 """
 
 from __future__ import annotations
@@ -38,18 +40,19 @@ _TYPE_WORDS = {str: "text", int: "an integer", float: "a number", bool: "true or
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, factory: Callable[[], Any] | None = None,
-           choices: Iterable[str] | None = None, minimum: float | None = None, above: float | None = None,
-           shown_default: str | None = None, parse: Callable[[str], Any] | None = None,
-           cli_type: type | None = None, repeat: bool = False) -> Any:
+           choices: Iterable[str] | None = None, minimum: float | None = None, maximum: float | None = None,
+           above: float | None = None, shown_default: str | None = None, parse: Callable[[str], Any] | None = None,
+           argument: bool = False) -> Any:
     """A config field with its command-line help.
 
-    ``factory``: default_factory instead of ``default``. ``choices``: the allowed values (listed in the help,
-    checked by :func:`check_values`). ``minimum`` / ``above``: the value must be >= / > it. ``shown_default``:
-    the default as the help shows it (e.g. "the backbone's"). ``parse``/``cli_type``: the flag takes
-    ``cli_type`` (default str) text and ``parse`` turns it into the field's value; with ``repeat`` the flag
-    may be given several times and ``parse`` turns each into one item of the field's list."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above,
-                "shown_default": shown_default, "parse": parse, "cli_type": cli_type, "repeat": repeat}
+    No ``default`` (and no ``factory``): the flag or argument is required. ``factory``: default_factory instead of
+    ``default``. ``choices``: the allowed values (listed in the help, checked by :func:`check_values`).
+    ``minimum`` / ``maximum`` / ``above``: the value must be >= / <= / > it. ``shown_default``: the default as the
+    help shows it (e.g. "the backbone's"). ``parse``: the flag takes text and ``parse`` turns it into the field's
+    value (into one item of a list field, whose flag is repeated). ``argument``: a positional argument, not a flag."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "maximum": maximum,
+                "above": above,
+                "shown_default": shown_default, "parse": parse, "argument": argument}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     if isinstance(default, list):
@@ -74,50 +77,84 @@ def _field_type(config_cls: type, name: str) -> tuple[type, bool, bool]:
     return hint, optional, False
 
 
+def is_required(field: dataclasses.Field) -> bool:
+    """True for a field without a default: its flag or argument must be given."""
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+
+
 def _help_text(field: dataclasses.Field) -> tuple[str, str | bool]:
-    """(help with the choices appended, the default as shown by --help)."""
+    """(help with the choices appended, the default as shown by --help; False: none shown)."""
     meta = field.metadata
     text = meta["help"] + (f" ({' | '.join(meta['choices'])})" if meta["choices"] else "")
     if meta["shown_default"] is not None:
         return text, meta["shown_default"]
+    if is_required(field):
+        return text, False
     default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
     if default is None or default == [] or default == "":
         return text, False
+    if isinstance(default, list):
+        return text, " ".join(map(str, default))
     return text, str(default).lower() if isinstance(default, bool) else str(default)
 
 
+def cli_flags(config_cls: type, field: dataclasses.Field) -> list[str]:
+    """The flags of a field as click declares them: ``--x`` (``--x/--no-x`` for a boolean); [] for an argument."""
+    if field.metadata["argument"]:
+        return []
+    flag = flag_name(field.name)
+    return [f"{flag}/--no-{flag[2:]}"] if _field_type(config_cls, field.name)[0] is bool else [flag]
+
+
 def cli_parameters(config_cls: type) -> list[inspect.Parameter]:
-    """One keyword typer parameter per field of ``config_cls``, default ``None`` (= not given)."""
+    """One keyword typer parameter per field of ``config_cls``: default ``None`` (= not given), ``...`` when
+    required; list fields repeat (a flag given several times, or a variadic argument)."""
     parameters = []
     for field in dataclasses.fields(config_cls):
         scalar, _, is_list = _field_type(config_cls, field.name)
         help_text, shown = _help_text(field)
-        flag = flag_name(field.name)
-        decls = [f"{flag}/--no-{flag[2:]}"] if scalar is bool else [flag]
         meta = field.metadata
-        cli_type = meta["cli_type"] or (str if meta["parse"] else scalar)
-        repeated = meta["repeat"] or (is_list and meta["parse"] is None)
-        annotation = typing.Optional[list[cli_type] if repeated else cli_type]  # noqa: UP045 - typer needs it
-        parameters.append(inspect.Parameter(
-            field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-            default=typer.Option(None, *decls, help=help_text, show_default=shown,
-                                 metavar=f"<{cli_type.__name__.lower()}>..." if repeated else None),
-        ))
+        cli_type = str if meta["parse"] else scalar
+        annotation = typing.Optional[list[cli_type] if is_list else cli_type]  # noqa: UP045 - typer needs it
+        default = ... if is_required(field) else None
+        if meta["argument"]:
+            info = typer.Argument(default, help=help_text, show_default=shown, metavar=field.name.upper())
+        else:
+            metavar = f"<{cli_type.__name__.lower()}>" + (" (repeatable)" if is_list else "")
+            info = typer.Option(default, *cli_flags(config_cls, field), help=help_text, show_default=shown,
+                                metavar=None if scalar is bool else metavar)
+        parameters.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                            default=info))
     return parameters
 
 
 def given_values(config_cls: type, arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields given on the command line (not None), their text parsed by the field's ``parse``."""
+    """The fields given on the command line (not None, not an empty repeated flag), their text parsed by the
+    field's ``parse``."""
     given = {}
     for field in dataclasses.fields(config_cls):
         value = arguments.get(field.name)
-        if value is None:
+        if value is None or (isinstance(value, (list, tuple)) and not value and not is_required(field)):
             continue
         parse = field.metadata["parse"]
         if parse is not None:
-            value = [parse(item) for item in value] if isinstance(value, list) else parse(value)
-        given[field.name] = value
+            value = [parse(item) for item in value] if isinstance(value, (list, tuple)) else parse(value)
+        given[field.name] = list(value) if isinstance(value, tuple) else value
     return given
+
+
+def from_values(config_cls: type, values: Mapping[str, Any], source: str = "command line") -> Any:
+    """A ``config_cls`` from ``values`` (field name -> value; the others take their defaults), types and
+    declared limits checked; InputError naming ``source`` and the option otherwise."""
+    missing = [flag_name(field.name) for field in dataclasses.fields(config_cls)
+               if is_required(field) and field.name not in values]
+    if missing:
+        raise InputError(f"{source}: missing {', '.join(missing)}")
+    required = {name: typed_value(config_cls, name, value, source) for name, value in values.items()
+                if name in {field.name for field in dataclasses.fields(config_cls) if is_required(field)}}
+    config = updated(config_cls(**required), {k: v for k, v in values.items() if k not in required}, source)
+    check_values(config)
+    return config
 
 
 def command_option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -142,6 +179,7 @@ def config_command(config_cls: type, run: Callable[..., None], *extra: inspect.P
     command.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
     command.__doc__ = doc or run.__doc__
     command.__name__ = run.__name__
+    command.config_cls = config_cls  # type: ignore[attr-defined]  (the declarations behind the flags: docs, tests)
     return command
 
 
@@ -149,7 +187,7 @@ def typed_value(config_cls: type, name: str, value: Any, source: str) -> Any:
     """``value`` checked against the field's type (ints accepted for floats, str for paths); InputError naming
     ``source`` and the option otherwise."""
     scalar, optional, is_list = _field_type(config_cls, name)
-    if value is None:
+    if value is None or (scalar is Path and value == "" and optional):  # TOML has no null: "" is no path
         if optional:
             return None
         raise InputError(f"{source}: {name} cannot be empty")
@@ -200,6 +238,8 @@ def check_value(field: dataclasses.Field, value: Any) -> None:
         raise InputError(f"{flag_name(field.name)} {value!r}: choose one of {', '.join(meta['choices'])}")
     if meta["minimum"] is not None and not (value >= meta["minimum"]):
         raise InputError(f"{flag_name(field.name)} must be at least {meta['minimum']:g}, got {value!r}")
+    if meta["maximum"] is not None and not (value <= meta["maximum"]):
+        raise InputError(f"{flag_name(field.name)} must be at most {meta['maximum']:g}, got {value!r}")
     if meta["above"] is not None and not (value > meta["above"] and math.isfinite(value)):
         raise InputError(f"{flag_name(field.name)} must be a finite number above {meta['above']:g}, got {value!r}")
 
@@ -218,6 +258,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: not valid TOML ({error})") from None
 
 
+def plain_values(config: Any) -> dict[str, Any]:
+    """The dataclass ``config`` as a dict of plain values (paths as text), e.g. for a ``weights_only`` checkpoint."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(config).items()}
+
+
 def write_toml(path: str | Path, config: Any) -> None:
     """Write the dataclass ``config`` as flat TOML, atomically; None values are left out (TOML has no null)."""
     lines = [f"{key} = {_toml_value(value)}" for key, value in dataclasses.asdict(config).items() if value is not None]
@@ -233,16 +278,3 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
-
-
-def option_table(config_cls: type) -> str:
-    """The README's Markdown table of a command's options: flag, default, meaning (generated from the fields)."""
-    rows = ["| flag | default | meaning |", "|---|---|---|"]
-    for field in dataclasses.fields(config_cls):
-        help_text, shown = _help_text(field)
-        scalar, _, _ = _field_type(config_cls, field.name)
-        flag = flag_name(field.name)
-        flag = f"{flag}/--no-{flag[2:]}" if scalar is bool else flag
-        default = "" if shown is False else shown if field.metadata["shown_default"] else f"`{shown}`"
-        rows.append(f"| `{flag}` | {default} | {help_text.replace('|', '&#124;')} |")
-    return "\n".join(rows)

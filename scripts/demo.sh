@@ -21,8 +21,8 @@ step() { printf '\n== [%4ds] %s\n' "$((SECONDS - started))" "$*"; }
 
 step "1/7 dsdi synth: $IMAGES images, $CLIPS clips, qrels"
 rm -rf "$RUN_DIR"
-dsdi synth "$world" --images "$IMAGES" --clips "$CLIPS" --seed "$SEED" \
-  --image-size 320x240 --clip-size 320x180 --clip-seconds 3-6
+dsdi synth --out "$world" --images "$IMAGES" --clips "$CLIPS" --seed "$SEED" \
+  --image-resolution 320x240 --clip-resolution 320x180 --clip-seconds 3-6
 
 step "2/7 dsdi labels: crowd answers -> soft labels"
 dsdi labels "$world/ladi_aggregated_responses_url.tsv" --out "$RUN_DIR/labels.csv"
@@ -38,7 +38,7 @@ for loss in focal cbfl; do
 done
 
 step "4/7 dsdi rank: ensemble of both models (decodes every clip at 10 fps)"
-dsdi rank --clips "$world/clips" --models "$RUN_DIR/models/focal" "$RUN_DIR/models/cbfl" --device cpu \
+dsdi rank --clips "$world/clips" --models "$RUN_DIR/models/focal" --models "$RUN_DIR/models/cbfl" --device cpu \
   --run-id ensemble --out "$RUN_DIR/rank/ensemble"
 
 step "5/7 dsdi fuse: each model alone (re-ranked from the ensemble's stored scores, no decoding)"

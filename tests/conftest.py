@@ -1,5 +1,6 @@
-"""Shared test setup: offline hub, few threads (the suite runs on 2 cores), an ffmpeg binary, and the one builder of
-tiny dsdi checkpoints (``tiny_checkpoint``: import it with ``from conftest import tiny_checkpoint``)."""
+"""Shared test setup: offline hub, few threads (the suite runs on 2 cores), an ffmpeg binary, the one builder of
+tiny dsdi checkpoints (``tiny_checkpoint``: import it with ``from conftest import tiny_checkpoint``) and the one
+runner of the real `dsdi` command (the ``cli`` fixture)."""
 
 import os
 from pathlib import Path
@@ -58,6 +59,39 @@ def _calibrate_on_colours(model: torch.nn.Module, side: int) -> None:
     for _ in range(3):
         colours = torch.rand(32, 3, 1, 1).expand(32, 3, side, side)
         model((colours + 0.2 * torch.randn(32, 3, side, side) - 0.45) / 0.226)
+
+
+class DsdiCli:
+    """The real `dsdi` command run in-process (typer's CliRunner on ``dsdi.cli.app.app``)."""
+
+    def __call__(self, *args, expect: int | None = 0, **invoke_options):
+        """Run `dsdi ARGS` (any str()-able items); fail with the output unless it exits with ``expect`` (None:
+        any status). ``invoke_options`` go to ``CliRunner.invoke`` (env, terminal_width...)."""
+        from typer.testing import CliRunner
+
+        from dsdi.cli.app import app
+
+        result = CliRunner().invoke(app, [str(arg) for arg in args], **invoke_options)
+        if expect is not None:
+            assert result.exit_code == expect, (f"dsdi {' '.join(map(str, args))}: exit {result.exit_code}:\n"
+                                                f"{result.output}\n{result.exception!r}")
+        return result
+
+    @staticmethod
+    def repeated(flag: str, values) -> list:
+        """A multi-value flag as the command line gives it: ``repeated("--models", [a, b])``: --models a --models b."""
+        return [item for value in values for item in (flag, value)]
+
+    @staticmethod
+    def said(result) -> str:
+        """The command's output with rich's line wrapping undone."""
+        return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="session")
+def cli() -> DsdiCli:
+    """``cli("eval", "--run", run, "--qrels", qrels, expect=2)``: see :class:`DsdiCli`."""
+    return DsdiCli()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,7 @@ import pytest
 import torch
 from conftest import tiny_checkpoint
 from test_train import tiny_args, write_world
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.errors import InputError
 from dsdi.models.checkpoint import read_checkpoint
 
@@ -24,11 +22,9 @@ class Opaque:
     """An object weights_only unpickling refuses to build."""
 
 
-def refused(args: list, path: Path) -> None:
+def refused(cli, args: list, path: Path) -> None:
     """The command exits 2 with a few lines naming ``path`` and no traceback."""
-    result = CliRunner().invoke(app, [str(arg) for arg in args])
-    output = result.output
-    assert result.exit_code == 2, (args, output, result.exception)
+    output = cli(*args, expect=2).output
     assert path.name in " ".join(output.split()).replace(" ", "") or path.name in output, output
     assert "Traceback" not in output and len(output.splitlines()) <= 6, output
 
@@ -50,21 +46,21 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     return write_world(tmp_path_factory.mktemp("world"), n_images=8)
 
 
-def test_rank_refuses_unreadable_checkpoints(bad_checkpoints, tmp_path):
+def test_rank_refuses_unreadable_checkpoints(bad_checkpoints, tmp_path, cli):
     clips = tmp_path / "clips"
     clips.mkdir()
     (clips / "a.mp4").write_bytes(b"")  # models are loaded before any clip is decoded
     for path in bad_checkpoints.values():
-        refused(["rank", "--clips", clips, "--models", path, "--out", tmp_path / "out", "--device", "cpu"], path)
+        refused(cli, ["rank", "--clips", clips, "--models", path, "--out", tmp_path / "out", "--device", "cpu"], path)
 
 
-def test_train_refuses_bad_weights(bad_checkpoints, world, tmp_path):
+def test_train_refuses_bad_weights(bad_checkpoints, world, tmp_path, cli):
     labels, images = world
     for name, path in bad_checkpoints.items():
-        refused(tiny_args(labels, images, tmp_path / name, "--weights", str(path), "--epochs", "1"), path)
+        refused(cli, tiny_args(labels, images, tmp_path / name, "--weights", str(path), "--epochs", "1"), path)
 
 
-def test_resume_refuses_a_corrupt_last_pt(bad_checkpoints, world, tmp_path):
+def test_resume_refuses_a_corrupt_last_pt(bad_checkpoints, world, tmp_path, cli):
     run = tmp_path / "run"
     run.mkdir()
     (run / "last.pt").write_bytes(bad_checkpoints["truncated"].read_bytes())
@@ -72,32 +68,32 @@ def test_resume_refuses_a_corrupt_last_pt(bad_checkpoints, world, tmp_path):
         read_checkpoint(run / "last.pt")
     assert "\n" not in str(caught.value)
     labels, images = world
-    refused([*tiny_args(labels, images, run, "--epochs", "1"), "--resume"], run / "last.pt")
+    refused(cli, [*tiny_args(labels, images, run, "--epochs", "1"), "--resume"], run / "last.pt")
 
 
-def test_train_refuses_malformed_recipe_and_garbage_labels(world, tmp_path):
+def test_train_refuses_malformed_recipe_and_garbage_labels(world, tmp_path, cli):
     labels, images = world
     malformed, garbage = tmp_path / "bad.toml", tmp_path / "garbage.toml"
     malformed.write_text('backbone = "resnet10t\nepochs = [\n')
     garbage.write_bytes(GARBAGE)
     for recipe in (malformed, garbage):
-        refused([*tiny_args(labels, images, tmp_path / "r"), "--config", recipe], recipe)
+        refused(cli, [*tiny_args(labels, images, tmp_path / "r"), "--config", recipe], recipe)
     garbage_labels = tmp_path / "labels.csv"
     garbage_labels.write_bytes(GARBAGE)
-    refused(tiny_args(garbage_labels, images, tmp_path / "l"), garbage_labels)
+    refused(cli, tiny_args(garbage_labels, images, tmp_path / "l"), garbage_labels)
 
 
-def test_garbage_shot_table_qrels_and_rank_outputs(tmp_path):
+def test_garbage_shot_table_qrels_and_rank_outputs(tmp_path, cli):
     garbage = tmp_path / "garbage.csv"
     garbage.write_bytes(GARBAGE)
     model = tmp_path / "model.pt"
     tiny_checkpoint(model, backbone="test_convnext", img_size=32)
-    refused(["rank", "--shots", garbage, "--models", model, "--out", tmp_path / "o", "--device", "cpu"], garbage)
+    refused(cli, ["rank", "--shots", garbage, "--models", model, "--out", tmp_path / "o", "--device", "cpu"], garbage)
     run = tmp_path / "run.trec"
     run.write_text("1 Q0 shot1 1 0.9 r\n")
-    refused(["eval", "--run", run, "--qrels", garbage], garbage)
+    refused(cli, ["eval", "--run", run, "--qrels", garbage], garbage)
     out = tmp_path / "out"
     out.mkdir()
     (out / "clip_scores.csv").write_bytes(GARBAGE)
-    refused(["report", out], out / "clip_scores.csv")
-    refused(["fuse", out], out / "run.json")
+    refused(cli, ["report", out], out / "clip_scores.csv")
+    refused(cli, ["fuse", out], out / "run.json")

@@ -9,9 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
@@ -266,14 +264,13 @@ def test_labels_csv_is_validated_with_file_and_line(tmp_path):
         read_labels_csv(tmp_path / "absent.csv")
 
 
-def test_prepare_writes_a_resized_cache_and_reports_broken_files(image_dir, tmp_path):
+def test_prepare_writes_a_resized_cache_and_reports_broken_files(image_dir, tmp_path, cli):
     ids = ["https://host/good/a.jpg", "s3://ladi/good/b.png", "big.jpg", "truncated.jpg", "empty.jpg"]
     _labels(ids).to_csv(tmp_path / "labels.csv", index=False)
     out = tmp_path / "cache"
     args = ["prepare", "--labels", str(tmp_path / "labels.csv"), "--images", str(image_dir), "--out", str(out),
-            "--img-size", "64", "--workers", "2"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+            "--short-side", "64", "--decode-threads", "2"]
+    result = cli(*args)
     assert "3 written, 0 already up to date, 2 unreadable" in result.output
     expected_sizes = {"good/a.jpg": (85, 64), "good/b.png": (85, 64), "big.jpg": (85, 64)}  # shorter side 64
     for relative, size in expected_sizes.items():
@@ -282,14 +279,14 @@ def test_prepare_writes_a_resized_cache_and_reports_broken_files(image_dir, tmp_
     failures = pd.read_csv(out / "prepare_failures.csv")
     assert failures["image_id"].tolist() == ["truncated.jpg", "empty.jpg"]
 
-    again = CliRunner().invoke(app, args)
+    again = cli(*args)
     assert "0 written, 3 already up to date" in again.output
     cached_set = LabelledImageDataset(_labels(ids[:3]), out, 64, train=False)
     for index in range(3):  # training on the cache sees nearly the originals' pixels (two resamplings, q95)
         original = load_image(resolve_image_path(ids[index], image_dir), 64)
         assert (cached_set[index][0] - original).abs().mean() < 0.1
 
-    bigger = CliRunner().invoke(app, [*args[:-4], "--img-size", "96", "--workers", "1"])
+    bigger = cli(*args[:-4], "--short-side", "96", "--decode-threads", "1")
     assert "3 written, 0 already up to date" in bigger.output  # another size: the stale cache is rewritten
     with Image.open(out / "big.jpg") as cached:
         assert cached.size == (128, 96)

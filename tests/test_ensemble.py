@@ -15,10 +15,8 @@ import torch
 from colour_clips import make_colour_clip
 from conftest import tiny_checkpoint
 from sklearn.metrics import average_precision_score
-from typer.testing import CliRunner
 
 import dsdi.rank.scoring
-from dsdi.cli.app import app
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.rank.config import RankConfig
@@ -31,11 +29,6 @@ from dsdi.workspace import SUBMISSIONS_DIR
 ENSEMBLES = Path(__file__).resolve().parents[1] / "runs" / "ensembles"
 TEN = ["A01", "B02", "C03", "C04", "C06", "C07", "C08", "C09", "C11", "C12"]
 TWELVE = ["A01", "B02", "C03", "C04", "C05", "C06", "C07", "C08", "C09", "C10", "C11", "C12"]
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def says(output: str, text: str) -> bool:
@@ -140,7 +133,7 @@ def test_member_checkpoints_names_every_missing_or_unfinished_member(tmp_path):
     assert member_checkpoints(ready, runs) == [runs / "A01/best.pt", runs / "A01/last.pt", runs / "C10/best.pt"]
 
 
-def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypatch):
+def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypatch, cli):
     decodes = []
     monkeypatch.setattr(dsdi.rank.scoring, "ClipChunks",
                         lambda clip, *a, **k: decodes.append(clip) or ClipChunks(clip, *a, **k))
@@ -148,8 +141,8 @@ def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypa
     fake_run(runs, "A01")
     write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A01")), Member(Path("C10"), "last")]))
     (tmp_path / "clips").mkdir()
-    result = invoke("rank", "--ensemble", tmp_path / "E.toml", "--clips", tmp_path / "clips", "--runs-dir", runs,
-                    "--out", tmp_path / "out", "--device", "cpu")
+    result = cli("rank", "--ensemble", tmp_path / "E.toml", "--clips", tmp_path / "clips", "--runs-dir", runs,
+                 "--out", tmp_path / "out", "--device", "cpu", expect=None)
     assert result.exit_code == 2
     assert says(result.output, f"1 of 2 members not ready: C10 (last): no run folder {runs / 'C10'}")
     assert decodes == [] and not (tmp_path / "out").exists()
@@ -188,7 +181,7 @@ def test_resolved_flags_with_an_ensemble(tmp_path):
 W, H, IMG = 64, 48, 64
 
 
-def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe):
+def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe, cli):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -203,11 +196,12 @@ def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe):
         write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A"), "best", 2.0),
                                                            Member(Path("B"), "last", 1.0)], agg="mean"))
         common = ("--clips", clips, "--device", "cpu", "--batch-size", 5, "--topk", 2)
-        by_file = invoke("rank", "--ensemble", tmp_path / "E.toml", "--runs-dir", runs, "--out", tmp_path / "e",
-                         *common)
+        by_file = cli("rank", "--ensemble", tmp_path / "E.toml", "--runs-dir", runs, "--out", tmp_path / "e",
+                      *common, expect=None)
         assert by_file.exit_code == 0, by_file.output
-        by_flags = invoke("rank", "--models", runs / "A/best.pt", runs / "B/last.pt", "--model-weights", "2,1",
-                          "--agg", "mean", "--run-id", "E", "--out", tmp_path / "m", *common)
+        by_flags = cli("rank", "--models", runs / "A/best.pt", "--models", runs / "B/last.pt",
+                       "--model-weights", 2, "--model-weights", 1,
+                       "--agg", "mean", "--run-id", "E", "--out", tmp_path / "m", *common, expect=None)
         assert by_flags.exit_code == 0, by_flags.output
     finally:
         torch.set_num_threads(threads)
@@ -215,7 +209,7 @@ def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe):
     scores = [pd.read_csv(tmp_path / out / "clip_scores.csv", index_col="shot_id") for out in ("e", "m")]
     pd.testing.assert_frame_equal(scores[0].drop(columns="clip_path"), scores[1].drop(columns="clip_path"))
     assert scores[0][list(CLASSES)].nunique().max() == 3  # the clips score differently
-    single = invoke("rank", "--models", runs / "B/best.pt", "--run-id", "E", "--out", tmp_path / "b", *common)
+    single = cli("rank", "--models", runs / "B/best.pt", "--run-id", "E", "--out", tmp_path / "b", *common, expect=None)
     assert single.exit_code == 0 and (tmp_path / "b" / "E.trec").read_text() != (tmp_path / "e" / "E.trec").read_text()
 
 
@@ -284,11 +278,11 @@ def holdout_runs(root: Path, count: int, seed: int = 0) -> tuple[list[Path], np.
     return runs, targets, list(predictions)
 
 
-def test_select_writes_a_loadable_ensemble(tmp_path):
+def test_select_writes_a_loadable_ensemble(tmp_path, cli):
     runs_dir = tmp_path / "runs"
     runs, targets, predictions = holdout_runs(runs_dir, 3)
     out = tmp_path / "ensembles" / "SEL.toml"
-    result = invoke("select", *runs[:2], f"{runs[2]}:last", "--size", 4, "--out", out, "--runs-dir", runs_dir)
+    result = cli("select", *runs[:2], f"{runs[2]}:last", "--size", 4, "--out", out, "--runs-dir", runs_dir, expect=None)
     assert result.exit_code == 0, result.output
     ensemble = load_ensemble(out)
     assert ensemble.name == "SEL" and sum(ensemble.weights) == 4
@@ -307,12 +301,12 @@ def test_select_writes_a_loadable_ensemble(tmp_path):
         config.resolved()
 
 
-def test_select_refuses_runs_with_another_holdout(tmp_path):
+def test_select_refuses_runs_with_another_holdout(tmp_path, cli):
     runs, _, _ = holdout_runs(tmp_path / "runs", 2)
     other, _, _ = holdout_runs(tmp_path / "elsewhere", 1, seed=1)
-    result = invoke("select", *runs, *other, "--size", 2, "--out", tmp_path / "S.toml")
+    result = cli("select", *runs, *other, "--size", 2, "--out", tmp_path / "S.toml", expect=None)
     assert result.exit_code == 2
     assert says(result.output, f"runs {other[0]} have other hold-out images or targets than {runs[0]}")
-    missing = invoke("select", runs[0], f"{runs[1]}:snapshot_2", "--size", 2, "--out", tmp_path / "S.toml")
+    missing = cli("select", runs[0], f"{runs[1]}:snapshot_2", "--size", 2, "--out", tmp_path / "S.toml", expect=None)
     assert missing.exit_code == 2 and says(missing.output, "snapshot_2.holdout.csv: not found")
     assert not (tmp_path / "S.toml").exists()

@@ -15,13 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.labels.crowd import parse_answer, read_annotations, soft_labels
 from dsdi.labels.schema import CLASSES, category_of, load_token_map, normalise_token
 
-runner = CliRunner()
 LADI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ladi-sample"
 
 FLOOD, SMOKE, DAMAGE_NONE = "damage:flood/water", "damage:smoke/fire", "damage:none"
@@ -34,10 +31,6 @@ def write_annotations(path: Path, rows: list[tuple[str, str, list[str]]], sep: s
         writer.writerow([id_column, "WorkerId", "Answer"])
         writer.writerows([image, worker, repr(tokens)] for image, worker, tokens in rows)
     return path
-
-
-def run_labels(*args: str | Path):
-    return runner.invoke(app, ["labels", *[str(a) for a in args]])
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -80,12 +73,12 @@ def reference_labels(path: Path, mode: str, sep: str) -> dict[str, list[float]]:
 # ---- the paper's Fig. 1 and hand-computed cases -------------------------------------------------------------
 
 
-def test_fig1_soft_label_exact(tmp_path):
+def test_fig1_soft_label_exact(tmp_path, cli):
     """Paper Fig. 1: six answers [flood x4, smoke x1, damage:none x1] -> 1.0, 0.25, 0.25, the other 34 are 0."""
     tokens = [[FLOOD], [FLOOD], [SMOKE], [FLOOD], [FLOOD], [DAMAGE_NONE]]
     src = write_annotations(tmp_path / "fig1.tsv", [("fig1.jpg", f"w{i}", t) for i, t in enumerate(tokens)])
     out = tmp_path / "data" / "labels.csv"
-    result = run_labels(src, "--out", out)
+    result = cli("labels", src, "--out", out, expect=None)
     assert result.exit_code == 0, result.output
     labels = read_labels(out)
     assert list(labels.columns) == ["image_id", *CLASSES]
@@ -150,10 +143,10 @@ HAND_EXPECTED = {
 
 
 @pytest.mark.parametrize("mode", ["soft", "hard", "majority"])
-def test_modes_on_hand_computed_cases(tmp_path, mode):
+def test_modes_on_hand_computed_cases(tmp_path, mode, cli):
     src = write_annotations(tmp_path / "hand.tsv", HAND_ROWS)
     out = tmp_path / f"{mode}.csv"
-    result = run_labels(src, "--out", out, "--mode", mode)
+    result = cli("labels", src, "--out", out, "--mode", mode, expect=None)
     assert result.exit_code == 0, result.output
     labels = read_labels(out)
     assert list(labels["image_id"]) == ["A", "B", "C", "D"]  # order of first appearance, no image dropped
@@ -176,10 +169,10 @@ def test_library_function_matches_cli(tmp_path):
 
 @pytest.mark.parametrize("id_column", ["url", "img_url", "image_uuid"])
 @pytest.mark.parametrize("sep", ["\t", ","])
-def test_tab_and_comma_files_and_all_id_columns(tmp_path, id_column, sep):
+def test_tab_and_comma_files_and_all_id_columns(tmp_path, id_column, sep, cli):
     src = write_annotations(tmp_path / "ann.txt", HAND_ROWS, sep=sep, id_column=id_column)
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out)
+    result = cli("labels", src, "--out", out, expect=None)
     assert result.exit_code == 0, result.output
     labels = read_labels(out)
     for image, nonzero in HAND_EXPECTED["soft"].items():
@@ -200,11 +193,11 @@ def random_rows(rng: np.random.Generator, n_rows: int, n_images: int) -> list[tu
 
 @pytest.mark.parametrize("mode", ["soft", "hard", "majority"])
 @pytest.mark.parametrize("sep", ["\t", ","])
-def test_random_files_match_plain_python_reference(tmp_path, mode, sep):
+def test_random_files_match_plain_python_reference(tmp_path, mode, sep, cli):
     rng = np.random.default_rng(["soft", "hard", "majority"].index(mode) * 2 + (sep == ","))
     src = write_annotations(tmp_path / "ann.txt", random_rows(rng, 3000, 400), sep=sep)
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out, "--mode", mode)
+    result = cli("labels", src, "--out", out, "--mode", mode, expect=None)
     assert result.exit_code == 0, result.output
     labels = read_labels(out).set_index("image_id")
     expected = reference_labels(src, mode, sep)
@@ -212,7 +205,7 @@ def test_random_files_match_plain_python_reference(tmp_path, mode, sep):
     np.testing.assert_array_equal(labels.to_numpy(), np.array(list(expected.values())))
 
 
-def test_line_numbers_with_blank_lines_and_quoted_newlines(tmp_path):
+def test_line_numbers_with_blank_lines_and_quoted_newlines(tmp_path, cli):
     src = tmp_path / "odd.csv"
     src.write_text(
         "url,WorkerId,Answer\n"
@@ -223,7 +216,8 @@ def test_line_numbers_with_blank_lines_and_quoted_newlines(tmp_path):
         "d.jpg,w4,\"['damage:none'\"\n",  # line 7
         encoding="utf-8",
     )
-    assert_input_error(run_labels(src, "--out", tmp_path / "labels.csv"), "2 Answer value(s)", "line(s) 6, 7")
+    assert_input_error(cli("labels", src, "--out", tmp_path / "labels.csv", expect=None),
+                       "2 Answer value(s)", "line(s) 6, 7")
 
 
 @pytest.mark.parametrize(
@@ -264,17 +258,17 @@ def assert_input_error(result, *fragments: str) -> None:
         ("image\tWorkerId\tAnswer", "missing image id column (one of url, img_url, image_uuid)"),
     ],
 )
-def test_missing_column_names_it_and_the_columns_found(tmp_path, header, missing):
+def test_missing_column_names_it_and_the_columns_found(tmp_path, header, missing, cli):
     src = tmp_path / "ann.tsv"
     src.write_text(f"{header}\nx.jpg\tw1\t['damage:none']\n", encoding="utf-8")
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out)
+    result = cli("labels", src, "--out", out, expect=None)
     found = header.replace("\t", ", ")
     assert_input_error(result, missing, f"columns found: {found}")
     assert not out.exists()
 
 
-def test_unparseable_answers_list_first_lines_and_total(tmp_path):
+def test_unparseable_answers_list_first_lines_and_total(tmp_path, cli):
     rows = []
     for i in range(30):
         rows.append(f"img{i}.jpg\tw1\t['damage:none']")
@@ -282,13 +276,13 @@ def test_unparseable_answers_list_first_lines_and_total(tmp_path):
             rows.append(f"img{i}.jpg\tw2\tdamage:flood/water")  # not a list
     src = tmp_path / "ann.tsv"
     src.write_text("url\tWorkerId\tAnswer\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    result = run_labels(src, "--out", tmp_path / "labels.csv")
+    result = cli("labels", src, "--out", tmp_path / "labels.csv", expect=None)
     # header = line 1; img0 line 2; img1 lines 3 (good) and 4 (bad); img2 line 5; img3 lines 6, 7 (bad) ...
     first_ten = ", ".join(str(4 + 3 * k) for k in range(10))
     assert_input_error(result, "15 Answer value(s)", f"line(s) {first_ten}, ...", str(src))
 
 
-def test_unknown_tokens_listed_with_counts_unless_skipped(tmp_path):
+def test_unknown_tokens_listed_with_counts_unless_skipped(tmp_path, cli):
     rows = [
         ("a.jpg", "w1", [FLOOD, "water:swamp"]),
         ("a.jpg", "w2", ["water:swamp"]),
@@ -297,13 +291,13 @@ def test_unknown_tokens_listed_with_counts_unless_skipped(tmp_path):
     ]
     src = write_annotations(tmp_path / "ann.tsv", rows)
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out)
+    result = cli("labels", src, "--out", out, expect=None)
     assert_input_error(
         result, "'water:swamp' x3 (first at line 2)", "'damage:alien' x1 (first at line 4)", "--skip-unknown"
     )
     assert not out.exists()
 
-    skipped = run_labels(src, "--out", out, "--skip-unknown")
+    skipped = cli("labels", src, "--out", out, "--skip-unknown", expect=None)
     assert skipped.exit_code == 0, skipped.output
     assert "4 (water:swamp x3, damage:alien x1)" in " ".join(skipped.output.split())
     labels = read_labels(out)
@@ -311,53 +305,56 @@ def test_unknown_tokens_listed_with_counts_unless_skipped(tmp_path):
     expect_only(row_of(labels, "b.jpg"), {"flooding / water damage": 1.0})  # the unknown-only row names nothing
 
 
-def test_user_token_map_extends_the_shipped_one(tmp_path):
+def test_user_token_map_extends_the_shipped_one(tmp_path, cli):
     src = write_annotations(tmp_path / "ann.tsv", [("a.jpg", "w1", ["water:swamp", FLOOD]), ("a.jpg", "w2", [FLOOD])])
     user_map = tmp_path / "tokens.csv"
     user_map.write_text("token,class\nwater:swamp,flooding\n", encoding="utf-8")
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out, "--token-map", user_map)
+    result = cli("labels", src, "--out", out, "--token-map", user_map, expect=None)
     assert result.exit_code == 0, result.output
     expect_only(row_of(read_labels(out), "a.jpg"), {"flooding / water damage": 1.0, "flooding": 0.5})
 
 
-def test_bad_token_map_files(tmp_path):
+def test_bad_token_map_files(tmp_path, cli):
     src = write_annotations(tmp_path / "ann.tsv", [("a.jpg", "w1", [FLOOD])])
     wrong_class = tmp_path / "tokens.csv"
     wrong_class.write_text("token,class\nwater:swamp,swamp\n", encoding="utf-8")
-    assert_input_error(run_labels(src, "--token-map", wrong_class), "class 'swamp' is not one of the 37")
-    assert_input_error(run_labels(src, "--token-map", tmp_path / "nope.csv"), "nope.csv", "cannot read it")
+    assert_input_error(cli("labels", src, "--token-map", wrong_class, expect=None),
+                       "class 'swamp' is not one of the 37")
+    assert_input_error(cli("labels", src, "--token-map", tmp_path / "nope.csv", expect=None),
+                       "nope.csv", "cannot read it")
 
 
-def test_empty_ids_missing_and_empty_files(tmp_path):
+def test_empty_ids_missing_and_empty_files(tmp_path, cli):
     src = tmp_path / "ann.tsv"
     src.write_text("url\tWorkerId\tAnswer\na.jpg\tw1\t[]\n \tw2\t['damage:none']\n", encoding="utf-8")
-    assert_input_error(run_labels(src), "1 row(s) with an empty image id", "line(s) 3")
-    assert_input_error(run_labels(tmp_path / "absent.tsv"), "absent.tsv", "no such annotation file")
+    assert_input_error(cli("labels", src, expect=None), "1 row(s) with an empty image id", "line(s) 3")
+    assert_input_error(cli("labels", tmp_path / "absent.tsv", expect=None), "absent.tsv", "no such annotation file")
     empty = tmp_path / "empty.tsv"
     empty.write_text("", encoding="utf-8")
-    assert_input_error(run_labels(empty), "the file is empty")
+    assert_input_error(cli("labels", empty, expect=None), "the file is empty")
     empty.write_text("url\tWorkerId\tAnswer\n", encoding="utf-8")
-    assert_input_error(run_labels(empty), "no answer rows after the header line")
+    assert_input_error(cli("labels", empty, expect=None), "no answer rows after the header line")
 
 
-def test_unquoted_answer_in_comma_file(tmp_path):
+def test_unquoted_answer_in_comma_file(tmp_path, cli):
     src = tmp_path / "ann.csv"
     src.write_text(
         "url,WorkerId,Answer\na.jpg,w1,['damage:none', 'damage:misc']\nb.jpg,w1,['damage:none']\n"
         "c.jpg,w1,['damage:none', 'damage:misc']\n",
         encoding="utf-8",
     )
-    assert_input_error(run_labels(src), "2 row(s) have more fields than the header (3)", "line(s) 2, 4", "quote")
+    assert_input_error(cli("labels", src, expect=None),
+                       "2 row(s) have more fields than the header (3)", "line(s) 2, 4", "quote")
 
 
-def test_failed_run_keeps_the_previous_output_and_leaves_no_temp_file(tmp_path):
+def test_failed_run_keeps_the_previous_output_and_leaves_no_temp_file(tmp_path, cli):
     out = tmp_path / "labels.csv"
     good = write_annotations(tmp_path / "good.tsv", HAND_ROWS)
-    assert run_labels(good, "--out", out).exit_code == 0
+    assert cli("labels", good, "--out", out, expect=None).exit_code == 0
     before = out.read_bytes()
     bad = write_annotations(tmp_path / "bad.tsv", [("a.jpg", "w1", ["water:swamp"])])
-    assert run_labels(bad, "--out", out).exit_code == 2
+    assert cli("labels", bad, "--out", out, expect=None).exit_code == 2
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tsv", "good.tsv", "labels.csv"]
 
@@ -365,7 +362,7 @@ def test_failed_run_keeps_the_previous_output_and_leaves_no_temp_file(tmp_path):
 # ---- size and real data ------------------------------------------------------------------------------------
 
 
-def test_200k_rows(tmp_path):
+def test_200k_rows(tmp_path, cli):
     """The real LADI file size (~200k answer rows) goes through the CLI (about 2 s here; timing in the report)."""
     rng = np.random.default_rng(7)
     n_rows, n_images = 200_000, 20_000
@@ -380,7 +377,7 @@ def test_200k_rows(tmp_path):
         + "".join(f"{u}\t{w}\t{a}\n" for u, w, a in zip(urls.tolist(), workers.tolist(), answers.tolist(), strict=True))
     )
     out = tmp_path / "labels.csv"
-    result = run_labels(src, "--out", out, "--mode", "hard")
+    result = cli("labels", src, "--out", out, "--mode", "hard", expect=None)
     assert result.exit_code == 0, result.output
     assert "200,000" in result.output
     labels = read_labels(out).set_index("image_id")
@@ -392,19 +389,19 @@ def test_200k_rows(tmp_path):
 
 @pytest.mark.skipif(not (LADI_SAMPLE / "flood_tiny_metadata.csv").is_file(), reason="no ../shared/data/ladi-sample")
 @pytest.mark.parametrize(("id_column", "meta_column"), [("img_url", "url"), ("image_uuid", "uuid")])
-def test_real_ladi_ids_round_trip(tmp_path, id_column, meta_column):
+def test_real_ladi_ids_round_trip(tmp_path, id_column, meta_column, cli):
     """Real LADI urls and uuids (from the metadata sample) come out as the image_id unchanged."""
     ids = pd.read_csv(LADI_SAMPLE / "flood_tiny_metadata.csv", dtype=str)[meta_column].tolist()
     rows = [(image, f"w{k}", [FLOOD] if k % 2 else [DAMAGE_NONE]) for image in ids for k in range(3)]
     src = write_annotations(tmp_path / "ann.tsv", rows, id_column=id_column)
     out = tmp_path / "labels.csv"
-    assert run_labels(src, "--out", out).exit_code == 0
+    assert cli("labels", src, "--out", out, expect=None).exit_code == 0
     labels = read_labels(out)
     assert labels["image_id"].tolist() == list(dict.fromkeys(ids))
     assert set(labels["flooding / water damage"]) == {0.5} and set(labels["damage: none"]) == {1.0}
 
 
-def test_noise_free_synthetic_world_gives_its_true_labels(tmp_path):
+def test_noise_free_synthetic_world_gives_its_true_labels(tmp_path, cli):
     """With workers who never miss nor invent a feature, `dsdi synth`'s answers give back its true labels:
     exactly for hard and majority (none-classes included), and the same positives for soft."""
     synth = pytest.importorskip("dsdi.synth", reason="dsdi.synth (the synthetic world) is not in this tree")
@@ -414,7 +411,7 @@ def test_noise_free_synthetic_world_gives_its_true_labels(tmp_path):
     truth = read_labels(world.true_labels).set_index("image_id")[list(CLASSES)]
     for mode in ("soft", "hard", "majority"):
         out = tmp_path / f"{mode}.csv"
-        assert run_labels(world.annotations, "--out", out, "--mode", mode).exit_code == 0
+        assert cli("labels", world.annotations, "--out", out, "--mode", mode, expect=None).exit_code == 0
         labels = read_labels(out).set_index("image_id")[list(CLASSES)]
         assert list(labels.index) == list(truth.index)
         if mode == "soft":

@@ -12,9 +12,7 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.errors import InputError
 from dsdi.train.metrics import lrap, per_class_average_precision
 from dsdi.trecvid.evaluation import average_precision, evaluate_run
@@ -203,7 +201,7 @@ def write_qrels(path, qrels):
 
 
 @pytest.mark.parametrize("form", ["xml", "trec"])
-def test_cli_eval_on_real_files_matches_pytrec_eval(tmp_path, form):
+def test_cli_eval_on_real_files_matches_pytrec_eval(tmp_path, form, cli):
     rankings, qrels = random_world(np.random.default_rng(7), n_features=32)
     run_path = tmp_path / f"run.{form}"
     if form == "xml":
@@ -213,8 +211,8 @@ def test_cli_eval_on_real_files_matches_pytrec_eval(tmp_path, form):
     qrels_path = tmp_path / "qrels.txt"
     write_qrels(qrels_path, qrels)
     out = tmp_path / "metrics.csv"
-    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path),
-                                      "--k", "20", "--out", str(out)])
+    result = cli("eval", "--run", str(run_path), "--qrels", str(qrels_path),
+                 "--topk", "20", "--out", str(out), expect=None)
     assert result.exit_code == 0, result.output
     reference = pytrec_eval_ap(rankings, qrels, 20)
     judged = [f for f, q in qrels.items() if any(rel > 0 for rel in q.values())]
@@ -230,36 +228,36 @@ def test_cli_eval_on_real_files_matches_pytrec_eval(tmp_path, form):
             assert row.ap == pytest.approx(reference.get(int(row.fnum), 0.0), abs=1e-6)
 
 
-def test_cli_eval_bad_qrels_line_exits_2_naming_the_line(tmp_path):
+def test_cli_eval_bad_qrels_line_exits_2_naming_the_line(tmp_path, cli):
     run_path = tmp_path / "run.trec"
     write_trec_run(run_path, {1: [("Shot1_001", 0.9)]}, "r")
     qrels_path = tmp_path / "qrels.txt"
     qrels_path.write_text("1 0 Shot1_001 1\n1 0 Shot2_001 1\n1 0 Shot3_001\n")
-    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path)])
+    result = cli("eval", "--run", str(run_path), "--qrels", str(qrels_path), expect=None)
     assert result.exit_code == 2
     message = " ".join(result.output.split())  # rich wraps long lines
     assert "qrels.txt, line 3: expected 4 columns" in message and "Traceback" not in message
 
 
-def test_cli_eval_missing_run_exits_2(tmp_path):
+def test_cli_eval_missing_run_exits_2(tmp_path, cli):
     qrels_path = tmp_path / "qrels.txt"
     qrels_path.write_text("1 0 a 1\n")
-    result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / "none.xml"), "--qrels", str(qrels_path)])
+    result = cli("eval", "--run", str(tmp_path / "none.xml"), "--qrels", str(qrels_path), expect=None)
     assert result.exit_code == 2 and "none.xml: no such file" in " ".join(result.output.split())
 
 
-def test_cli_eval_warns_when_nothing_relevant_is_retrieved(tmp_path):
+def test_cli_eval_warns_when_nothing_relevant_is_retrieved(tmp_path, cli):
     run_path = tmp_path / "run.trec"
     write_trec_run(run_path, {1: [("Shot1_001", 0.9)], 2: [("Shot2_001", 0.8)]}, "r")
     qrels_path = tmp_path / "qrels.txt"
     qrels_path.write_text("1 0 shot1_001 1\n2 0 shot2_001 1\n")  # ids differ in case only
-    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path)])
+    result = cli("eval", "--run", str(run_path), "--qrels", str(qrels_path), expect=None)
     assert result.exit_code == 0, result.output
     message = " ".join(result.output.split())
     assert "mAP 0.0000 over 2 features" in message and "warning: no relevant shot was retrieved" in message
 
 
-def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
+def test_cli_eval_on_the_synthetic_world_qrels(tmp_path, cli):
     """Formats agree across parts: the qrels `dsdi synth` writes and the clip stems `dsdi.video.decode` finds are
     what `dsdi eval` reads; a truth-ordered run scores mAP 1, a reversed one matches pytrec_eval."""
     from dsdi.synth import build_world
@@ -279,8 +277,8 @@ def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
     worst = {f: [(s, float(len(order) - i)) for i, s in enumerate(reversed(order))] for f, order in truth_first.items()}
     for name, rankings in (("oracle", oracle), ("worst", worst)):
         write_submission_xml(tmp_path / f"{name}.xml", rankings, pid="T", run_desc=name)
-        result = CliRunner().invoke(app, ["eval", "--run", str(tmp_path / f"{name}.xml"),
-                                          "--qrels", str(world.qrels)])
+        result = cli("eval", "--run", str(tmp_path / f"{name}.xml"),
+                     "--qrels", str(world.qrels), expect=None)
         assert result.exit_code == 0, result.output
         reference = pytrec_eval_ap(rankings, qrels, 1000)
         judged = [f for f, j in qrels.items() if any(j.values())]
@@ -290,7 +288,7 @@ def test_cli_eval_on_the_synthetic_world_qrels(tmp_path):
         assert f"mAP {expected:.4f} over {len(judged)} features" in " ".join(result.output.split())
 
 
-def test_cli_eval_feature_numbers_file_names_the_features(tmp_path):
+def test_cli_eval_feature_numbers_file_names_the_features(tmp_path, cli):
     from dsdi.labels.schema import FEATURES
 
     run_path = tmp_path / "run.trec"
@@ -300,12 +298,12 @@ def test_cli_eval_feature_numbers_file_names_the_features(tmp_path):
     numbers = tmp_path / "numbers.csv"
     numbers.write_text("feature,number\n" + "".join(f'"{f}",{101 + i}\n' for i, f in enumerate(FEATURES)))
     out = tmp_path / "m.csv"
-    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path),
-                                      "--feature-numbers", str(numbers), "--out", str(out)])
+    result = cli("eval", "--run", str(run_path), "--qrels", str(qrels_path),
+                 "--feature-numbers", str(numbers), "--out", str(out), expect=None)
     assert result.exit_code == 0, result.output
     row = pd.read_csv(out).iloc[0]
     assert (row["feature"], row["fnum"], row["ap"]) == (FEATURES[0], 101, pytest.approx(0.5))
     numbers.write_text("feature,number\nflooding,1\n")
-    result = CliRunner().invoke(app, ["eval", "--run", str(run_path), "--qrels", str(qrels_path),
-                                      "--feature-numbers", str(numbers)])
+    result = cli("eval", "--run", str(run_path), "--qrels", str(qrels_path),
+                 "--feature-numbers", str(numbers), expect=None)
     assert result.exit_code == 2 and "missing features" in result.output

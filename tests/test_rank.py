@@ -26,10 +26,8 @@ from colour_clips import bt601_rgb_at, ffmpeg_fps10, make_colour_clip, make_patt
 from conftest import tiny_checkpoint
 from lxml import etree
 from rank_models import IMG, frame_sigmoids, model_input_frames, model_sigmoids, save_pattern_model, save_tiny_model
-from typer.testing import CliRunner
 
 import dsdi.rank.scoring
-from dsdi.cli.app import app
 from dsdi.index.shard import read_shard
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES
@@ -46,7 +44,6 @@ CLIP_SEGMENTS = {
     f"Shot{i}_{j:03d}": [(f"0x{RNG.integers(0, 2**24):06X}", float(d)) for d in RNG.choice([0.4, 0.5, 0.7], 2)]
     for i, j in [(1, 1), (1, 2), (2, 1), (2, 7), (3, 3), (4, 1)]
 }
-runner = CliRunner()
 
 
 def make_clip(ffmpeg: str, out: Path, segments: list[tuple[str, float]], extra: tuple = ()) -> Path:
@@ -57,10 +54,6 @@ def make_clip(ffmpeg: str, out: Path, segments: list[tuple[str, float]], extra: 
 def ffmpeg_frames(ffmpeg: str, path: Path) -> np.ndarray:
     """The ffmpeg CLI's own 10 fps sampling of a W x H clip: rgb24 (N, H, W, 3)."""
     return ffmpeg_fps10(ffmpeg, path, (W, H))
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def count_decodes(monkeypatch) -> list[str]:
@@ -89,7 +82,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, ffmpeg_exe):
+def world(tmp_path_factory, ffmpeg_exe, cli):
     root = tmp_path_factory.mktemp("rank")
     clips = root / "clips"
     (clips / "sub").mkdir(parents=True)
@@ -101,8 +94,8 @@ def world(tmp_path_factory, ffmpeg_exe):
         decoded, from_cli = model_input_frames(path), ffmpeg_frames(ffmpeg_exe, path)
         reference[path.stem] = {m.name: (frame_sigmoids(m, from_cli), frame_sigmoids(m, decoded)) for m in models}
     out = root / "out"
-    result = invoke("rank", "--clips", clips, "--models", *models, "--topk", 3, "--out", out, "--run-id", "t1",
-                    "--batch-size", 7, "--device", "cpu")
+    result = cli("rank", "--clips", clips, *cli.repeated("--models", models), "--topk", 3, "--out", out,
+                 "--run-id", "t1", "--batch-size", 7, "--device", "cpu", expect=None)
     assert result.exit_code == 0, result.output
     return {"root": root, "clips": clips, "models": models, "reference": reference, "out": out,
             "output": result.output}
@@ -166,7 +159,7 @@ def test_topk_trec_and_xml(world):
     assert run["clips_ranked"] == 6 and run["clips_failed"] == 0 and len(run["models"]) == 2
 
 
-def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
+def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch, cli):
     out, ref = tmp_path / "out", world["reference"]
     shutil.copytree(world["out"], out)
     decodes = count_decodes(monkeypatch)
@@ -179,34 +172,34 @@ def test_fuse_weights_aggregations_and_other_run(world, tmp_path, monkeypatch):
         return (weights[0] * per_model[0] + weights[1] * per_model[1]) / sum(weights)
 
     for agg, weights in (("mean", (3.0, 1.0)), ("top3", (0.0, 2.0)), ("max", (1.0, 1.0))):
-        result = invoke("fuse", out, "--model-weights", ",".join(map(str, weights)), "--agg", agg)
+        result = cli("fuse", out, *cli.repeated("--model-weights", weights), "--agg", agg, expect=None)
         assert result.exit_code == 0, result.output
         np.testing.assert_allclose(read_scores(out).loc[shots, list(CLASSES)], expected(agg, weights), atol=2e-6)
     other = tmp_path / "other"  # another rank output: model B only, mean aggregation
-    assert invoke("rank", "--clips", world["clips"], "--models", world["models"][1], "--agg", "mean",
-                  "--out", other, "--run-id", "other").exit_code == 0
+    assert cli("rank", "--clips", world["clips"], "--models", world["models"][1], "--agg", "mean",
+               "--out", other, "--run-id", "other", expect=None).exit_code == 0
     assert len(decodes) == len(shots)  # the only decoding was the second rank run
-    result = invoke("fuse", out, "--fuse", f"{other}:0.5")
+    result = cli("fuse", out, "--fuse", f"{other}:0.5", expect=None)
     assert result.exit_code == 0, result.output
     mixed = (expected("max", (1, 1)) + 0.5 * expected("mean", (0, 1))) / 1.5  # paper 2:1
     np.testing.assert_allclose(read_scores(out).loc[shots, list(CLASSES)], mixed, atol=2e-6)
     assert json.loads((out / "run.json").read_text())["fuse"] == [{"out_dir": str(other), "weight": 0.5}]
-    assert invoke("fuse", out, "--topk", 2).exit_code == 0
+    assert cli("fuse", out, "--topk", 2, expect=None).exit_code == 0
     assert read_trec(out / "t1.trec").groupby("fnum")["rank"].apply(list).tolist() == [[1, 2]] * 32
-    assert invoke("fuse", out, "--fuse", "").exit_code == 2
-    assert invoke("fuse", out, "--model-weights", "1,2,3").exit_code == 2
-    assert invoke("fuse", world["root"] / "nowhere").exit_code == 2
-    result = invoke("fuse", out, "--fuse", f"{other}:0")  # weight 0 is refused; the run's --fuse stays
+    assert cli("fuse", out, "--fuse", "", expect=None).exit_code == 2
+    assert cli("fuse", out, *cli.repeated("--model-weights", (1, 2, 3)), expect=None).exit_code == 2
+    assert cli("fuse", world["root"] / "nowhere", expect=None).exit_code == 2
+    result = cli("fuse", out, "--fuse", f"{other}:0", expect=None)  # weight 0 is refused; the run's --fuse stays
     assert result.exit_code == 2 and "WEIGHT > 0" in result.output
 
 
-def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeypatch):
+def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeypatch, cli):
     source, alone, ref = tmp_path / "source", tmp_path / "alone", world["reference"]
     shutil.copytree(world["out"], source)
     before = {p.name: p.read_bytes() for p in source.iterdir()}
     decodes = count_decodes(monkeypatch)
     shots = sorted(ref)
-    result = invoke("fuse", source, "--out", alone, "--models", world["models"][1], "--run-id", "b_alone")
+    result = cli("fuse", source, "--out", alone, "--models", world["models"][1], "--run-id", "b_alone", expect=None)
     assert result.exit_code == 0, result.output
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before and not decodes
     b_max = np.stack([ref[s]["B"][1].max(axis=0) for s in shots])  # model B alone, as dsdi rank would rank it
@@ -217,20 +210,20 @@ def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeyp
     assert run["models"] == source_run["models"][1:] and run["model_keys"] == source_run["model_keys"][1:]
     assert run["weights"] == [1.0] and run["scores_from"] == str(source) and run["topk"] == 3
     shutil.rmtree(source)  # the new folder holds its own copy of the scores
-    assert invoke("fuse", alone, "--agg", "mean").exit_code == 0
-    assert invoke("report", alone).exit_code == 0 and (alone / "report.html").is_file()
+    assert cli("fuse", alone, "--agg", "mean", expect=None).exit_code == 0
+    assert cli("report", alone, expect=None).exit_code == 0 and (alone / "report.html").is_file()
     both = tmp_path / "both"  # by model key and by a copy of A's checkpoint (same content)
     shutil.copy(world["models"][0] / "best.pt", tmp_path / "a_copy.pt")
-    result = invoke("fuse", world["out"], "--out", both, "--models", source_run["model_keys"][1],
-                    tmp_path / "a_copy.pt", "--model-weights", "1,3")
+    result = cli("fuse", world["out"], "--out", both, "--models", source_run["model_keys"][1],
+                 "--models", tmp_path / "a_copy.pt", "--model-weights", 1, "--model-weights", 3, expect=None)
     assert result.exit_code == 0, result.output
     assert json.loads((both / "run.json").read_text())["model_keys"] == source_run["model_keys"][::-1]
     for bad, says in ((["--out", both], "already holds a rank output"),
                       (["--out", tmp_path / "n1", "--models", tmp_path / "nope"], "is not among the models"),
-                      (["--out", tmp_path / "n2", "--models", world["models"][0], world["models"][0]], "given twice"),
-                      (["--out", tmp_path / "n3", "--models", world["models"][0], "--model-weights", "1,1"],
-                       "need 1 non-negative")):
-        result = invoke("fuse", world["out"], *bad)
+                      (["--out", tmp_path / "n2", *cli.repeated("--models", [world["models"][0]] * 2)], "given twice"),
+                      (["--out", tmp_path / "n3", "--models", world["models"][0],
+                        *cli.repeated("--model-weights", (1, 1))], "need 1 non-negative")):
+        result = cli("fuse", world["out"], *bad, expect=None)
         assert result.exit_code == 2 and says in " ".join(result.output.split()), (bad, result.output)
 
 
@@ -250,7 +243,7 @@ def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
     assert len(rows[5]) == 2 * len(CLIP_SEGMENTS) and rows[5] == rows[10_000]
 
 
-def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe):
+def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe, cli):
     clips, out = tmp_path / "clips", tmp_path / "out"
     shutil.copytree(world["clips"], clips)
     models = [shutil.copytree(m, tmp_path / m.name) for m in world["models"]]
@@ -262,15 +255,15 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
         real_add(self, clip, scores)
         stored.append(clip.shot_id)
 
-    args = ("rank", "--clips", clips, "--models", *models, "--topk", 3, "--out", out, "--run-id", "t1",
+    args = ("rank", "--clips", clips, *cli.repeated("--models", models), "--topk", 3, "--out", out, "--run-id", "t1",
             "--batch-size", 7)
     monkeypatch.setattr(ScoreIndex, "add_clip", add_then_die)
-    assert invoke(*args).exit_code != 0
+    assert cli(*args, expect=None).exit_code != 0
     monkeypatch.setattr(ScoreIndex, "add_clip", real_add)
     with sqlite3.connect(out / "scores.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM model_scores").fetchone()[0] == 4  # 2 clips x 2 models
     decodes = count_decodes(monkeypatch)
-    result = invoke(*args)
+    result = cli(*args, expect=None)
     assert result.exit_code == 0 and "ranked 6, failed 0" in result.output, result.output
     assert sorted(decodes) == sorted(set(CLIP_SEGMENTS) - set(stored))
     full = world["out"]  # the uninterrupted run
@@ -283,7 +276,7 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     make_clip(ffmpeg_exe, clips / "Shot9_001.mp4", [("0x102030", 0.5)])
     make_clip(ffmpeg_exe, clips / "Shot9_002.mp4", [("0xF0E0D0", 0.3)])
     make_clip(ffmpeg_exe, clips / "Shot1_001.mp4", [("0x00FF00", 0.6)])
-    result = invoke(*args)
+    result = cli(*args, expect=None)
     assert result.exit_code == 0 and "ranked 8, failed 0" in result.output, result.output
     assert sorted(decodes) == ["Shot1_001", "Shot9_001", "Shot9_002"]
     frames = model_input_frames(clips / "Shot9_002.mp4")
@@ -293,7 +286,7 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
 
     decodes.clear()  # a retrained checkpoint (same path, new weights): every clip re-scored by that model only
     save_tiny_model(models[1], seed=5)
-    result = invoke(*args)
+    result = cli(*args, expect=None)
     assert result.exit_code == 0 and "scored 8 new clips" in result.output, result.output
     assert len(decodes) == 8
     with sqlite3.connect(out / "scores.sqlite") as db:  # old rows stay (keyed by checkpoint hash), unused
@@ -302,7 +295,7 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     np.testing.assert_allclose(read_scores(out).loc["Shot9_002", list(CLASSES)].to_numpy(float), expected, atol=2e-6)
 
 
-def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
+def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch, cli):
     clips = tmp_path / "clips"
     clips.mkdir()
     good = shutil.copy(next(world["clips"].glob("*.mp4")), clips)
@@ -330,7 +323,7 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     no_index = make_clip(ffmpeg_exe, tmp_path / "noindex.mp4", [("red", 1.0)])  # index (moov) at the end
     (clips / "noindex.mp4").write_bytes(no_index.read_bytes()[: no_index.stat().st_size // 2])
     out = tmp_path / "out"
-    result = invoke("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad")
+    result = cli("rank", "--clips", clips, "--models", world["models"][0], "--out", out, "--run-id", "bad", expect=None)
     assert result.exit_code == 0, result.output
     assert "ranked 3, failed 6" in result.output
     failures = pd.read_csv(out / "failures.csv", dtype=str)
@@ -350,29 +343,30 @@ def test_broken_files_and_bad_input(world, tmp_path, ffmpeg_exe, monkeypatch):
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "zero.mp4").write_bytes(b"")
-    result = invoke("rank", "--clips", only_bad, "--models", world["models"][0], "--out", tmp_path / "o2")
+    result = cli("rank", "--clips", only_bad, "--models", world["models"][0], "--out", tmp_path / "o2", expect=None)
     assert result.exit_code == 2 and "no clip could be ranked" in result.output
     assert len(pd.read_csv(tmp_path / "o2" / "failures.csv")) == 1
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "missing"):
-        result = invoke("rank", "--clips", folder, "--models", world["models"][0], "--out", tmp_path / "o3")
+        result = cli("rank", "--clips", folder, "--models", world["models"][0], "--out", tmp_path / "o3", expect=None)
         assert result.exit_code == 2 and str(folder.name) in result.output
     for bad in (["--models", tmp_path / "nope"], ["--models", world["models"][0], "--agg", "median"],
-                ["--models", world["models"][0], "--model-weights", "1,1"], ["--runs-dir", tmp_path / "noruns"],
+                ["--models", world["models"][0], *cli.repeated("--model-weights", (1, 1))],
+                ["--runs-dir", tmp_path / "noruns"],
                 ["--models", world["models"][0], "--bogus-flag"], ["--models", world["models"][0], "--tr-type", "X"],
                 ["--models", world["models"][0], "--run-id", "two words"]):
-        assert invoke("rank", "--clips", clips, "--out", tmp_path / "o4", *bad).exit_code == 2, bad
+        assert cli("rank", "--clips", clips, "--out", tmp_path / "o4", *bad, expect=None).exit_code == 2, bad
     tiny_checkpoint(tmp_path / "wrong.pt", classes=["a", "b"])
-    result = invoke("rank", "--clips", clips, "--models", tmp_path / "wrong.pt", "--out", tmp_path / "o5")
+    result = cli("rank", "--clips", clips, "--models", tmp_path / "wrong.pt", "--out", tmp_path / "o5", expect=None)
     assert result.exit_code == 2 and "class schema" in result.output
 
 
-def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
+def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch, cli):
     monkeypatch.chdir(world["root"])  # workspace defaults: runs/ -> both models, submissions/<run-id>
     one = sorted(world["clips"].glob("*.mp4"))[0]
     table = tmp_path / "shots.csv"
     table.write_text(f"video,shot_id,start,end\n{one},late,0.5,2.0\n{one},early,0.0,0.3\n")
-    result = invoke("rank", "--shots", table, "--run-id", "shots", "--topk", 1)
+    result = cli("rank", "--shots", table, "--run-id", "shots", "--topk", 1, expect=None)
     assert result.exit_code == 0 and "ranked 2, failed 0" in result.output, result.output
     out = Path("submissions/shots")
     assert json.loads((out / "run.json").read_text())["models"] == ["runs/A/best.pt", "runs/B/best.pt"]
@@ -385,7 +379,7 @@ def test_default_models_shot_table_and_eval(world, tmp_path, monkeypatch):
     winners = trec.set_index("fnum")["shot_id"]
     qrels = tmp_path / "qrels.txt"  # feature 1: its top shot relevant (AP 1); feature 2: the other shot (AP 0)
     qrels.write_text(f"1 0 {winners[1]} 1\n2 0 {({'late', 'early'} - {winners[2]}).pop()} 1\n")
-    result = invoke("eval", "--run", out / "shots.xml", "--qrels", qrels, "--k", 1)
+    result = cli("eval", "--run", out / "shots.xml", "--qrels", qrels, "--topk", 1, expect=None)
     assert result.exit_code == 0, result.output
     assert "mAP 0.5000" in result.output
 
@@ -420,8 +414,9 @@ def launch_two_nodes(world, out: Path, sleep_s: float = 0.0) -> list[subprocess.
     port = free_port()
     return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                               "--node-rank", str(node), "--master-addr", "localhost", "--master-port", str(port),
-                              str(script), "rank", "--clips", str(world["clips"]), "--models",
-                              *map(str, world["models"]), "--topk", "3", "--out", str(out), "--run-id", "t1",
+                              str(script), "rank", "--clips", str(world["clips"]),
+                              *[arg for model in world["models"] for arg in ("--models", str(model))],
+                              "--topk", "3", "--out", str(out), "--run-id", "t1",
                               "--device", "cpu", "--batch-size", "5"],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
@@ -503,19 +498,20 @@ def test_torchrun_process_killed_mid_run_then_restarted_equals_one_process(world
     assert_equals_one_process_ranking(world, out)
 
 
-def test_synthetic_world_ranks_and_evaluates_like_trec_eval(world, tmp_path):
+def test_synthetic_world_ranks_and_evaluates_like_trec_eval(world, tmp_path, cli):
     pytrec_eval = pytest.importorskip("pytrec_eval")
     from dsdi.synth import build_world
 
     synth = build_world(tmp_path / "world", n_images=0, n_clips=6, clip_size=(96, 64), clip_seconds=(1.0, 2.0))
     out = tmp_path / "out"
-    result = invoke("rank", "--clips", synth.clips_dir, "--models", *world["models"], "--out", out, "--run-id", "syn")
+    result = cli("rank", "--clips", synth.clips_dir, *cli.repeated("--models", world["models"]), "--out", out,
+                 "--run-id", "syn", expect=None)
     assert result.exit_code == 0 and "ranked 6, failed 0" in result.output, result.output
     table = pd.read_csv(synth.clips_table, dtype={"shot_id": str}).set_index("shot_id")
     frames = read_scores(out)["frames"]
     assert (frames == np.ceil(table.loc[frames.index, "duration_s"] * 10 - 1e-6).astype(int)).all()
 
-    result = invoke("eval", "--run", out / "syn.xml", "--qrels", synth.qrels)
+    result = cli("eval", "--run", out / "syn.xml", "--qrels", synth.qrels, expect=None)
     assert result.exit_code == 0, result.output
     qrels: dict[str, dict[str, int]] = {}
     for line in synth.qrels.read_text().splitlines():

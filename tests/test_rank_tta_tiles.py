@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import invoke
 from colour_clips import make_pattern_clip
 from rank_models import IMG, model_sigmoids, save_pattern_model
 
@@ -44,9 +43,9 @@ def pattern(tmp_path_factory, ffmpeg_exe):
     return {"clips": clips, "model": model, "sha": file_sha256(model / "best.pt")}
 
 
-def rank(pattern, out, *flags):
-    return invoke(["rank", "--clips", pattern["clips"], "--models", pattern["model"], "--out", out, "--device", "cpu",
-                   *flags])
+def rank(cli, pattern, out, *flags):
+    return cli("rank", "--clips", pattern["clips"], "--models", pattern["model"], "--out", out, "--device", "cpu",
+               *flags)
 
 
 @pytest.mark.parametrize(("width", "height", "rows", "cols", "overlap"), [
@@ -107,12 +106,13 @@ def by_hand(run_dir, whole, source, tiles, overlap, flip):
      (103, 103)),
     (["--tiles", "3x2", "--decoder", "decord"], False, (3, 2), 0.25, (112, 160)),
 ], ids=["flip", "tiles3x2", "flip+tiles2x2o0.4", "tiles3x2+decord"])
-def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags, flip, tiles, overlap, source_size):
+def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags, flip, tiles, overlap, source_size,
+                                                      cli):
     """The index's max, mean and peak frame per class equal the hand computation over every frame: the same
     decoded pixels, so only float32 noise of other batch compositions separates them (1e-5, as test_rank's
     decoding test for this model). --decoder decord: its frames (always at the decoded size), not PyAV's."""
     out, backend = tmp_path / "out", "decord" if "decord" in flags else "pyav"
-    rank(pattern, out, *flags)
+    rank(cli, pattern, out, *flags)
     key = model_key(pattern["sha"], 10.0, "flip" if flip else "none", tiles, overlap)
     index = ScoreIndex(out)
     stored = index.model_scores(key)
@@ -134,16 +134,16 @@ def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags
         np.testing.assert_allclose(frames[peak_frames, np.arange(len(CLASSES))], frames.max(axis=0), atol=1e-5)
 
 
-def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path):
+def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path, cli):
     sha16, out = pattern["sha"][:16], tmp_path / "out"
     plain, flip = f"{sha16}@10fps", f"{sha16}@10fps+flip"
     assert model_key(pattern["sha"], 10.0) == plain and model_key(pattern["sha"], 10, "flip") == flip
     assert model_key(pattern["sha"], 10.0, "flip", (2, 2), 0.25) == f"{sha16}@10fps+flip+tiles2x2o0.25"
     assert model_key(pattern["sha"], 5.0, "none", (3, 2), 0.3) == f"{sha16}@5fps+tiles3x2o0.3"
-    rank(pattern, out, "--run-id", "p")
+    rank(cli, pattern, out, "--run-id", "p")
     with sqlite3.connect(out / "scores.sqlite") as db:
         plain_rows = db.execute("SELECT * FROM model_scores ORDER BY shot_id").fetchall()
-    result = rank(pattern, out, "--tta", "flip", "--run-id", "f")
+    result = rank(cli, pattern, out, "--tta", "flip", "--run-id", "f")
     assert "scored 2 new clips" in result.output  # the flip key's clips only
     facts = json.loads((out / "run.json").read_text())
     assert (facts["model_keys"], facts["tta"], facts["tiles"], facts["tile_overlap"]) == ([flip], "flip", None, None)
@@ -155,17 +155,17 @@ def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path):
     index.close()
     for shot in ("Pat_320", "Pat_96"):
         assert np.abs(scores[plain][shot].max_scores - scores[flip][shot].max_scores).max() > 1e-3
-    assert "scored 0 new clips" in rank(pattern, out, "--run-id", "p").output  # plain again: all from the index
+    assert "scored 0 new clips" in rank(cli, pattern, out, "--run-id", "p").output  # plain again: all from the index
 
     mixed = tmp_path / "mixed"  # dsdi fuse picks keys the index holds beyond run.json's
-    result = invoke(["fuse", out, "--models", plain, flip, "--out", mixed])
+    result = cli("fuse", out, "--models", plain, "--models", flip, "--out", mixed)
     facts = json.loads((mixed / "run.json").read_text())
     assert facts["model_keys"] == [plain, flip] and "tta" not in facts and facts["weights"] == [1.0, 1.0]
     fused = pd.read_csv(mixed / "clip_scores.csv", dtype={"shot_id": str}).set_index("shot_id")
     for shot in ("Pat_320", "Pat_96"):
         expected = (scores[plain][shot].max_scores + scores[flip][shot].max_scores) / 2
         np.testing.assert_allclose(fused.loc[shot, list(CLASSES)].to_numpy(float), expected, atol=1e-6)
-    invoke(["fuse", out, "--models", f"{plain}+tiles2x2o0.25"], expect=2)
+    cli("fuse", out, "--models", f"{plain}+tiles2x2o0.25", expect=2)
 
 
 @pytest.mark.parametrize(("flags", "says"), [
@@ -174,15 +174,15 @@ def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path):
     (["--tile-overlap", "0.9"], "--tile-overlap"), (["--tile-overlap=-0.1"], "--tile-overlap"),
     (["--tta", "mirror"], "--tta"),
 ])
-def test_bad_flags_exit_2_with_one_line(pattern, tmp_path, flags, says):
-    result = invoke(["rank", "--clips", pattern["clips"], "--models", pattern["model"], "--out", tmp_path / "o",
-                     *flags], expect=2)
+def test_bad_flags_exit_2_with_one_line(pattern, tmp_path, flags, says, cli):
+    result = cli("rank", "--clips", pattern["clips"], "--models", pattern["model"], "--out", tmp_path / "o",
+                 *flags, expect=2)
     assert says in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "o").exists()
 
 
-def test_tiles_text_and_help():
+def test_tiles_text_and_help(cli):
     assert parse_tiles("3x2") == (3, 2) and parse_tiles(" 2X4 ") == (2, 4) and parse_tiles((1, 1)) == (1, 1)
     assert parse_tiles("none") is None and parse_tiles(None) is None
-    shown = " ".join(invoke(["rank", "--help"]).output.split())
+    shown = " ".join(cli("rank", "--help").output.split())
     assert "--tta" in shown and "--tiles" in shown and "--tile-overlap" in shown and "own model key" in shown

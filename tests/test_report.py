@@ -19,9 +19,7 @@ from lxml import html as lxml_html
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
 from dsdi.report.html import build_report
 
@@ -165,18 +163,11 @@ def test_report_ap_chart_matches_pytrec_eval(rank_folder, tmp_path):
     assert doc.xpath("//svg//text[starts-with(., 'mAP')]")[0].text == f"mAP {mean_ap:.3f}"
 
 
-def _invoke_report(*args: str):
-    # typer runs an app with a single registered command without its name.
-    prefix = ["report"] if len(app.registered_commands) > 1 else []
-    return CliRunner().invoke(app, [*prefix, *args])
-
-
-def test_report_cli_writes_default_path_and_rejects_missing_folder(rank_folder, tmp_path):
-    result = _invoke_report(str(rank_folder["out"]), "--top", "1")
-    assert result.exit_code == 0, result.output
+def test_report_cli_writes_default_path_and_rejects_missing_folder(rank_folder, tmp_path, cli):
+    cli("report", rank_folder["out"], "--topk", 1)
     assert (rank_folder["out"] / "report.html").is_file()
-    result = _invoke_report(str(tmp_path / "nowhere"))
-    assert result.exit_code == 2 and "clip_scores.csv: not found" in result.output.replace("\n", "")
+    result = cli("report", tmp_path / "nowhere", expect=2)
+    assert "clip_scores.csv: not found" in result.output.replace("\n", "")
 
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import invoke
 
 from dsdi.options import read_toml
 from dsdi.train.config import TrainConfig
@@ -41,20 +40,20 @@ def test_each_toy_recipe_is_its_full_recipe_with_only_size_and_speed_changed():
 
 
 @pytest.mark.slow
-def test_reproduce_the_paper_from_files_at_toy_size(tmp_path, monkeypatch):
+def test_reproduce_the_paper_from_files_at_toy_size(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)  # nothing is written into the repository
     world, runs, tables = tmp_path / "world", tmp_path / "runs", tmp_path / "tables"
-    invoke(["synth", str(world), "--images", "160", "--clips", "6", "--seed", "1", "--image-size", "64x48",
-            "--clip-size", "64x36", "--clip-seconds", "1-2"])
-    invoke(["labels", str(world / "ladi_aggregated_responses_url.tsv"), "--out", str(tmp_path / "labels.csv")])
+    cli("synth", "--out", str(world), "--images", "160", "--clips", "6", "--seed", "1", "--image-resolution", "64x48",
+        "--clip-resolution", "64x36", "--clip-seconds", "1-2")
+    cli("labels", str(world / "ladi_aggregated_responses_url.tsv"), "--out", str(tmp_path / "labels.csv"))
 
     recipes = [str(REPO / "runs" / "toy" / f"{name}.toml") for name in TOY_RUNS]
-    sweep = invoke(["sweep", *recipes, "--set", f"labels={tmp_path / 'labels.csv'}", "--set",
-                    f'images="{world / "images"}"', "--out-root", str(runs)])
+    sweep = cli("sweep", *recipes, "--set", f"labels={tmp_path / 'labels.csv'}", "--set",
+                f'images="{world / "images"}"', "--out", str(runs))
     assert " ".join(sweep.output.split()).count("trained") >= len(TOY_RUNS)
     run_dirs = [str(runs / name) for name in TOY_RUNS]
 
-    invoke(["table", *run_dirs, "--out", str(tables / "table2")])
+    cli("table", *run_dirs, "--out", str(tables))
     table2 = pd.read_csv(tables / "table2.csv").set_index("index")
     print("\n" + (tables / "table2.md").read_text())
     assert table2.index.tolist() == list(TOY_RUNS)
@@ -65,29 +64,29 @@ def test_reproduce_the_paper_from_files_at_toy_size(tmp_path, monkeypatch):
 
     # dsdi select on the common hold-out, then rank with the chosen ensemble
     assert table2["holdout_lrap"].between(0, 1).all()
-    invoke(["select", *run_dirs, "--size", "4", "--out", str(tmp_path / "ensembles" / "toy4.toml"),
-            "--runs-dir", str(runs)])
-    invoke(["rank", "--ensemble", str(tmp_path / "ensembles" / "toy4.toml"), "--clips", str(world / "clips"),
-            "--device", "cpu", "--runs-dir", str(runs), "--out", str(tmp_path / "rank" / "toy4")])
+    cli("select", *run_dirs, "--size", "4", "--out", str(tmp_path / "ensembles" / "toy4.toml"),
+        "--runs-dir", str(runs))
+    cli("rank", "--ensemble", str(tmp_path / "ensembles" / "toy4.toml"), "--clips", str(world / "clips"),
+        "--device", "cpu", "--runs-dir", str(runs), "--out", str(tmp_path / "rank" / "toy4"))
     # a single model re-ranked from the stored scores under a Table 3 name, so the paper's value shows beside it
     # (the paper's NII_UIT 2 is D13 alone; C04 stands in for it at toy size)
-    invoke(["fuse", str(tmp_path / "rank" / "toy4"), "--models", str(runs / "C04"), "--run-id", "NII_UIT2",
-            "--out", str(tmp_path / "rank" / "NII_UIT2")])
+    cli("fuse", str(tmp_path / "rank" / "toy4"), "--models", str(runs / "C04"), "--run-id", "NII_UIT2",
+        "--out", str(tmp_path / "rank" / "NII_UIT2"))
 
     qrels = world / "qrels.txt"
-    invoke(["table", *run_dirs, "--rank", str(tmp_path / "rank" / "toy4"), str(tmp_path / "rank" / "NII_UIT2"),
-            "--qrels", str(qrels), "--out", str(tables / "tables"), "--ensembles", str(REPO / "runs" / "ensembles")])
-    table3 = pd.read_csv(tables / "tables.rank.csv").set_index("run")
-    print((tables / "tables.md").read_text())
+    cli("table", *run_dirs, "--rank", str(tmp_path / "rank" / "toy4"), "--rank", str(tmp_path / "rank" / "NII_UIT2"),
+        "--qrels", str(qrels), "--out", str(tables / "both"), "--ensembles", str(REPO / "runs" / "ensembles"))
+    table3 = pd.read_csv(tables / "both" / "table2.rank.csv").set_index("run")
+    print((tables / "both" / "table2.md").read_text())
     assert table3.index.tolist() == ["toy4", "NII_UIT2"] and table3.loc["NII_UIT2", "models"] == 1
     assert table3["map"].between(0, 1).all() and table3.loc["NII_UIT2", "paper_map"] == 0.248
     assert pd.isna(table3.loc["toy4", "paper_map"])
 
-    invoke(["eval", "--run", str(tmp_path / "rank" / "toy4" / "toy4.trec"), "--qrels", str(qrels), "--out",
-            str(tables / "eval.csv")])
+    cli("eval", "--run", str(tmp_path / "rank" / "toy4" / "toy4.trec"), "--qrels", str(qrels), "--out",
+        str(tables / "eval.csv"))
     evaluated = pd.read_csv(tables / "eval.csv")
     assert evaluated["ap"].iloc[-1] == pytest.approx(table3.loc["toy4", "map"], abs=1e-6)
 
-    again = invoke(["sweep", *recipes, "--set", f"labels={tmp_path / 'labels.csv'}", "--set",
-                    f"images={world / 'images'}", "--out-root", str(runs)])  # a finished sweep trains nothing
+    again = cli("sweep", *recipes, "--set", f"labels={tmp_path / 'labels.csv'}", "--set",
+                f"images={world / 'images'}", "--out", str(runs))  # a finished sweep trains nothing
     assert " ".join(again.output.split()).count(": skipped, finished") == len(TOY_RUNS)

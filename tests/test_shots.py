@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import tiny_checkpoint
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.video.ffmpeg import run
 from dsdi.video.shots import detect_shots
 
@@ -25,14 +23,6 @@ CUTS = [("testsrc2", 30), ("mandelbrot", 22), ("smptebars", 40), (YUV_PATTERN, 2
         ("testsrc2", 20), ("zoneplate", 28), ("rgbtestsrc", 27), ("mandelbrot", 24)]
 SHORT = [("testsrc2", 30), ("smptebars", 8), ("mandelbrot", 30), (YUV_PATTERN, 30), ("rgbtestsrc", 8)]  # 0.32 s shots
 FADE_AT, FADE_FRAMES = 30, 25  # the cross-fade starts FADE_AT frames into its first shot and lasts 1 s
-runner = CliRunner()
-
-
-def invoke(*args):
-    """Run dsdi; ``.text`` is its output on one line (rich wraps long lines)."""
-    result = runner.invoke(app, [str(a) for a in args])
-    result.text = " ".join(result.output.split())
-    return result
 
 
 def shot_source(source: str, frames: int, skip: int) -> ffmpeg.nodes.FilterableStream:
@@ -84,7 +74,7 @@ def assert_cuts_within(found: list[float], truth: list[int], frames: float = 2) 
 
 
 @pytest.fixture(scope="module")
-def footage(tmp_path_factory, ffmpeg_exe):
+def footage(tmp_path_factory, ffmpeg_exe, cli):
     """root/flights/: the test videos (two same-named ones in a/ and b/, one with a space in its name, garbage
     and zero-byte files), and root/shots.csv written by one `dsdi shots flights/` run."""
     root = tmp_path_factory.mktemp("shots")
@@ -97,7 +87,7 @@ def footage(tmp_path_factory, ffmpeg_exe):
         shutil.copy(flights / "short.mp4", flights / copy)
     (flights / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
     (flights / "empty.mov").write_bytes(b"")
-    result = invoke("shots", flights, "--out", root / "shots.csv", "--min-shot", MIN_SHOT)
+    result = cli("shots", flights, "--out", root / "shots.csv", "--min-shot", MIN_SHOT, expect=None)
     return {"root": root, "flights": flights, "truth": truth, "fade_window": fade_window, "result": result,
             "table": read_table(root / "shots.csv")}
 
@@ -140,7 +130,7 @@ def test_cross_fade_is_not_a_boundary(footage):
     assert_cuts_within([f for f in found if f not in in_fade], footage["truth"]["fade"])
 
 
-def test_ids_are_trecvid_style_unique_and_stable(footage, tmp_path):
+def test_ids_are_trecvid_style_unique_and_stable(footage, tmp_path, cli):
     table = footage["table"]
     assert table.shot_id.is_unique
     assert not table.shot_id.str.contains(r"\s").any()
@@ -152,49 +142,49 @@ def test_ids_are_trecvid_style_unique_and_stable(footage, tmp_path):
         assert list(shots.shot_id.str.rsplit("_", n=1).str[1].astype(int)) == list(range(1, len(shots) + 1))
     again = tmp_path / "shots.csv"  # the same folder again, into a table beside the first
     shutil.copytree(footage["flights"], tmp_path / "flights")
-    assert invoke("shots", tmp_path / "flights", "--out", again).exit_code == 0
+    assert cli("shots", tmp_path / "flights", "--out", again, expect=None).exit_code == 0
     assert again.read_text() == (footage["root"] / "shots.csv").read_text()
 
 
-def test_unreadable_files_listed_and_skipped(footage, tmp_path):
+def test_unreadable_files_listed_and_skipped(footage, tmp_path, cli):
     result = footage["result"]
     assert result.exit_code == 0, result.output
-    assert "2 unreadable videos skipped" in result.text
-    assert "empty.mov: empty (zero-byte) file" in result.text
-    assert "garbage.mp4: VideoOpenFailure: Invalid data found" in result.text
+    assert "2 unreadable videos skipped" in cli.said(result)
+    assert "empty.mov: empty (zero-byte) file" in cli.said(result)
+    assert "garbage.mp4: VideoOpenFailure: Invalid data found" in cli.said(result)
     assert set(footage["table"].video) == {f"flights/{n}.mp4" for n in
                                            ("cuts", "short", "fade", "a/dup", "b/dup", "flight two")}
-    only_bad = invoke("shots", footage["flights"] / "garbage.mp4", footage["flights"] / "empty.mov",
-                      "--out", tmp_path / "shots.csv")
-    assert only_bad.exit_code == 2 and "2 unreadable videos skipped" in only_bad.text
+    only_bad = cli("shots", footage["flights"] / "garbage.mp4", footage["flights"] / "empty.mov",
+                   "--out", tmp_path / "shots.csv", expect=None)
+    assert only_bad.exit_code == 2 and "2 unreadable videos skipped" in cli.said(only_bad)
     assert not (tmp_path / "shots.csv").exists()
-    assert invoke("shots", tmp_path / "missing", "--out", tmp_path / "shots.csv").exit_code == 2
+    assert cli("shots", tmp_path / "missing", "--out", tmp_path / "shots.csv", expect=None).exit_code == 2
 
 
-def test_rerun_skips_videos_already_in_the_table(footage, tmp_path):
+def test_rerun_skips_videos_already_in_the_table(footage, tmp_path, cli):
     folder = tmp_path / "flights"
     folder.mkdir()
     shutil.copy(footage["flights"] / "short.mp4", folder / "one.mp4")
     table = tmp_path / "shots.csv"
-    assert invoke("shots", folder, "--out", table).exit_code == 0
+    assert cli("shots", folder, "--out", table, expect=None).exit_code == 0
     before = table.read_text()
-    rerun = invoke("shots", folder, "--out", table)
-    assert rerun.exit_code == 0 and "skipped 1 videos already in" in rerun.text, rerun.output
+    rerun = cli("shots", folder, "--out", table, expect=None)
+    assert rerun.exit_code == 0 and "skipped 1 videos already in" in cli.said(rerun), rerun.output
     assert table.read_text() == before
     shutil.copy(footage["flights"] / "short.mp4", folder / "two.mp4")
-    added = invoke("shots", folder, "--out", table)
-    assert "skipped 1 videos" in added.text and "of 1 videos" in added.text, added.output
+    added = cli("shots", folder, "--out", table, expect=None)
+    assert "skipped 1 videos" in cli.said(added) and "of 1 videos" in cli.said(added), added.output
     assert table.read_text().startswith(before)
     assert set(read_table(table).shot_id.str.rsplit("_", n=1).str[0]) == {"Shotone", "Shottwo"}
 
 
-def test_rank_ranks_every_shot_of_the_table(footage, tmp_path):
+def test_rank_ranks_every_shot_of_the_table(footage, tmp_path, cli):
     run_dir = tmp_path / "runs" / "tiny"
     tiny_checkpoint(run_dir, img_size=32)
     table = footage["table"]
     out = tmp_path / "out"
-    result = invoke("rank", "--shots", footage["root"] / "shots.csv", "--models", run_dir, "--out", out,
-                    "--run-id", "shots", "--topk", 1000)
-    assert result.exit_code == 0 and f"ranked {len(table)}, failed 0" in result.text, result.output
+    result = cli("rank", "--shots", footage["root"] / "shots.csv", "--models", run_dir, "--out", out,
+                 "--run-id", "shots", "--topk", 1000, expect=None)
+    assert result.exit_code == 0 and f"ranked {len(table)}, failed 0" in cli.said(result), result.output
     scores = pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str})
     assert set(scores.shot_id) == set(table.shot_id)

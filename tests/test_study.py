@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import invoke
 from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score
 
@@ -111,11 +110,11 @@ def test_clip_judge_brief_appearances(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_study_end_to_end_writes_every_claim_and_resumes(tmp_path):
+def test_tiny_study_end_to_end_writes_every_claim_and_resumes(tmp_path, cli):
     root, report = tmp_path / "study", tmp_path / "docs" / "study.md"
-    args = ["study", root, "--report", report, "--images", 40, "--clips", 3, "--seeds", "0,1", "--epochs", 2,
-            "--backbone", "test_convnext", "--img-size", 32]
-    invoke(args)
+    args = ["study", "--out", root, "--report", report, "--images", 40, "--clips", 3, "--seeds", 0, "--seeds", 1,
+            "--epochs", 2, "--backbone", "test_convnext", "--img-size", 32]
+    cli(*args)
     text = report.read_text()
     sections = re.findall(r"^## (\d)\. ", text, flags=re.M)
     assert sections == [str(n) for n in range(1, 9)]
@@ -129,7 +128,7 @@ def test_tiny_study_end_to_end_writes_every_claim_and_resumes(tmp_path):
     assert len(list((root / "models").glob("*-s1/last.pt"))) == 15
     kept = [root / "models" / "default-focal-s0" / "metrics.csv", root / "labels" / "default-soft.csv"]
     first = [path.stat().st_mtime_ns for path in kept]
-    invoke(args)  # resumes: no world, label table or run made again, the same tables
+    cli(*args)  # resumes: no world, label table or run made again, the same tables
     assert [path.stat().st_mtime_ns for path in kept] == first
     assert _tables(report.read_text()) == _tables(text)
 

@@ -1,6 +1,6 @@
 """`dsdi sweep` on a tiny world (coloured-square JPEGs, test_convnext at 32 px): trains recipes in turn, skips
 finished runs, resumes a run whose last.pt holds epoch 1 of 2, carries on past a failing recipe and exits 1
-listing it, seeds and --out-root name the folders, --set is checked before anything trains, torchrun."""
+listing it, seeds and --out name the folders, --set is checked before anything trains, torchrun."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import invoke, said
 from PIL import Image
 
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.models.checkpoint import read_checkpoint
 from dsdi.options import read_toml
-from dsdi.train.sweep import parse_overrides, parse_seeds, sweep
+from dsdi.train.sweep import parse_overrides, sweep
 
 SIDE = 32
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]
@@ -67,11 +66,11 @@ def epochs_in(run_dir: Path) -> list[int]:
     return pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist()
 
 
-def test_sweep_carries_on_past_a_failing_recipe_lists_it_and_skips_finished_runs(world, tmp_path):
+def test_sweep_carries_on_past_a_failing_recipe_lists_it_and_skips_finished_runs(world, tmp_path, cli):
     good, bad = recipe(tmp_path, world, "good"), recipe(tmp_path, world, "bad", backbone="no_such_net")
     late = recipe(tmp_path, world, "late")  # after the failure: the sweep carries on
-    result = invoke(["sweep", str(good), str(bad), str(late), "--set", "epochs=1"], expect=1)
-    text = said(result)
+    result = cli("sweep", str(good), str(bad), str(late), "--set", "epochs=1", expect=1)
+    text = cli.said(result)
     assert "[1/3] good: training" in text and "[2/3] bad: failed:" in text and "no_such_net" in text
     assert "[3/3] late: trained, 1/1 epochs" in text
     assert "failed: bad (" in text and "Traceback" not in result.output
@@ -79,19 +78,19 @@ def test_sweep_carries_on_past_a_failing_recipe_lists_it_and_skips_finished_runs
     summary = text[text.index("dsdi sweep: 3 run(s)"):]
     assert "good │ - │ trained │ 1/1" in summary and "bad │ - │ failed │ 0/1" in summary
 
-    again = said(invoke(["sweep", str(good), str(bad), "--set", "epochs=1", "--traceback"], expect=1))
+    again = cli.said(cli("sweep", str(good), str(bad), "--set", "epochs=1", "--traceback", expect=1))
     assert "[1/2] good: skipped, finished (1/1 epochs)" in again and "good │ - │ skipped │ 1/1" in again
     assert "Traceback" in again  # asked for
     done = sweep([good], overrides={"epochs": 1})
     assert done.ok and [run.status for run in done.runs] == ["skipped"]
 
 
-def test_sweep_resumes_a_run_whose_last_pt_holds_epoch_1_of_2(world, tmp_path):
+def test_sweep_resumes_a_run_whose_last_pt_holds_epoch_1_of_2(world, tmp_path, cli):
     good = recipe(tmp_path, world, "good", epochs=2)
     run_dir = tmp_path / "runs" / "good"
     first = sweep([good], overrides={"epochs": 1})
     assert [run.status for run in first.runs] == ["trained"] and read_checkpoint(run_dir / "last.pt")["epoch"] == 1
-    text = said(invoke(["sweep", str(good)]))  # the recipe's 2 epochs
+    text = cli.said(cli("sweep", str(good)))  # the recipe's 2 epochs
     assert "[1/1] good: resuming after epoch 1" in text and "good │ - │ resumed │ 2/2" in text
     assert epochs_in(run_dir) == [1, 2] and read_checkpoint(run_dir / "last.pt")["epoch"] == 2
     outcome = sweep([good]).runs[0]
@@ -110,23 +109,24 @@ def test_seeds_and_out_root_name_the_run_folders(world, tmp_path):
     assert not (tmp_path / "runs").exists()  # the recipe's own out is not used
 
 
-def test_set_values_are_toml_checked_against_train_config_before_anything_trains(world, tmp_path):
+def test_set_values_are_toml_checked_against_train_config_before_anything_trains(world, tmp_path, cli):
     assert parse_overrides(["epochs=2", 'backbone="lcnet_050"', "loss=focal+lovasz", "lr=5e-3", "drop-max-loss=true",
                             "lr_steps=[10, 20]", "gamma=2"]) == {
         "epochs": 2, "backbone": "lcnet_050", "loss": "focal+lovasz", "lr": 0.005, "drop_max_loss": True,
         "lr_steps": [10, 20], "gamma": 2.0}  # fmt: skip
     for bad, words in [("epochs=two", "epochs must be an integer"), ("nope=1", "unknown option(s) nope"),
-                       ("out=x", "--out-root"), ("epochs", "KEY=VALUE"), ("epochs=0", "at least 1"),
+                       ("out=x", "use --out DIR"), ("epochs", "KEY=VALUE"), ("epochs=0", "at least 1"),
                        ("device=tpu", "choose one of")]:
         with pytest.raises(InputError, match=None) as raised:
             parse_overrides([bad])
         assert words in str(raised.value), (bad, str(raised.value))
-    assert parse_seeds("0,1,2") == [0, 1, 2]
-    with pytest.raises(InputError):
-        parse_seeds("0,x")
     good = recipe(tmp_path, world, "good")
-    assert "must be an integer" in said(invoke(["sweep", str(good), "--set", "epochs=two"], expect=2))
-    assert "not found" in said(invoke(["sweep", str(good), str(tmp_path / "missing.toml")], expect=2))
+    assert "Invalid value for '--seeds'" in cli.said(cli("sweep", str(good), "--seeds", "0", "--seeds", "x", expect=2,
+                                                           env={"COLUMNS": "200"}))
+    assert "several runs would train into" in cli.said(cli("sweep", str(good), "--seeds", "1", "--seeds", "1",
+                                                           expect=2))
+    assert "must be an integer" in cli.said(cli("sweep", str(good), "--set", "epochs=two", expect=2))
+    assert "not found" in cli.said(cli("sweep", str(good), str(tmp_path / "missing.toml"), expect=2))
     assert not (tmp_path / "runs").exists()
 
 

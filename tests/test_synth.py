@@ -14,9 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from scipy.stats import spearmanr
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.labels import schema
 from dsdi.labels.crowd import read_annotations, soft_labels
 from dsdi.synth import (
@@ -218,11 +216,11 @@ def _same_files(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
-def test_deterministic_per_seed_and_cli_matches_library(tmp_path):
+def test_deterministic_per_seed_and_cli_matches_library(tmp_path, cli):
     options = dict(n_images=6, n_clips=1, image_size=(160, 120), clip_seconds=(0.5, 0.6), outlier_rate=0.25)
     first = build_world(tmp_path / "a", seed=7, **options)
-    result = CliRunner().invoke(app, ["synth", str(tmp_path / "b"), "--images", "6", "--clips", "1", "--seed", "7",
-                                      "--image-size", "160x120", "--clip-seconds", "0.5-0.6", "--outlier-rate", "0.25"])
+    result = cli("synth", "--out", str(tmp_path / "b"), "--images", "6", "--clips", "1", "--seed", "7",
+                 "--image-resolution", "160x120", "--clip-seconds", "0.5-0.6", "--outlier-rate", "0.25", expect=None)
     assert result.exit_code == 0, result.output
     assert _same_files(first.root, tmp_path / "b")
     other = build_world(tmp_path / "c", seed=8, **options)
@@ -230,15 +228,15 @@ def test_deterministic_per_seed_and_cli_matches_library(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--image-size", "640by480"], "--image-size"),
+    (["--image-resolution", "640by480"], "--image-resolution"),
     (["--images", "-1"], ">= 0"),
     (["--miss-rate", "1.5"], "[0, 1]"),
     (["--clip-seconds", "5-2"], "min <= max"),
     (["--outlier-rate", "0.95"], "--outlier-rate"),
     (["--outlier-rate", "-0.1"], "--outlier-rate"),
 ])
-def test_bad_options_exit_2(tmp_path, flags, message):
-    result = CliRunner().invoke(app, ["synth", str(tmp_path / "w"), *flags])
+def test_bad_options_exit_2(tmp_path, flags, message, cli):
+    result = cli("synth", "--out", str(tmp_path / "w"), *flags, expect=None)
     assert result.exit_code == 2 and message in result.output
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import invoke
 
 from dsdi.labels.schema import CLASSES
 from dsdi.report.tables import PAPER_TABLE_2_LRAP, paper_lrap, paper_submission, paper_submissions, table2, table3
@@ -61,13 +60,13 @@ def test_table2_values_come_from_the_best_epoch_of_metrics_csv(runs):
     assert mine["epochs_done"] == 0 and pd.isna(mine["val_lrap"]) and pd.isna(mine["paper_lrap"])
 
 
-def test_table_command_prints_and_writes_csv_and_markdown(runs, tmp_path):
-    result = invoke(["table", *map(str, runs)])
+def test_table_command_prints_and_writes_csv_and_markdown(runs, tmp_path, cli):
+    result = cli("table", *map(str, runs))
     shown = " ".join(result.output.split())
     for text in ("C04", "resnest50d", "cbfl", "0.9999", "0.750", "0.450", "0.700", "0.410", "5:30", "0.853",
                  "none-class x0.01, max-loss drop, 2 snapshots", "2/4", "focal+lovasz"):
         assert text in shown, text
-    prefix = tmp_path / "runs" / "table2"  # default: beside the first run folder
+    prefix = tmp_path / "runs" / "table2"  # default: in the folder that holds the first run folder
     written = pd.read_csv(f"{prefix}.csv")
     assert written["index"].tolist() == ["C04", "C09-s1", "mine"]
     assert written.loc[0, "val_lrap"] == 0.75 and pd.isna(written.loc[1, "holdout_map"])
@@ -76,8 +75,8 @@ def test_table_command_prints_and_writes_csv_and_markdown(runs, tmp_path):
     assert len(lines) == 2 + 3 and lines[2].startswith("| C04 | resnest50d | cbfl | 2 | 0.9999 | - |")
     assert "| 0.750 | 0.450 | 0.700 | 0.410 | 5:30 | 0.853 |" in lines[2]
     assert lines[3].count("| - |") >= 2  # absent hold-out values
-    invoke(["table", str(runs[0]), "--out", str(tmp_path / "elsewhere" / "t2")])
-    assert (tmp_path / "elsewhere" / "t2.csv").is_file() and (tmp_path / "elsewhere" / "t2.md").is_file()
+    cli("table", str(runs[0]), "--out", str(tmp_path / "elsewhere"))
+    assert (tmp_path / "elsewhere" / "table2.csv").is_file() and (tmp_path / "elsewhere" / "table2.md").is_file()
 
 
 def write_rank_output(out_dir: Path, run_id: str, lines: list[str], models: int) -> Path:
@@ -94,7 +93,7 @@ def write_rank_output(out_dir: Path, run_id: str, lines: list[str], models: int)
     return out_dir
 
 
-def test_table3_scores_rank_outputs_against_qrels_and_names_the_paper_submission(tmp_path):
+def test_table3_scores_rank_outputs_against_qrels_and_names_the_paper_submission(tmp_path, cli):
     qrels = tmp_path / "qrels.txt"
     qrels.write_text("1 0 a 1\n1 0 b 1\n1 0 c 0\n2 0 c 1\n")
     # feature 1: a (relevant), c, b (relevant) -> AP (1/1 + 2/3) / 2; feature 2: a, c (relevant) -> AP 1/2
@@ -113,25 +112,25 @@ def test_table3_scores_rank_outputs_against_qrels_and_names_the_paper_submission
     ensembles.mkdir()
     (ensembles / "VAS2.toml").write_text('name = "VAS2"\ndescription = "ten + one"\npaper_map = 0.383\n'
                                          'members = [{run = "A01"}]\n')
-    result = invoke(["table", "--rank", str(vas2), str(d13), "--qrels", str(qrels), "--out", str(tmp_path / "t"),
-                     "--ensembles", str(ensembles)])
+    result = cli("table", "--rank", str(vas2), "--rank", str(d13), "--qrels", str(qrels), "--out", str(tmp_path / "t"),
+                 "--ensembles", str(ensembles))
     shown = " ".join(result.output.split())
     assert "ten-plus-one │ VAS2 │ 10 │ 0.667 │ VAS2 │ 0.383 │ ten + one" in shown
     assert "nii_uit2 │ d13 │ 1 │ 0.750 │ - │ - │ -" in shown
-    assert pd.read_csv(tmp_path / "t.csv")["run"].tolist() == ["ten-plus-one", "nii_uit2"]
+    assert pd.read_csv(tmp_path / "t" / "table3.csv")["run"].tolist() == ["ten-plus-one", "nii_uit2"]
 
     run = write_run(tmp_path / "runs" / "A01", 'backbone = "regnety_064"\nloss = "focal"\nepochs = 1\n',
                     METRICS_HEADER + "\n1,0.01,0.9,0.8,0.61,0.31,60,9,0\n")
-    invoke(["table", str(run), "--rank", str(vas2), "--qrels", str(qrels), "--out", str(tmp_path / "both")])
-    assert pd.read_csv(tmp_path / "both.csv")["index"].tolist() == ["A01"]
-    assert pd.read_csv(tmp_path / "both.rank.csv")["run"].tolist() == ["ten-plus-one"]
-    assert (tmp_path / "both.md").read_text().count("## Table") == 2
+    cli("table", str(run), "--rank", str(vas2), "--qrels", str(qrels), "--out", str(tmp_path / "both"))
+    assert pd.read_csv(tmp_path / "both" / "table2.csv")["index"].tolist() == ["A01"]
+    assert pd.read_csv(tmp_path / "both" / "table2.rank.csv")["run"].tolist() == ["ten-plus-one"]
+    assert (tmp_path / "both" / "table2.md").read_text().count("## Table") == 2
 
 
-def test_table_refuses_bad_arguments_with_exit_2(runs, tmp_path):
-    invoke(["table", "--rank", str(tmp_path)], expect=2)  # no --qrels
-    invoke(["table"], expect=2)
-    result = invoke(["table", str(tmp_path / "missing")], expect=2)
+def test_table_refuses_bad_arguments_with_exit_2(runs, tmp_path, cli):
+    cli("table", "--rank", str(tmp_path), expect=2)  # no --qrels
+    cli("table", expect=2)
+    result = cli("table", str(tmp_path / "missing"), expect=2)
     assert "config.toml" in result.output
 
 

@@ -17,12 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import invoke, said
 from PIL import Image
 from sklearn.metrics import label_ranking_average_precision_score
-from typer.testing import CliRunner
 
-from dsdi.cli.app import app
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
 from dsdi.models.checkpoint import load_model
@@ -97,10 +94,10 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def two_epoch_run(world, tmp_path_factory) -> Path:
+def two_epoch_run(world, tmp_path_factory, cli) -> Path:
     labels, images = world
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    invoke(tiny_args(labels, images, out, "--epochs", "2"))
+    cli(*tiny_args(labels, images, out, "--epochs", "2"))
     return out
 
 
@@ -133,14 +130,14 @@ def test_two_epochs_write_config_metrics_and_checkpoints(two_epoch_run):
     assert info.img_size == SIDE and model(torch.zeros(2, 3, SIDE, SIDE)).shape == (2, len(CLASSES))
 
 
-def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path):
+def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path, cli):
     labels, images = world
     table = pd.read_csv(labels)
     shuffled = table.copy()
     shuffled[list(CLASSES)] = table[list(CLASSES)].sample(frac=1.0, random_state=1).to_numpy()
     shuffled_csv = tmp_path / "shuffled.csv"
     shuffled.to_csv(shuffled_csv, index=False)
-    invoke(tiny_args(shuffled_csv, images, tmp_path / "shuffled", "--epochs", "2"))
+    cli(*tiny_args(shuffled_csv, images, tmp_path / "shuffled", "--epochs", "2"))
     learned = pd.read_csv(two_epoch_run / "metrics.csv")["val_lrap"].max()
     baseline = pd.read_csv(tmp_path / "shuffled" / "metrics.csv")["val_lrap"].max()
     assert learned > baseline + 0.1, (learned, baseline)
@@ -165,32 +162,32 @@ def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path
                                    rtol=1e-6)
 
 
-def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world, tmp_path):
+def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "extended"
     shutil.copytree(two_epoch_run, out)
     before = pd.read_csv(out / "metrics.csv")
-    invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))
+    cli(*tiny_args(labels, images, out, "--epochs", "3", "--resume"))
     after = pd.read_csv(out / "metrics.csv")
     assert after["epoch"].tolist() == [1, 2, 3]
     pd.testing.assert_frame_equal(after.iloc[:2], before)
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
     assert TrainConfig.from_toml(out / "config.toml").epochs == 3
-    invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # nothing left to do
+    cli(*tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # nothing left to do
     assert len(pd.read_csv(out / "metrics.csv")) == 3
-    refused = invoke(tiny_args(labels, images, out, "--epochs", "3"), expect=2)  # a fresh run never overwrites
-    assert "--resume" in said(refused)
-    changed = invoke(tiny_args(labels, images, out, "--epochs", "4", "--resume", "--img-size", "64"), expect=2)
-    assert "img_size 32" in said(changed)
-    resplit = invoke(tiny_args(labels, images, out, "--epochs", "4", "--resume", "--split-seed", "3"), expect=2)
-    assert "split_seed 0" in said(resplit) and "hold-out images" in said(resplit)
+    refused = cli(*tiny_args(labels, images, out, "--epochs", "3"), expect=2)  # a fresh run never overwrites
+    assert "--resume" in cli.said(refused)
+    changed = cli(*tiny_args(labels, images, out, "--epochs", "4", "--resume", "--img-size", "64"), expect=2)
+    assert "img_size 32" in cli.said(changed)
+    resplit = cli(*tiny_args(labels, images, out, "--epochs", "4", "--resume", "--split-seed", "3"), expect=2)
+    assert "split_seed 0" in cli.said(resplit) and "hold-out images" in cli.said(resplit)
     assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
-def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(world, tmp_path, monkeypatch):
+def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(world, tmp_path, monkeypatch, cli):
     labels, images = world
     straight = tmp_path / "straight"
-    invoke(tiny_args(labels, images, straight, "--epochs", "3", "--snapshots", "3"))
+    cli(*tiny_args(labels, images, straight, "--epochs", "3", "--snapshots", "3"))
 
     save_epoch = train_module.save_epoch
 
@@ -200,10 +197,10 @@ def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(wo
 
     killed = tmp_path / "killed"
     monkeypatch.setattr(train_module, "save_epoch", save_then_die)
-    assert CliRunner().invoke(app, tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3")).exit_code
+    assert cli(*tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3"), expect=None).exit_code
     monkeypatch.setattr(train_module, "save_epoch", save_epoch)
     assert torch.load(killed / "last.pt", weights_only=True)["epoch"] == 1
-    invoke(tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3", "--resume"))
+    cli(*tiny_args(labels, images, killed, "--epochs", "3", "--snapshots", "3", "--resume"))
 
     resumed_metrics, straight_metrics = pd.read_csv(killed / "metrics.csv"), pd.read_csv(straight / "metrics.csv")
     assert resumed_metrics["epoch"].tolist() == [1, 2, 3]
@@ -259,18 +256,19 @@ def test_step_schedule_follows_ibn_net_and_extends_on_resume():
     assert scheduled_lr(cosine[1], 100, 4) > scheduled_lr(cosine[0], 100, 4)
 
 
-def test_step_run_resumed_with_more_epochs_continues_its_rates(world, tmp_path):
+def test_step_run_resumed_with_more_epochs_continues_its_rates(world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "step"
-    step_args = ("--schedule", "step", "--lr-steps", "1,2")
-    invoke(tiny_args(labels, images, out, "--epochs", "1", *step_args))
-    invoke(tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # schedule and steps from config.toml
+    step_args = ("--schedule", "step", "--lr-steps", "1", "--lr-steps", "2")
+    cli(*tiny_args(labels, images, out, "--epochs", "1", *step_args))
+    cli(*tiny_args(labels, images, out, "--epochs", "3", "--resume"))  # schedule and steps from config.toml
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["lr"].tolist() == pytest.approx([0.003, 0.0003, 0.00003], rel=1e-9)
     assert torch.load(out / "last.pt", weights_only=True)["scheduler"]["kind"] == "step"
-    assert "--lr-steps" in said(invoke(tiny_args(labels, images, out, "--lr-steps", "3,x"), expect=2))
-    refused = said(invoke(tiny_args(labels, images, tmp_path / "no", *step_args, "--epochs", "2", "--snapshots", "2"),
-                          expect=2))
+    bad_step = cli(*tiny_args(labels, images, out, "--lr-steps", "3", "--lr-steps", "x"), expect=2)
+    assert "--lr-steps" in cli.said(bad_step)
+    refused = cli.said(cli(*tiny_args(labels, images, tmp_path / "no", *step_args, "--epochs", "2", "--snapshots", "2"),
+                           expect=2))
     assert "--snapshots" in refused and "--schedule" in refused
 
 
@@ -303,36 +301,37 @@ def test_holdout_is_common_to_every_split_seed_and_to_unreadable_images(world, t
     assert len(train_module.split_labels(config.updated({"holdout_fraction": 0.0}))[2]) == 0
 
 
-def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(world, tmp_path):
+def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "diverge"
-    invoke(tiny_args(labels, images, out, "--epochs", "1"))
+    cli(*tiny_args(labels, images, out, "--epochs", "1"))
     kept = file_digest(out / "last.pt")
     args = tiny_args(labels, images, out, "--epochs", "2", "--resume", "--lr", "1e30")
-    result = invoke(args, expect=1)
-    assert "training loss became" in said(result) and "epoch 2" in said(result)
+    result = cli(*args, expect=1)
+    assert "training loss became" in cli.said(result) and "epoch 2" in cli.said(result)
     assert file_digest(out / "last.pt") == kept
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [1]
 
 
-def test_missing_image_is_listed_and_exits_2_unless_skip_missing(tmp_path):
+def test_missing_image_is_listed_and_exits_2_unless_skip_missing(tmp_path, cli):
     labels, images = write_world(tmp_path / "world", n_images=30)
     (images / "img_007.jpg").unlink()
     (images / "img_011.jpg").write_bytes(b"not a jpeg")
-    result = invoke(tiny_args(labels, images, tmp_path / "refused", "--epochs", "1"), expect=2)
-    assert "img_007.jpg" in said(result) and "img_011.jpg" in said(result) and "--skip-missing" in said(result)
+    result = cli(*tiny_args(labels, images, tmp_path / "refused", "--epochs", "1"), expect=2)
+    shown = cli.said(result)
+    assert "img_007.jpg" in shown and "img_011.jpg" in shown and "--skip-missing" in shown
     assert not (tmp_path / "refused").exists()
-    invoke(tiny_args(labels, images, tmp_path / "skipped", "--epochs", "1", "--skip-missing"))
+    cli(*tiny_args(labels, images, tmp_path / "skipped", "--epochs", "1", "--skip-missing"))
     assert len(pd.read_csv(tmp_path / "skipped" / "metrics.csv")) == 1
 
 
-def test_a_file_breaking_mid_run_is_counted_not_fatal(tmp_path, monkeypatch):
+def test_a_file_breaking_mid_run_is_counted_not_fatal(tmp_path, monkeypatch, cli):
     labels, images = write_world(tmp_path / "world", n_images=30)
     train_ids, _, _ = split_ids(labels)
     (images / train_ids[0]).write_bytes(b"")  # breaks after the pre-flight check (simulated as passing)
     monkeypatch.setattr(train_module, "find_unreadable_images", lambda labels, root: [])
-    result = invoke(tiny_args(labels, images, tmp_path / "run", "--epochs", "1", "--batch-size", "4"))
-    assert "1 unreadable images were skipped" in said(result) and train_ids[0] in said(result)
+    result = cli(*tiny_args(labels, images, tmp_path / "run", "--epochs", "1", "--batch-size", "4"))
+    assert "1 unreadable images were skipped" in cli.said(result) and train_ids[0] in cli.said(result)
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["broken_images"].tolist() == [1]
 
 
@@ -361,7 +360,7 @@ def test_recipes_match_table_2_and_build_their_model_and_loss():
         config = config.resolved()
         fields = ("backbone", "loss", "gamma", "beta", "th", "none_weight", "drop_max_loss", "img_size", "epochs")
         assert (*(getattr(config, f) for f in fields), config.snapshots) == PAPER_TABLE_2[name], name
-        assert (config.batch_size, config.out) == (28, f"runs/{name}")
+        assert (config.batch_size, config.out) == (28, Path(f"runs/{name}"))
         # IBN-Net's optimizer (plain momentum, x0.1 after epoch 30), C10's snapshot cycles cosine; the common hold-out
         schedule = ("cosine",) if config.snapshots else ("step", [30], 0.1)
         optimizer = (config.optimizer, config.lr, config.momentum, config.nesterov, config.weight_decay)
@@ -400,12 +399,12 @@ def test_torchrun_two_cpu_processes_write_one_set_of_outputs(world, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
 
 
-def test_config_toml_round_trip_and_bad_configs_exit_2(tmp_path):
+def test_config_toml_round_trip_and_bad_configs_exit_2(tmp_path, cli):
     config = TrainConfig(labels='a "quoted"\\path.csv', backbone="hrnet_w18", loss="rfl", gamma=2.0, th=0.3,
                          drop_max_loss=True, lr=1e-30, weight_decay=0.0, snapshots=3, workers=0).resolved()  # fmt: skip
     config.to_toml(tmp_path / "config.toml")
     assert TrainConfig.from_toml(tmp_path / "config.toml") == config
-    assert config.img_size == 448 and config.out.startswith("runs/hrnet_w18-rfl-")
+    assert config.img_size == 448 and str(config.out).startswith("runs/hrnet_w18-rfl-")
     old_run = tmp_path / "old"  # a run from before the hold-out and split seed: resumed on the images it had
     old_run.mkdir()
     (old_run / "config.toml").write_text("seed = 3\nepochs = 2\n")
@@ -420,7 +419,7 @@ def test_config_toml_round_trip_and_bad_configs_exit_2(tmp_path):
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
-        assert message in said(invoke(["train", "--config", str(tmp_path / name)], expect=2))
-    assert "does not take beta" in said(invoke(["train", "--loss", "focal", "--beta", "0.9"], expect=2))
-    assert "--snapshots" in said(invoke(["train", "--epochs", "2", "--snapshots", "3"], expect=2))
-    assert "config file not found" in said(invoke(["train", "--config", str(tmp_path / "absent.toml")], expect=2))
+        assert message in cli.said(cli("train", "--config", str(tmp_path / name), expect=2))
+    assert "does not take beta" in cli.said(cli("train", "--loss", "focal", "--beta", "0.9", expect=2))
+    assert "--snapshots" in cli.said(cli("train", "--epochs", "2", "--snapshots", "3", expect=2))
+    assert "config file not found" in cli.said(cli("train", "--config", str(tmp_path / "absent.toml"), expect=2))

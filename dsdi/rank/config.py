@@ -24,14 +24,6 @@ MAX_TILES = 8  # tiles per side
 MAX_TILE_OVERLAP = 0.9
 
 
-def parse_model_weights(text: str) -> list[float]:
-    """'2,1,1' -> [2.0, 1.0, 1.0]; InputError for text that is not comma-separated numbers."""
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(f"--model-weights {text!r}: give comma-separated numbers, one per model") from None
-
-
 def check_model_weights(weights: list[float], count: int) -> list[float]:
     """``weights`` unchanged if there is one non-negative weight per model and their sum is positive."""
     if len(weights) != count or min(weights, default=0) < 0 or sum(weights) <= 0:
@@ -74,16 +66,17 @@ class RankConfig:
     clips: Path | None = option(None, help="folder of shot clips (recursive; shot id = file stem)")
     shots: Path | None = option(None, help="master shot table CSV video,shot_id,start,end (seconds), "
                                            "instead of --clips")
-    models: list[Path] = option([], help="run dirs or .pt files: --models runs/A runs/B",
+    models: list[Path] = option([], help="run dirs or .pt files: --models runs/A --models runs/B",
                                 shown_default="every finished run in --runs-dir")
     ensemble: Path | None = option(None, help="ensemble file (runs/ensembles/NAME.toml): members, checkpoints, "
                                               "weights, agg, fuse; not with --models/--model-weights; "
                                               "--agg/--fuse/--run-id override the file's")
-    model_weights: list[float] | None = option(None, help="comma list, one weight per model", shown_default="equal",
-                                               parse=parse_model_weights)
+    model_weights: list[float] | None = option(None, help="one weight per model, in --models order: "
+                                                          "--model-weights 2 --model-weights 1",
+                                               shown_default="equal")
     fuse: list[tuple[Path, float]] = option([], help="OTHER_OUT_DIR:W mixes another rank output in: "
                                                      "(this + W*other)/(1+W); paper 2:1 -> :0.5",
-                                            parse=parse_fuse_spec, repeat=True)
+                                            parse=parse_fuse_spec)
     topk: int = option(1000, help="clips kept per feature (NIST: at most 1000)", minimum=1)
     fps: float = option(10.0, help="frames sampled per second of clip", above=0.0)
     agg: str | None = option(None, help="clip score per class over its frames", choices=AGGREGATIONS,
@@ -107,7 +100,7 @@ class RankConfig:
     batch_size: int = option(64, minimum=1, help="images per forward pass (packed across clips); a frame is 1 "
                                                  "image, with --tta flip 2, with --tiles RxC 1+R*C (times 2 with flip)")
     runs_dir: Path = option(RUNS_DIR, help="where the default models and an --ensemble's members are looked for")
-    decode_workers: int | None = option(None, help="clip decoding threads", minimum=1,
+    decode_threads: int | None = option(None, help="clip decoding threads", minimum=1,
                                         shown_default="CPU cores per process, at most 8")
     chunk_frames: int = option(CHUNK_FRAMES, minimum=1,
                                help="sampled frames a decoding thread holds at a time (memory per thread); "

@@ -346,7 +346,7 @@ def rank(config: RankConfig) -> RankResult:
         todo = _work_list(index, clips, models, config.fps, group)
         clips_reused = sum(_valid_shot_id(clip) for clip in clips) - len(todo)
         label = "rank" if not group.active else f"rank {group.world_rank}/{group.world_size}"
-        workers = config.decode_workers or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
+        workers = config.decode_threads or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
         clips_scored, frames_scored = _score_clips(todo[group.world_rank::group.world_size], models, config, index,
                                                    device, workers, label)
         index.end_shard()

@@ -275,14 +275,30 @@ TABLE2_TITLE = "Table 2: models (validation on each run's split; hold-out common
 TABLE3_TITLE = "Table 3: submissions (TREC mAP at depth 1000)"
 
 
-def output_prefix(out: str | Path | None, run_dirs: Sequence[str | Path], rank_dirs: Sequence[str | Path]) -> Path:
-    """``--out`` or the default: ``table2`` beside the first run folder (``table3`` beside the first rank output
-    when no run folder is given)."""
-    if out is not None:
-        return Path(out)
-    if run_dirs:
-        return Path(run_dirs[0]).parent / "table2"
-    return Path(rank_dirs[0]).parent / "table3"
+def paper_tables(run_dirs: Sequence[str | Path], rank_dirs: Sequence[str | Path], qrels_path: str | Path | None,
+                 k: int = DEFAULT_K, ensembles_dir: str | Path = ENSEMBLES_DIR) -> Tables:
+    """Table 2 of ``run_dirs`` and Table 3 of ``rank_dirs`` against ``qrels_path`` (None where no folder is given)."""
+    return Tables(table2(run_dirs) if run_dirs else None,
+                  table3(rank_dirs, qrels_path, k, ensembles_dir) if rank_dirs else None)
+
+
+def shown_tables(tables: Tables) -> list[Table]:
+    """The built tables as rich tables to print, Table 2 first."""
+    shown = []
+    if tables.table2 is not None:
+        shown.append(rich_table(TABLE2_TITLE, TABLE2_HEADERS, table2_cells(tables.table2)))
+    if tables.table3 is not None:
+        shown.append(rich_table(TABLE3_TITLE, TABLE3_HEADERS, table3_cells(tables.table3)))
+    return shown
+
+
+def output_prefix(out_dir: str | Path | None, run_dirs: Sequence[str | Path], rank_dirs: Sequence[str | Path]) -> Path:
+    """Where :func:`write_tables` writes: ``table2`` (``table3`` when no run folder is given) in ``out_dir``,
+    by default the folder that holds the first run folder (else the first rank output)."""
+    name = "table2" if run_dirs else "table3"
+    if out_dir is not None:
+        return Path(out_dir) / name
+    return Path(run_dirs[0] if run_dirs else rank_dirs[0]).parent / name
 
 
 def write_tables(prefix: str | Path, tables: Tables) -> list[Path]:

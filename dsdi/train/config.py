@@ -27,21 +27,13 @@ TRAIN_WORKERS_CAP = 4
 SCHEDULES = ("cosine", "step")
 
 
-def parse_epoch_list(text: str) -> list[int]:
-    """'30' or '30,35' -> [30, 35]; InputError for text that is not comma-separated whole numbers."""
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(f"--lr-steps {text!r}: give comma-separated epoch numbers, e.g. 30 or 30,35") from None
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """Every option of a training run; ``None`` loss parameters mean "the loss's own default"."""
 
-    labels: str = option(str(LABELS_CSV), help="labels CSV: image_id + the 37 class columns")
-    images: str = option(str(IMAGES_DIR), help="image root (ids are resolved to files under it)")
-    out: str = option("", help="run directory", shown_default=f"{RUNS_DIR}/<backbone>-<loss>-<time>")
+    labels: Path = option(LABELS_CSV, help="labels CSV: image_id + the 37 class columns")
+    images: Path = option(IMAGES_DIR, help="image root (ids are resolved to files under it)")
+    out: Path | None = option(None, help="run folder to write", shown_default=f"{RUNS_DIR}/<backbone>-<loss>-<time>")
     backbone: str = option("resnest50d", help="timm model name or dsdi backbone")
     loss: str = option("cbfl", help=f"loss, or several joined by + (C12: focal+lovasz): {' | '.join(sorted(LOSSES))}")
     gamma: float | None = option(None, help="focal gamma", shown_default="the loss's")
@@ -59,9 +51,8 @@ class TrainConfig:
     schedule: str = option("cosine", help="learning rate per step: cosine to 0 (restarting with --snapshots) or "
                                           "step (x --lr-step-factor after each --lr-steps epoch)",
                            choices=SCHEDULES)
-    lr_steps: list[int] = option([30], help="step schedule: comma list of epochs after which the lr is "
-                                            "multiplied by --lr-step-factor (IBN-Net: 30)", shown_default="30",
-                                 parse=parse_epoch_list)
+    lr_steps: list[int] = option([30], help="step schedule: the epochs after which the lr is multiplied by "
+                                            "--lr-step-factor (IBN-Net: 30; --lr-steps 30 --lr-steps 35)")
     lr_step_factor: float = option(0.1, help="step schedule: lr factor at each --lr-steps epoch", above=0.0)
     momentum: float = option(0.9, help="SGD momentum", minimum=0.0)
     nesterov: bool = option(True, help="SGD with Nesterov momentum (IBN-Net: off)")
@@ -74,7 +65,7 @@ class TrainConfig:
     amp: str = option("auto", help="mixed precision on CUDA; auto: bf16 where supported, else fp16",
                       choices=("auto", "bf16", "fp16", "off"))
     pretrained: bool = option(False, help="start from timm's ImageNet weights (downloads them)")
-    weights: str = option("", help="a local state dict or dsdi checkpoint to start from")
+    weights: Path | None = option(None, help="a local state dict or dsdi checkpoint to start from")
     seed: int = option(0, help="init and augmentation seed (and the split's, unless --split-seed)")
     split_seed: int = option(-1, help="train/validation split seed (-1: --seed); each recipe has its own",
                              minimum=-1, shown_default="-1 (= --seed)")
@@ -94,7 +85,7 @@ class TrainConfig:
             config = dataclasses.replace(config, split_seed=config.seed)
         if not config.out:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            config = dataclasses.replace(config, out=str(RUNS_DIR / f"{self.backbone}-{self.loss}-{stamp}"))
+            config = dataclasses.replace(config, out=RUNS_DIR / f"{self.backbone}-{self.loss}-{stamp}")
         config.validate()
         return config
 

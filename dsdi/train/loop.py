@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from dsdi.files import write_text_atomic
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
 from dsdi.models.checkpoint import BEST_NAME, LAST_NAME, checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.options import plain_values
 from dsdi.progress import progress_bar
 from dsdi.runtime import ProcessGroup, join_process_group, pick_device, rng_state, seed_everything, set_rng_state
 from dsdi.train.config import CONFIG_NAME, TrainConfig
@@ -464,7 +465,7 @@ def save_epoch(run_dir: Path, state: TrainingState, config: TrainConfig, val: Ev
     write_text_atomic(run_dir / METRICS_NAME, pd.DataFrame(state.metrics, columns=list(METRIC_COLUMNS))
                       .to_csv(index=False))
     payload = checkpoint_payload(state.model, backbone=config.backbone, img_size=config.img_size, epoch=state.epoch,
-                                 val_lrap=val.lrap, config=asdict(config))
+                                 val_lrap=val.lrap, config=plain_values(config))
     if val.lrap > state.best_val_lrap:
         state.best_val_lrap = val.lrap
         _save_with_predictions(run_dir / BEST_NAME, payload, val, holdout)

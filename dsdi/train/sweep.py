@@ -85,17 +85,6 @@ class SweepResult:
         return not self.failures
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2]; InputError naming --seeds otherwise."""
-    try:
-        seeds = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise InputError(f"--seeds {text!r}: give comma-separated whole numbers, e.g. 0,1,2") from None
-    if len(set(seeds)) != len(seeds):
-        raise InputError(f"--seeds {text!r}: a seed is given twice")
-    return seeds
-
-
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` texts -> {key: value}: VALUE is read as a TOML value (``2``, ``0.5``, ``true``, ``"x"``,
     ``[30, 35]``), bare text as a string. Keys and value types are checked against TrainConfig's fields
@@ -112,7 +101,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             value = text.strip()
         overrides[key] = value
     if "out" in overrides:
-        raise InputError("--set out=...: every run needs its own folder; use --out-root DIR instead")
+        raise InputError("--set out=...: every run needs its own folder; use --out DIR instead")
     checked = TrainConfig().updated(overrides, source="--set")
     for key in overrides:
         check_field_value(TrainConfig, key, getattr(checked, key))
