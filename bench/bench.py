@@ -185,14 +185,16 @@ def tiny_or_real(device: str) -> tuple[str, int, int]:
 
 
 def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
-    """A dsdi checkpoint (random weights) of `backbone` as `dsdi train` would leave it."""
+    """A dsdi checkpoint file (random weights) of `backbone`, as the best.pt `dsdi train` would leave in run_dir."""
     from dsdi.labels.schema import CLASSES
     from dsdi.models.backbones import create_backbone
-    from dsdi.models.checkpoint import BEST_NAME, checkpoint_payload, save_checkpoint
+    from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint
+    from dsdi.train.run_folder import RunFolder
 
     model = create_backbone(backbone, num_classes=len(CLASSES))
-    save_checkpoint(run_dir / BEST_NAME, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=1))
-    return run_dir
+    path = RunFolder(run_dir).best
+    save_checkpoint(path, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=1))
+    return path
 
 
 def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_batches: int,
@@ -243,22 +245,22 @@ def bench_rank(work: Path, device: str) -> dict:
     backbone, img_size, batch_size = tiny_or_real(device)
     n_clips, seconds = (24, 10) if device == "cuda" else (12, 5)
     clips_dir = make_shot_clips(work / "rank_clips", n_clips, 640, 360, seconds)
-    run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
+    checkpoint = write_checkpoint(work / "runs" / "bench", backbone, img_size)
     frames = np.concatenate([sample_frames(p)[0] for p in sorted(clips_dir.glob("*.mp4"))])
     runs = []
 
     def rank_fresh() -> None:  # a new OUT_DIR each time: nothing reused from a previous index
-        config = RankConfig(clips=clips_dir, models=[run_dir], out=work / f"rank_out{len(runs)}", run_id="bench",
+        config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / f"rank_out{len(runs)}", run_id="bench",
                             device=device, batch_size=batch_size, runs_dir=work / "runs")
         runs.append(rank(config))
 
-    model, _ = load_model(run_dir, device)
+    model, _ = load_model(checkpoint, device)
     tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank.scoring uses
     n_batches = max(1, len(frames) // batch_size)
     forward = forward_runner(model, tensors, device, n_batches, dtype)
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
-    config = RankConfig(clips=clips_dir, models=[run_dir], out=work / "unused", device=device).resolved()
+    config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / "unused", device=device).resolved()
     decoded: list[int] = []
     decode_only = decode_only_runner(clips, config, img_size, decoded)
 
@@ -294,13 +296,13 @@ def bench_views(work: Path, device: str) -> dict:
     backbone, img_size, batch_size = tiny_or_real(device)
     n_clips, seconds = (12, 10) if device == "cuda" else (6, 4)
     clips_dir = make_shot_clips(work / "clips", n_clips, 320, 180, seconds)
-    run_dir = write_checkpoint(work / "runs" / "bench", backbone, img_size)
+    checkpoint = write_checkpoint(work / "runs" / "bench", backbone, img_size)
     frames = n_clips * seconds * 10
     runs: list = []
 
     def ranker(options: dict) -> Callable[[], None]:
         def run() -> None:
-            runs.append(rank(RankConfig(clips=clips_dir, models=[run_dir], out=work / f"out{len(runs)}",
+            runs.append(rank(RankConfig(clips=clips_dir, models=[checkpoint], out=work / f"out{len(runs)}",
                                         run_id="bench", device=device, batch_size=batch_size, **options)))
         return run
 

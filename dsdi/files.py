@@ -56,10 +56,11 @@ def _load_failure(error: BaseException) -> str:
     return reason
 
 
-def read_torch_file(path: str | Path, expected: str) -> Any:
+def read_torch_file(path: str | Path, expected: str, mmap: bool = False) -> Any:
     """What ``torch.save`` wrote to ``path``, tensors on the CPU, read with ``weights_only=True`` (tensors, numbers,
-    strings and containers only; no code runs). A missing, truncated or corrupt file, or one holding other objects,
-    raises InputError naming the file on one line; ``expected`` ("a dsdi checkpoint"...) says what belongs there."""
+    strings and containers only; no code runs); with ``mmap`` the tensors are mapped from the file, not read. A
+    missing, truncated or corrupt file, or one holding other objects, raises InputError naming the file on one line;
+    ``expected`` ("a dsdi checkpoint"...) says what belongs there."""
     import torch  # here: most users of this module never read a torch file
 
     path = Path(path)
@@ -68,7 +69,7 @@ def read_torch_file(path: str | Path, expected: str) -> Any:
     try:
         with warnings.catch_warnings():  # a plain pickle's protocol warning precedes the refusal below
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle means "not such a file"
         raise InputError(f"{path}: not {expected} ({_load_failure(error)}); check the path, or save the file "
                          "again (state dicts and dsdi checkpoints load safely)") from None

@@ -9,6 +9,7 @@ import numpy as np
 import timm
 import torch
 from conftest import tiny_checkpoint
+from run_folders import finish_run
 
 from dsdi.labels.schema import CLASSES
 from dsdi.models.checkpoint import read_checkpoint
@@ -21,10 +22,10 @@ IMG = 64  # input side of the colour model
 
 def save_tiny_model(run_dir: Path, seed: int) -> Path:
     """The colour model: lcnet_050 with a random head and batch-norm statistics calibrated on random colours (so
-    its outputs depend on the frame colour), saved as run_dir/best.pt at 64 px."""
+    its outputs depend on the frame colour), saved as run_dir/best.pt at 64 px in a finished run folder."""
     tiny_checkpoint(run_dir, backbone="lcnet_050", img_size=IMG, seed=seed, head_std=(0.3, 0.5),
                     colour_calibrated=True)
-    return run_dir
+    return finish_run(run_dir)
 
 
 def save_pattern_model(run_dir: Path, seed: int, side: int) -> Path:
@@ -32,7 +33,7 @@ def save_pattern_model(run_dir: Path, seed: int, side: int) -> Path:
     moving test patterns its sigmoids spread by 0.1-0.3 over a clip's frames and move by ~0.005 under 1-level
     pixel noise (the colour model moves by 0.46 on patterns; lcnet_050 here would be constant)."""
     tiny_checkpoint(run_dir, backbone="resnet10t", img_size=side, seed=seed, head_std=(3.0, None))
-    return run_dir
+    return finish_run(run_dir)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ import pytest
 import torch
 from colour_clips import make_colour_clip
 from conftest import tiny_checkpoint
+from run_folders import finish_run
 from sklearn.metrics import average_precision_score
 
 import dsdi.rank.scoring
@@ -21,8 +22,11 @@ from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
 from dsdi.rank.config import RankConfig
 from dsdi.rank.ensemble import Ensemble, Member, load_ensemble, member_checkpoints, write_ensemble
+from dsdi.rank.models import resolve_models
 from dsdi.rank.selection import forward_selection, holdout_map
+from dsdi.train.config import TrainConfig
 from dsdi.train.predictions import read_predictions, write_predictions, write_targets
+from dsdi.train.run_folder import RunFolder
 from dsdi.video.decode import ClipChunks
 from dsdi.workspace import SUBMISSIONS_DIR
 
@@ -61,7 +65,7 @@ def test_shipped_table3_files():
     # VAS 1 fuses VAS 4's members with VAS 3's output, which ranking VAS3.toml writes by default
     vas3 = RankConfig(clips=Path("c"), ensemble=ENSEMBLES / "VAS3.toml")
     assert SUBMISSIONS_DIR / load_ensemble(ENSEMBLES / "VAS3.toml").name == TABLE3["VAS1"][1][0][0]
-    assert vas3.run_id is None  # not given: resolved() takes the ensemble's name
+    assert vas3.run_id is None  # not given: resolve_models takes the ensemble's name
 
 
 @pytest.mark.parametrize("text, message", [
@@ -103,23 +107,25 @@ def test_write_and_load_round_trip(tmp_path):
 # ---- members: checkpoints, missing and unfinished ----------------------------------------------
 
 
-def fake_run(runs: Path, name: str, stems=("best", "last"), epochs: int | None = None, done: int = 0) -> Path:
-    """A run folder with empty checkpoint files (member_checkpoints reads none) and optionally config/metrics."""
-    run = runs / name
-    run.mkdir(parents=True)
-    for stem in stems:
-        (run / f"{stem}.pt").write_bytes(b"")
-    if epochs is not None:
-        (run / "config.toml").write_text(f"epochs = {epochs}\n")
-        (run / "metrics.csv").write_text("epoch,val_lrap\n" + "".join(f"{e},0.5\n" for e in range(1, done + 1)))
-    return run
+def hand_run(runs: Path, name: str, done: int = 1, planned: int | None = None, last: bool = True) -> Path:
+    """A run folder around tiny checkpoints of epoch ``done`` (run_folders.finish_run): finished, or stopped after
+    epoch ``done`` of ``planned``; without ``last`` its last.pt is gone."""
+    run = RunFolder(runs / name)
+    tiny_checkpoint(run.path, epoch=done)
+    finish_run(run.path)
+    if planned is not None:
+        TrainConfig(backbone="lcnet_050", img_size=64, epochs=planned).to_toml(run.config_toml)
+    if not last:
+        run.last.unlink()
+    return run.path
 
 
 def test_member_checkpoints_names_every_missing_or_unfinished_member(tmp_path):
     runs = tmp_path / "runs"
-    fake_run(runs, "A01", epochs=40, done=40)
-    fake_run(runs, "C10", stems=("best",))
-    fake_run(runs, "C11", epochs=40, done=3)
+    hand_run(runs, "A01", done=2)
+    hand_run(runs, "C10", last=False)
+    hand_run(runs, "C11", done=3, planned=40)
+    hand_run(runs, "D13")
     ensemble = Ensemble("e", [Member(Path("A01")), Member(Path("B02")), Member(Path("C10"), "last"),
                               Member(Path("C11"))])
     with pytest.raises(InputError) as error:
@@ -128,9 +134,11 @@ def test_member_checkpoints_names_every_missing_or_unfinished_member(tmp_path):
     assert "3 of 4 members not ready" in message and "A01" not in message
     assert f"B02: no run folder {runs / 'B02'}" in message
     assert f"C10 (last): {runs / 'C10' / 'last.pt'} not found" in message
-    assert "C11: unfinished, 3 of 40 epochs" in message
-    ready = Ensemble("e", [Member(Path("A01")), Member(Path("A01"), "last"), Member(runs / "C10")])
-    assert member_checkpoints(ready, runs) == [runs / "A01/best.pt", runs / "A01/last.pt", runs / "C10/best.pt"]
+    assert f"C11: unfinished in {runs / 'C11'}: 3 of 40 epochs in metrics.csv (resume it" in message
+    ready = Ensemble("e", [Member(Path("A01")), Member(Path("A01"), "last"), Member(runs / "D13")])
+    assert member_checkpoints(ready, runs) == [runs / "A01/best.pt", runs / "A01/last.pt", runs / "D13/best.pt"]
+    with pytest.raises(InputError, match=f"C10: unfinished in {runs / 'C10'}: no last.pt"):
+        member_checkpoints(Ensemble("e", [Member(Path("C10"))]), runs)
 
 
 def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypatch, cli):
@@ -138,7 +146,7 @@ def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypa
     monkeypatch.setattr(dsdi.rank.scoring, "ClipChunks",
                         lambda clip, *a, **k: decodes.append(clip) or ClipChunks(clip, *a, **k))
     runs = tmp_path / "runs"
-    fake_run(runs, "A01")
+    hand_run(runs, "A01")
     write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A01")), Member(Path("C10"), "last")]))
     (tmp_path / "clips").mkdir()
     result = cli("rank", "--ensemble", tmp_path / "E.toml", "--clips", tmp_path / "clips", "--runs-dir", runs,
@@ -151,7 +159,7 @@ def test_rank_ensemble_refuses_missing_member_before_decoding(tmp_path, monkeypa
 def test_resolved_flags_with_an_ensemble(tmp_path):
     runs = tmp_path / "runs"
     for name in ("A", "B"):
-        fake_run(runs, name)
+        hand_run(runs, name)
     other = tmp_path / "other"
     other.mkdir()
     (other / "clip_scores.csv").write_text("shot_id\n")
@@ -159,21 +167,21 @@ def test_resolved_flags_with_an_ensemble(tmp_path):
     write_ensemble(path, Ensemble("E", [Member(Path("A"), "best", 2.0), Member(Path("B"), "last", 1.0)], agg="mean",
                                   fuse=[(other, 0.5)]))
     base = RankConfig(clips=tmp_path, ensemble=path, runs_dir=runs)
-    config = base.resolved()
+    config = resolve_models(base)
     assert config.models == [runs / "A/best.pt", runs / "B/last.pt"] and config.model_weights == [2.0, 1.0]
     assert (config.agg, config.fuse, config.run_id, config.out) == ("mean", [(other, 0.5)], "E", SUBMISSIONS_DIR / "E")
-    config = base.updated({"agg": "top3", "fuse": [(other, 0.2)], "run_id": "mine"}).resolved()
+    config = resolve_models(base.updated({"agg": "top3", "fuse": [(other, 0.2)], "run_id": "mine"}))
     assert (config.agg, config.fuse, config.run_id, config.out) == ("top3", [(other, 0.2)], "mine",
                                                                     SUBMISSIONS_DIR / "mine")
     for given in ({"models": [runs / "A"]}, {"model_weights": [1.0, 1.0]}):
         with pytest.raises(InputError, match="drop --models and --model-weights"):
-            base.updated(given).resolved()
+            base.updated(given).resolved()  # a value check: no file read
     write_ensemble(path, Ensemble("E", [Member(Path("A"))], fuse=[(tmp_path / "absent", 0.5)]))
     with pytest.raises(InputError, match=rf"{path}: fuse out_dir .*absent.* --fuse OTHER_OUT_DIR:0.5"):
-        base.resolved()
-    assert base.updated({"fuse": [(other, 0.5)]}).resolved().fuse == [(other, 0.5)]  # --fuse replaces the file's
-    plain = RankConfig(clips=tmp_path, runs_dir=runs).resolved()  # plain dsdi rank: every finished run
-    assert (plain.models, plain.agg, plain.run_id) == ([runs / "A", runs / "B"], "max", "dsdi_run")
+        resolve_models(base)
+    assert resolve_models(base.updated({"fuse": [(other, 0.5)]})).fuse == [(other, 0.5)]  # --fuse replaces the file's
+    plain = resolve_models(RankConfig(clips=tmp_path, runs_dir=runs))  # plain dsdi rank: every finished run
+    assert (plain.models, plain.agg, plain.run_id) == ([runs / "A/best.pt", runs / "B/best.pt"], "max", "dsdi_run")
 
 
 # ---- dsdi rank --ensemble on real clips ----------------------------------------------------------
@@ -193,6 +201,8 @@ def test_rank_ensemble_equals_rank_models(tmp_path, ffmpeg_exe, cli):
         runs = tmp_path / "runs"
         for seed, checkpoint in enumerate(("A/best.pt", "B/best.pt", "B/last.pt")):  # the member is B's last
             tiny_checkpoint(runs / checkpoint, img_size=IMG, seed=seed, head_std=(0.3, 0.5))
+        finish_run(runs / "A")
+        finish_run(runs / "B")
         write_ensemble(tmp_path / "E.toml", Ensemble("E", [Member(Path("A"), "best", 2.0),
                                                            Member(Path("B"), "last", 1.0)], agg="mean"))
         common = ("--clips", clips, "--device", "cpu", "--batch-size", 5, "--topk", 2)
@@ -298,7 +308,7 @@ def test_select_writes_a_loadable_ensemble(tmp_path, cli):
     assert says(result.output, f"wrote {out}")
     config = RankConfig(clips=tmp_path, ensemble=out, runs_dir=runs_dir)
     with pytest.raises(InputError, match="not found"):  # the fake runs hold no checkpoints
-        config.resolved()
+        resolve_models(config)
 
 
 def test_select_refuses_runs_with_another_holdout(tmp_path, cli):

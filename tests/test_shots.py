@@ -183,7 +183,7 @@ def test_rank_ranks_every_shot_of_the_table(footage, tmp_path, cli):
     tiny_checkpoint(run_dir, img_size=32)
     table = footage["table"]
     out = tmp_path / "out"
-    result = cli("rank", "--shots", footage["root"] / "shots.csv", "--models", run_dir, "--out", out,
+    result = cli("rank", "--shots", footage["root"] / "shots.csv", "--models", run_dir / "best.pt", "--out", out,
                  "--run-id", "shots", "--topk", 1000, expect=None)
     assert result.exit_code == 0 and f"ranked {len(table)}, failed 0" in cli.said(result), result.output
     scores = pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str})

@@ -27,9 +27,9 @@ from dsdi.runtime import ProcessGroup, rng_state
 from dsdi.train import loop as train_module
 from dsdi.train.config import TrainConfig
 from dsdi.train.data import holdout_split, train_val_split
-from dsdi.train.loop import METRIC_COLUMNS
 from dsdi.train.losses import create_loss
 from dsdi.train.predictions import read_predictions, read_targets
+from dsdi.train.run_folder import METRIC_COLUMNS
 from dsdi.train.schedule import learning_rate, scheduled_lr, snapshot_index, step_learning_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_two_epochs_write_config_metrics_and_checkpoints(two_epoch_run):
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["val_lrap"] == pytest.approx(metrics["val_lrap"].max())
     assert "optimizer" not in best
-    model, info = load_model(out)  # rank's path: rebuild from the file alone
+    model, info = load_model(out / "best.pt")  # rank's path: rebuild from the file alone
     assert info.img_size == SIDE and model(torch.zeros(2, 3, SIDE, SIDE)).shape == (2, len(CLASSES))
 
 
@@ -144,7 +144,7 @@ def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path
 
     # the logged LRAPs are scikit-learn's on the validation and hold-out images: re-score them from best.pt, and
     # the stored predictions are these sigmoids, the stored targets the labels
-    model, _ = load_model(two_epoch_run)
+    model, _ = load_model(two_epoch_run / "best.pt")
     train_ids, val_ids, holdout_ids = split_ids(labels)
     assert len(holdout_ids) == round(N_IMAGES * 0.05) and len(val_ids) == round((N_IMAGES - len(holdout_ids)) * 0.2)
     best_row = pd.read_csv(two_epoch_run / "metrics.csv").sort_values("val_lrap").iloc[-1]

@@ -13,7 +13,8 @@ A checkpoint is a ``torch.save``d dict (loadable with ``weights_only=True``) wit
   caller adds it as extra keys, ``save_checkpoint(path, {**checkpoint_payload(...), **training_state})``.
 
 Checkpoints are built (``checkpoint_payload``), written (``save_checkpoint``) and read (``read_checkpoint``,
-``load_model``) only here; a file that cannot be read as one raises InputError naming it, on one line.
+``checkpoint_epoch``, ``load_model``) only here; a file that cannot be read as one raises InputError naming it, on
+one line. Which checkpoint of a run folder stands for its model is ``dsdi.train.run_folder``'s.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from dsdi.files import atomic_output, read_torch_file
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
 
-BEST_NAME = "best.pt"
-LAST_NAME = "last.pt"
 REQUIRED_KEYS = ("model", "backbone", "classes", "img_size")
 _WHAT = "a dsdi checkpoint"
 
@@ -68,10 +67,11 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict saved at ``path`` (tensors on the CPU). InputError, one line naming the file, when it
-    is missing, truncated or corrupt, holds objects ``weights_only`` refuses, or lacks a key of REQUIRED_KEYS."""
-    checkpoint = read_torch_file(path, _WHAT)
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
+    """The checkpoint dict saved at ``path`` (tensors on the CPU; with ``mmap`` mapped from the file, read only when
+    used). InputError, one line naming the file, when it is missing, truncated or corrupt, holds objects
+    ``weights_only`` refuses, or lacks a key of REQUIRED_KEYS."""
+    checkpoint = read_torch_file(path, _WHAT, mmap=mmap)
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else None
     if missing is None or missing:
         found = f"lacks {', '.join(missing)}" if missing else f"holds a {type(checkpoint).__name__}, not a dict"
@@ -80,26 +80,19 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def resolve_checkpoint(model_ref: str | Path) -> Path:
-    """A run directory -> its ``best.pt`` (else ``last.pt``); a file path -> itself. InputError when neither."""
-    ref = Path(model_ref)
-    if ref.is_dir():
-        for name in (BEST_NAME, LAST_NAME):
-            if (ref / name).is_file():
-                return ref / name
-        raise InputError(f"{ref}: no {BEST_NAME} or {LAST_NAME} in this run directory (did training finish?)")
-    if not ref.is_file():
-        raise InputError(f"{ref}: no such checkpoint file or run directory")
-    return ref
+def checkpoint_epoch(path: str | Path) -> int:
+    """The completed epochs the checkpoint at ``path`` holds (0 when it says none), read without loading its
+    tensors; InputError as ``read_checkpoint``."""
+    return int(read_checkpoint(path, mmap=True).get("epoch") or 0)
 
 
-def load_model(model_ref: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the classifier of a run directory or checkpoint file, in eval mode on ``device``.
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the classifier of the checkpoint file ``path``, in eval mode on ``device``.
 
     Raises InputError for a file that is no readable checkpoint (see ``read_checkpoint``), for weights that do
     not fit its backbone, and for a class list other than this dsdi's schema.
     """
-    path = resolve_checkpoint(model_ref)
+    path = Path(path)
     checkpoint = read_checkpoint(path)
     if list(checkpoint["classes"]) != list(CLASSES):
         raise InputError(
@@ -117,11 +110,3 @@ def load_model(model_ref: str | Path, device: str | torch.device = "cpu") -> tup
     info = ModelInfo(path, checkpoint["backbone"], int(checkpoint["img_size"]), int(checkpoint.get("epoch", 0)),
                      checkpoint.get("val_lrap"))
     return model, info
-
-
-def finished_runs(runs_dir: str | Path) -> list[Path]:
-    """Run directories under ``runs_dir`` holding a best.pt or last.pt, sorted by name."""
-    if not Path(runs_dir).is_dir():
-        return []
-    return sorted(p for p in Path(runs_dir).iterdir()
-                  if p.is_dir() and ((p / BEST_NAME).is_file() or (p / LAST_NAME).is_file()))

@@ -1,8 +1,9 @@
 """``RankConfig``: every option of ``dsdi rank``, declared once (the command's flags are made from it).
 
-:meth:`RankConfig.resolved` fills the defaults that depend on other options (the models found in ``runs_dir``
-or named by an ``--ensemble`` file, equal model weights, ``submissions/<run_id>``) and checks every value, so
-``dsdi.rank.scoring.rank(RankConfig(...))`` from Python does exactly what the command does.
+:meth:`RankConfig.resolved` checks every value and reads no file; ``dsdi.rank.models.resolve_models`` fills the
+defaults that need files (the models found in ``runs_dir`` or named by an ``--ensemble`` file, equal model weights,
+``submissions/<run_id>``). ``dsdi.rank.scoring.rank(RankConfig(...))`` calls both, so from Python it does exactly
+what the command does.
 """
 
 from __future__ import annotations
@@ -116,47 +117,20 @@ class RankConfig:
         return options.updated(self, overrides, source)
 
     def resolved(self) -> RankConfig:
-        """A checked copy with ``models`` (default: every finished run in ``runs_dir``), ``model_weights``
-        (default equal), ``agg`` (max), ``run_id`` (dsdi_run) and ``out`` filled in. InputError names the flag of
-        a value no run can use.
-
-        With ``ensemble`` (an ensemble file, ``dsdi.rank.ensemble``) the models are its members' checkpoint files
-        (every missing or unfinished member named in one InputError), the weights its members' weights, and
-        ``agg``, ``fuse`` and ``run_id`` the file's unless given (``--fuse`` replaces the file's list);
-        ``models`` or ``model_weights`` given with it are refused."""
-        from dsdi.models.checkpoint import finished_runs
-        from dsdi.rank.output import RankOutput
-
+        """A checked copy (``tiles`` parsed); InputError names the flag of a value no run can use, and refuses
+        ``models`` or ``model_weights`` beside ``ensemble`` (an ensemble file names both). Reads no file: the
+        defaults that need files are ``dsdi.rank.models.resolve_models``'s."""
         options.check_values(self)
         check_device_choice(self.device)
         if self.tile_overlap >= MAX_TILE_OVERLAP:
             raise InputError(f"--tile-overlap must be below {MAX_TILE_OVERLAP:g}, got {self.tile_overlap!r}")
         if self.clips is None and self.shots is None:
             raise InputError("give --clips DIR (a folder of shot clips) or --shots TABLE (a master shot table)")
-        models, weights, agg, fuse, run_id = list(self.models), self.model_weights, self.agg, self.fuse, self.run_id
-        if self.ensemble is not None:
-            from dsdi.rank.ensemble import load_ensemble, member_checkpoints
-
-            if models or weights is not None:
-                raise InputError(f"--ensemble {self.ensemble} names the models and their weights: drop --models and "
-                                 "--model-weights (or edit the ensemble file)")
-            ensemble = load_ensemble(self.ensemble)
-            models, weights = member_checkpoints(ensemble, self.runs_dir), ensemble.weights
-            agg, run_id = agg or ensemble.agg, run_id or ensemble.name
-            fuse = fuse or ensemble.fuse
-        run_id = run_id or "dsdi_run"
-        if not self.pid.strip() or run_id.split() != [run_id]:
+        if self.ensemble is not None and (self.models or self.model_weights is not None):
+            raise InputError(f"--ensemble {self.ensemble} names the models and their weights: drop --models and "
+                             "--model-weights (or edit the ensemble file)")
+        if not self.pid.strip() or (self.run_id is not None and self.run_id.split() != [self.run_id]):
             raise InputError("--pid must not be empty and --run-id must be one word without whitespace")
-        from_file = self.ensemble is not None and not self.fuse
-        for folder, weight in fuse:
-            if not RankOutput(folder).clip_scores_csv.is_file():
-                where = f"{self.ensemble}: fuse out_dir {folder}" if from_file else f"--fuse {folder}"
-                raise InputError(f"{where}: {RankOutput(folder).clip_scores_csv} not found; rank that run first, or "
-                                 f"point --fuse OTHER_OUT_DIR:{weight:g} at a dsdi rank output folder")
-        models = models or finished_runs(self.runs_dir)
-        if not models:
-            raise InputError(f"no models: pass --models RUN_DIR ... or train one into {self.runs_dir}/")
-        weights = check_model_weights(weights or [1.0] * len(models), len(models))
-        out = Path(self.out) if self.out else SUBMISSIONS_DIR / run_id
-        return dataclasses.replace(self, models=models, model_weights=weights, agg=agg or "max", fuse=list(fuse),
-                                   run_id=run_id, out=out, tiles=parse_tiles(self.tiles))
+        if self.models and self.model_weights is not None:
+            check_model_weights(self.model_weights, len(self.models))
+        return dataclasses.replace(self, tiles=parse_tiles(self.tiles))

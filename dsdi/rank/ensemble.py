@@ -13,7 +13,8 @@ An ensemble file (``runs/ensembles/NAME.toml``; the paper's Table 3 rows ship th
     fuse = [{out_dir = "submissions/VAS3", weight = 1.0}] # optional: (1*this + W*other)/(1+W); --fuse replaces it
 
 ``load_ensemble`` reads and checks a file (InputError naming the file and key), ``member_checkpoints`` finds
-each member's checkpoint file and refuses, in one message, every member that is missing or unfinished, and
+each member's checkpoint file and refuses, in one message, every member that is missing or unfinished
+(``dsdi.train.run_folder``), and
 ``write_ensemble`` writes one (``dsdi select`` does). ``dsdi rank --ensemble FILE`` ranks with it.
 """
 
@@ -29,6 +30,7 @@ from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.index.scores import AGGREGATIONS
 from dsdi.options import read_toml
+from dsdi.train.run_folder import RunFolder
 from dsdi.workspace import RUNS_DIR
 
 CHECKPOINT_STEM = re.compile(r"best|last|snapshot_[1-9][0-9]*")
@@ -161,44 +163,26 @@ def member_checkpoints(ensemble: Ensemble, runs_dir: str | Path = RUNS_DIR) -> l
     """Each member's checkpoint file ``runs_dir/<run>/<checkpoint>.pt`` (an absolute run path as it is).
 
     One InputError lists every member that is not ready: its run folder is missing, its checkpoint file is
-    missing, or the run's ``config.toml`` and ``metrics.csv`` say it has not completed its epochs yet (a
-    ``last`` or ``best`` of an unfinished run is not the model the ensemble means). Reads no checkpoint."""
-    from dsdi.train.config import CONFIG_NAME
-    from dsdi.train.loop import METRICS_NAME
-
+    missing, or the run is not finished (``RunFolder.is_finished``: a ``last`` or ``best`` of an unfinished run is
+    not the model the ensemble means). Of the checkpoints it reads last.pt's epoch only."""
     paths, problems = [], []
     for member in ensemble.members:
-        run_dir = Path(runs_dir) / member.run
-        checkpoint = run_dir / f"{member.checkpoint}.pt"
+        run = RunFolder(Path(runs_dir) / member.run)
+        checkpoint = run.checkpoint(member.checkpoint)
         paths.append(checkpoint)
-        if not run_dir.is_dir():
-            problems.append(f"{member.label}: no run folder {run_dir} (train it, e.g. dsdi train --config "
+        if not run.path.is_dir():
+            problems.append(f"{member.label}: no run folder {run} (train it, e.g. dsdi train --config "
                             f"{Path(runs_dir) / member.run.name}.toml)")
         elif not checkpoint.is_file():
             problems.append(f"{member.label}: {checkpoint} not found (training unfinished, or no such checkpoint)")
-        else:
-            done, planned = _epochs(run_dir / CONFIG_NAME, run_dir / METRICS_NAME)
-            if done is not None and planned is not None and done < planned:
-                problems.append(f"{member.label}: unfinished, {done} of {planned} epochs in {run_dir} "
-                                "(resume it with dsdi train --out RUN --resume)")
+        elif reason := run.unfinished_reason():
+            problems.append(f"{member.label}: unfinished in {run}: {reason} (resume it with dsdi train --out {run} "
+                            "--resume)")
     if problems:
         where = ensemble.path or ensemble.name
         raise InputError(f"{where}: {len(problems)} of {len(ensemble.members)} members not ready: "
                          + "; ".join(problems))
     return paths
-
-
-def _epochs(config_toml: Path, metrics_csv: Path) -> tuple[int | None, int | None]:
-    """(epochs completed per metrics.csv, epochs planned per config.toml); None where a file is absent."""
-    planned = None
-    if config_toml.is_file():
-        value = read_toml(config_toml).get("epochs")
-        planned = value if isinstance(value, int) and not isinstance(value, bool) else None
-    done = None
-    if metrics_csv.is_file():
-        lines = [line for line in metrics_csv.read_text(encoding="utf-8").splitlines() if line.strip()]
-        done = max(0, len(lines) - 1)
-    return done, planned
 
 
 def _toml_text(value: str) -> str:

@@ -34,10 +34,11 @@ from dsdi.errors import InputError
 from dsdi.files import file_sha256
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
-from dsdi.models.checkpoint import load_model, resolve_checkpoint
+from dsdi.models.checkpoint import load_model
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
 from dsdi.rank.fusion import fuse_and_write
+from dsdi.rank.models import resolve_models
 from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
 from dsdi.rank.views import Views
 from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
@@ -73,19 +74,26 @@ def _views(config: RankConfig) -> Views:
     return Views(config.tta == "flip", config.tiles, config.tile_overlap)
 
 
-def _load_models(config: RankConfig, device: torch.device) -> list[_Model]:
-    """Each checkpoint on device, with its index key (``model_key``: content hash, sampling rate, views)."""
-    models = []
-    for ref in config.models:
-        checkpoint = resolve_checkpoint(ref)
+def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model], list[float]]:
+    """Each distinct checkpoint file of the resolved config on device, with its index key (``model_key``: content
+    hash, sampling rate, views), and its weight: checkpoints with the same content (a file given twice, or copies)
+    are loaded and scored once and their weights add up."""
+    models: list[_Model] = []
+    weights: list[float] = []
+    for checkpoint, weight in zip(config.models, config.model_weights, strict=True):
+        digest = file_sha256(checkpoint)
+        same = next((k for k, model in enumerate(models) if model.sha256 == digest), None)
+        if same is not None:
+            weights[same] += weight
+            continue
         module, info = load_model(checkpoint, device)
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
-        digest = file_sha256(checkpoint)
         key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap)
         models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module))
-    return models
+        weights.append(weight)
+    return models, weights
 
 
 def _find_clips(config: RankConfig) -> list[Clip]:
@@ -331,16 +339,16 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
 def rank(config: RankConfig) -> RankResult:
     """Score every clip with every model (resuming from the index), fuse, rank and write OUT_DIR outputs.
 
-    ``config`` is resolved first (:meth:`RankConfig.resolved`). Under torchrun, process r scores every world-th
+    ``config`` is resolved first (``dsdi.rank.models.resolve_models``). Under torchrun, process r scores every world-th
     clip still to score; process 0 registers the work, fuses and writes. Raises InputError for a missing/empty
     clip folder, bad models or flags, and when no clip could be ranked (failures.csv and run.json are still
     written then)."""
     started = time.perf_counter()
-    config = config.resolved()
+    config = resolve_models(config)
     clips = _find_clips(config)
     group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
     device = pick_device(config.device, group.local_rank)
-    models = _load_models(config, device)
+    models, weights = _load_models(config, device)
     index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:
         todo = _work_list(index, clips, models, config.fps, group)
@@ -353,7 +361,7 @@ def rank(config: RankConfig) -> RankResult:
         clips_scored, frames_scored = int(group.sum(clips_scored)), int(group.sum(frames_scored))  # also waits
         run_info = RunFacts(
             run_id=config.run_id, models=[str(m.checkpoint) for m in models], model_keys=[m.key for m in models],
-            backbones=[m.backbone for m in models], weights=config.model_weights, agg=config.agg, fps=config.fps,
+            backbones=[m.backbone for m in models], weights=weights, agg=config.agg, fps=config.fps,
             topk=config.topk, fuse=[FusedRun(str(p), w) for p, w in config.fuse], pid=config.pid,
             tr_type=config.tr_type, priority=config.priority,
             views=ViewFacts(config.tta, f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,

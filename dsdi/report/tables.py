@@ -34,8 +34,7 @@ from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.options import read_toml
 from dsdi.rank.output import RankOutput
-from dsdi.train.config import CONFIG_NAME
-from dsdi.train.loop import METRICS_NAME
+from dsdi.train.run_folder import CONFIG_NAME, RunFolder
 from dsdi.trecvid.evaluation import DEFAULT_K, evaluate_run
 from dsdi.trecvid.submission import read_qrels
 from dsdi.workspace import RUNS_DIR
@@ -114,33 +113,25 @@ def _number(value: Any) -> float | None:
 
 def table2_row(run_dir: str | Path) -> dict[str, Any]:
     """One Table 2 row from a run folder (see the module docstring); InputError when it holds no config.toml."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / CONFIG_NAME
-    if not config_path.is_file():
-        raise InputError(f"{run_dir}: no {CONFIG_NAME}; pass run folders written by dsdi train or dsdi sweep")
-    config = read_toml(config_path)
+    run = RunFolder(Path(run_dir))
+    if not run.config_toml.is_file():
+        raise InputError(f"{run}: no {CONFIG_NAME}; pass run folders written by dsdi train or dsdi sweep")
+    config = read_toml(run.config_toml)
     row: dict[str, Any] = {column: None for column in TABLE2_COLUMNS}
-    row.update(index=run_dir.name, paper_lrap=paper_lrap(run_dir.name))
+    row.update(index=run.path.name, paper_lrap=paper_lrap(run.path.name))
     for key in ("backbone", "loss", "gamma", "beta", "th", "none_weight", "drop_max_loss", "snapshots", "img_size",
                 "epochs"):
         row[key] = config.get(key)
-    metrics_path = run_dir / METRICS_NAME
-    if not metrics_path.is_file():
-        row["epochs_done"] = 0
+    metrics = run.read_metrics()  # InputError when malformed
+    row["epochs_done"] = metrics.epochs_done if metrics is not None else 0
+    if metrics is None or not metrics.rows:
         return row
-    try:
-        metrics = pd.read_csv(metrics_path)
-        epochs = pd.to_numeric(metrics["epoch"], errors="raise")
-    except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
-        raise InputError(f"{metrics_path}: not a dsdi metrics table ({error})") from None
-    row["epochs_done"] = int(epochs.max()) if len(epochs) else 0
-    row["train_seconds"] = float(pd.to_numeric(metrics.get("seconds"), errors="coerce").sum()) if len(metrics) else None
-    lrap = pd.to_numeric(metrics.get("val_lrap", pd.Series(dtype=float)), errors="coerce")
-    if lrap.notna().any():
-        best = int(lrap.idxmax())
-        row["best_epoch"] = int(epochs[best])
+    row["train_seconds"] = metrics.train_seconds
+    best = metrics.best()
+    if best is not None:
+        row["best_epoch"] = best.epoch
         for column in ("val_lrap", "val_map", "holdout_lrap", "holdout_map"):
-            row[column] = _number(metrics[column][best]) if column in metrics else None
+            row[column] = _number(getattr(best, column))
     return row
 
 

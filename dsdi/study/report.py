@@ -10,8 +10,6 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-import pandas as pd
-
 from dsdi.files import write_text_atomic
 from dsdi.study.claims import Claim, Row, measure_claims
 from dsdi.study.design import VARIANTS, WORLDS, StudySize, run_dir
@@ -23,7 +21,7 @@ from dsdi.study.stats import (
     REPRODUCED,
     verdict_text,
 )
-from dsdi.train.loop import METRICS_NAME
+from dsdi.train.run_folder import RunFolder, read_metrics
 
 VERDICT_COLOURS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e"}
 INCONCLUSIVE_COLOUR = "#6e7781"
@@ -107,7 +105,7 @@ def figure_svg(claims: list[Claim]) -> str:
 
 def _training_seconds(root: Path, size: StudySize) -> float:
     """Training time of every run, from the seconds column of their metrics.csv."""
-    return sum(float(pd.read_csv(run_dir(root, v.name, seed) / METRICS_NAME)["seconds"].sum())
+    return sum(read_metrics(RunFolder(run_dir(root, v.name, seed)).metrics_csv).train_seconds
                for v in VARIANTS for seed in size.seeds)
 
 

@@ -19,10 +19,9 @@ from dsdi.models.backbones import default_img_size
 from dsdi.options import option
 from dsdi.runtime import DEVICE_CHOICES, default_workers
 from dsdi.train.losses import LOSSES, create_loss
+from dsdi.train.run_folder import RunFolder
 from dsdi.workspace import IMAGES_DIR, LABELS_CSV, RUNS_DIR
 
-CONFIG_NAME = "config.toml"
-"""The resolved config a run writes into its directory (and ``--resume`` reads back)."""
 TRAIN_WORKERS_CAP = 4
 SCHEDULES = ("cosine", "step")
 
@@ -134,10 +133,11 @@ class TrainConfig:
         recipe_values = options.read_toml(recipe) if recipe is not None else {}
         config = cls()
         run_dir = flags.get("out") or recipe_values.get("out")
-        if resume and run_dir and (Path(run_dir) / CONFIG_NAME).is_file():
-            own = options.read_toml(Path(run_dir) / CONFIG_NAME)
+        own_toml = RunFolder(run_dir).config_toml if resume and run_dir else None
+        if own_toml is not None and own_toml.is_file():
+            own = options.read_toml(own_toml)
             own.setdefault("holdout_fraction", 0.0)  # a run from before the common hold-out keeps its images
-            config = config.updated(own, source=str(Path(run_dir) / CONFIG_NAME))
+            config = config.updated(own, source=str(own_toml))
         if recipe is not None:
             config = config.updated(recipe_values, source=str(recipe))
         return config.updated(flags, source="command line")

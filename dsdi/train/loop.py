@@ -1,17 +1,11 @@
 """The training loop (`dsdi train`): ``train(config) -> run dir``, in named parts.
 
-What a run writes into ``runs/NAME/``:
-
-- ``config.toml``   the fully resolved config (flat TOML; read back with ``TrainConfig.from_toml``)
-- ``metrics.csv``   one row per epoch: epoch, lr (at the epoch's first step), train_loss, val_loss,
-                    val_lrap, val_map, holdout_lrap, holdout_map (NaN without a hold-out), seconds (train,
-                    validation and hold-out wall time), images_per_s (training images per second, all
-                    processes), broken_images (rewritten atomically each epoch)
-- ``last.pt``       the last completed epoch plus optimizer, scheduler and RNG state (for ``--resume``)
-- ``best.pt``       the epoch with the highest validation LRAP
-- ``snapshot_K.pt`` with ``snapshots = N``: the model at the end of each of the N cosine cycles
-- ``predictions/``  (``dsdi.train.predictions``) the validation and hold-out sigmoids of every kept checkpoint
-                    (``best``, ``last``, ``snapshot_K``), written just before it, and the images' soft targets
+What a run writes into ``runs/NAME/``, in which order, and when it is finished: ``dsdi.train.run_folder``
+(``config.toml``: the fully resolved config, read back with ``TrainConfig.from_toml``; ``metrics.csv``;
+``last.pt``: the last completed epoch plus optimizer, scheduler and RNG state, for ``--resume``; ``best.pt``: the
+epoch with the highest validation LRAP; ``snapshot_K.pt`` with ``snapshots = N``: the model at the end of each of
+the N cosine cycles; ``predictions/``: the validation and hold-out sigmoids of every kept checkpoint, and the images'
+soft targets).
 
 Images: the common hold-out (``holdout_fraction`` of the labels file's ids, chosen by ``holdout_seed`` alone, so
 the same for every recipe: ensembles are judged on images no member saw) is set aside first; the readable rest
@@ -43,7 +37,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,14 +46,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dsdi.errors import InputError
-from dsdi.files import write_text_atomic
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
-from dsdi.models.checkpoint import BEST_NAME, LAST_NAME, checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.options import plain_values
 from dsdi.progress import progress_bar
 from dsdi.runtime import ProcessGroup, join_process_group, pick_device, rng_state, seed_everything, set_rng_state
-from dsdi.train.config import CONFIG_NAME, TrainConfig
+from dsdi.train.config import TrainConfig
 from dsdi.train.data import (
     Augmentation,
     LabelledImageDataset,
@@ -75,10 +67,8 @@ from dsdi.train.losses import create_loss
 from dsdi.train.metrics import lrap, per_class_average_precision
 from dsdi.train.predictions import write_predictions, write_targets
 from dsdi.train.schedule import scheduled_lr, snapshot_index
+from dsdi.train.run_folder import LAST_NAME, EpochMetrics, RunFolder
 
-METRICS_NAME = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_lrap", "val_map", "holdout_lrap", "holdout_map",
-                  "seconds", "images_per_s", "broken_images")
 AUGMENTATION = Augmentation()  # paper section 3, on each training batch on the device (dsdi.train.data.training_batch)
 
 console = Console(stderr=True)
@@ -108,8 +98,8 @@ class TrainingState:
     step: int = 0
     """Optimizer steps taken: the position in the learning-rate schedule."""
     best_val_lrap: float = -math.inf
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    """One METRIC_COLUMNS row per completed epoch (process 0 only)."""
+    metrics: list[EpochMetrics] = field(default_factory=list)
+    """One metrics.csv row per completed epoch (process 0 only)."""
 
 
 @dataclass
@@ -189,7 +179,7 @@ def _run(config: TrainConfig, resume: bool, group: ProcessGroup) -> Path:
         return run_dir
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        config.to_toml(run_dir / CONFIG_NAME)
+        config.to_toml(RunFolder(run_dir).config_toml)
         _write_targets(run_dir, loaders)
     amp_text = f" amp {amp_dtype}" if amp_dtype else ""
     held = len(loaders.holdout.dataset) if loaders.holdout is not None else 0
@@ -210,16 +200,16 @@ def _run(config: TrainConfig, resume: bool, group: ProcessGroup) -> Path:
             continue
         if stats.broken:
             _report_broken(epoch, stats)
-        state.metrics.append({
-            "epoch": epoch, "lr": epoch_lr, "train_loss": stats.train_loss, "val_loss": val.loss,
-            "val_lrap": val.lrap, "val_map": val.map, "holdout_lrap": holdout.lrap, "holdout_map": holdout.map,
-            "seconds": time.perf_counter() - started, "images_per_s": stats.images / max(stats.seconds, 1e-9),
-            "broken_images": stats.broken,
-        })
+        state.metrics.append(EpochMetrics(
+            epoch=epoch, lr=epoch_lr, train_loss=stats.train_loss, val_loss=val.loss, val_lrap=val.lrap,
+            val_map=val.map, holdout_lrap=holdout.lrap, holdout_map=holdout.map,
+            seconds=time.perf_counter() - started, images_per_s=stats.images / max(stats.seconds, 1e-9),
+            broken_images=stats.broken,
+        ))
         save_epoch(run_dir, state, config, val, holdout)
         held_text = f" holdout_lrap {holdout.lrap:.4f}" if loaders.holdout is not None else ""
         _say(group, f"epoch {epoch}: train_loss {stats.train_loss:.4f} val_loss {val.loss:.4f} val_lrap {val.lrap:.4f} "
-                    f"val_map {val.map:.4f}{held_text} ({state.metrics[-1]['images_per_s']:.1f} images/s)")
+                    f"val_map {val.map:.4f}{held_text} ({state.metrics[-1].images_per_s:.1f} images/s)")
     return run_dir
 
 
@@ -241,7 +231,7 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 def _resumable_checkpoint(run_dir: Path, config: TrainConfig, resume: bool, group: ProcessGroup) -> dict | None:
     """``last.pt`` of ``run_dir`` when resuming (None when absent); InputError when a run is there without
     ``resume`` or when it cannot continue under ``config``."""
-    last = run_dir / LAST_NAME
+    last = RunFolder(run_dir).last
     if not last.is_file():
         if resume:
             _say(group, f"{run_dir}: no {LAST_NAME} yet, starting from scratch")
@@ -350,10 +340,9 @@ def restore_state(state: TrainingState, checkpoint: dict, config: TrainConfig, r
     state.epoch, state.step = int(checkpoint["epoch"]), int(checkpoint["scheduler"]["step"])
     state.best_val_lrap = float(checkpoint.get("best_val_lrap", -math.inf))
     set_rng_state(checkpoint["rng"])
-    metrics_path = run_dir / METRICS_NAME
-    if metrics_path.is_file():
-        table = pd.read_csv(metrics_path)
-        state.metrics = table[table["epoch"] <= state.epoch].to_dict("records")
+    table = RunFolder(run_dir).read_metrics()
+    if table is not None:
+        state.metrics = table.up_to(state.epoch)
     _say(group, f"resuming {run_dir} after epoch {state.epoch} of {config.epochs}")
 
 
@@ -407,8 +396,8 @@ def _report_broken(epoch: int, stats: EpochStats) -> None:
 
 
 def _non_finite_message(loss: float, epoch: int, step: int, lr: float, run_dir: Path) -> str:
-    kept = (f"the last good checkpoint is {run_dir / LAST_NAME} (epoch {epoch - 1}); lower --lr or check the labels, "
-            "then continue with --resume" if epoch > 1
+    kept = (f"the last good checkpoint is {RunFolder(run_dir).last} (epoch {epoch - 1}); lower --lr or check the "
+            "labels, then continue with --resume" if epoch > 1
             else "no epoch completed, so no checkpoint was written; lower --lr or check the labels")
     return f"the training loss became {loss} at epoch {epoch}, step {step} (lr {lr:.3g}); training stopped: {kept}"
 
@@ -462,16 +451,16 @@ def save_epoch(run_dir: Path, state: TrainingState, config: TrainConfig, val: Ev
                holdout: Evaluation) -> None:
     """Write metrics.csv, then best.pt, snapshot_K.pt and last.pt, each after its predictions (last.pt last, so a
     kill leaves a consistent run: an epoch whose last.pt was not written is trained again on --resume)."""
-    write_text_atomic(run_dir / METRICS_NAME, pd.DataFrame(state.metrics, columns=list(METRIC_COLUMNS))
-                      .to_csv(index=False))
+    folder = RunFolder(run_dir)
+    folder.write_metrics(state.metrics)
     payload = checkpoint_payload(state.model, backbone=config.backbone, img_size=config.img_size, epoch=state.epoch,
                                  val_lrap=val.lrap, config=plain_values(config))
     if val.lrap > state.best_val_lrap:
         state.best_val_lrap = val.lrap
-        _save_with_predictions(run_dir / BEST_NAME, payload, val, holdout)
+        _save_with_predictions(folder.best, payload, val, holdout)
     snapshot = snapshot_index(state.epoch, config.epochs, config.snapshots)
     if snapshot is not None:
-        _save_with_predictions(run_dir / f"snapshot_{snapshot}.pt", payload, val, holdout)
+        _save_with_predictions(folder.checkpoint(f"snapshot_{snapshot}"), payload, val, holdout)
     training_state = {
         "optimizer": state.optimizer.state_dict(),
         "scheduler": {"step": state.step, "kind": config.schedule, "snapshots": config.snapshots},
@@ -480,4 +469,4 @@ def save_epoch(run_dir: Path, state: TrainingState, config: TrainConfig, val: Ev
     }
     if state.scaler.is_enabled():
         training_state["scaler"] = state.scaler.state_dict()
-    _save_with_predictions(run_dir / LAST_NAME, {**payload, **training_state}, val, holdout)
+    _save_with_predictions(folder.last, {**payload, **training_state}, val, holdout)

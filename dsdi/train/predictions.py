@@ -22,15 +22,15 @@ import pandas as pd
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.labels.schema import CLASSES
+from dsdi.train.run_folder import RunFolder
 
-PREDICTIONS_DIR = "predictions"
 PARTS = ("val", "holdout")
 
 
 def _path(run_dir: str | Path, name: str, part: str) -> Path:
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")  # a calling-code contract, never a user value
-    return Path(run_dir) / PREDICTIONS_DIR / f"{name}.{part}.csv"
+    return RunFolder(run_dir).predictions / f"{name}.{part}.csv"
 
 
 def _write(path: Path, image_ids: list[str], values: np.ndarray) -> None:

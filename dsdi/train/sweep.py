@@ -1,10 +1,11 @@
 """``dsdi sweep``: train a list of recipes (times seeds) one after another, each into its own run folder.
 
-A sweep is resumable by running it again: a finished run (its ``last.pt`` at the config's ``epochs``) is
-skipped, an interrupted one resumes from its ``last.pt`` (``TrainConfig.layered(flags, recipe, resume=True)``,
-so the run's own config.toml < the recipe < the ``--set`` overrides, then ``train(config, resume=True)``), a
-new one starts. A run that fails (bad input, a non-finite loss, any exception) is reported with its message
-and the sweep carries on; :class:`SweepResult` lists what happened to every run.
+A sweep is resumable by running it again: a finished run (``dsdi.train.run_folder``: every epoch of the config's
+``epochs`` recorded and in ``last.pt``) is skipped, an interrupted one resumes from its ``last.pt``
+(``TrainConfig.layered(flags, recipe, resume=True)``, so the run's own config.toml < the recipe < the ``--set``
+overrides, then ``train(config, resume=True)``), a new one starts. A run that fails (bad input, a non-finite loss,
+any exception) is reported with its message and the sweep carries on; :class:`SweepResult` lists what happened
+to every run.
 
 Run folders: the recipe's ``out`` (``runs/<recipe stem>`` when it has none), or ``<out_root>/<recipe stem>``;
 with seeds, ``-s<seed>`` is appended and the seed is the run's ``seed`` (init and augmentation; the split
@@ -26,17 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dsdi.errors import InputError
-from dsdi.models.checkpoint import LAST_NAME, read_checkpoint
 from dsdi.options import check_field_value, read_toml
 from dsdi.runtime import join_process_group, pick_device
 from dsdi.train.config import TrainConfig
-from dsdi.train.loop import METRICS_NAME, train
+from dsdi.train.loop import train
+from dsdi.train.run_folder import RunFolder
 from dsdi.workspace import RUNS_DIR
 
 if sys.version_info >= (3, 11):
@@ -118,36 +118,15 @@ def _say(message: str, style: str | None = None) -> None:
         console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
-def _metrics(run_dir: Path) -> pd.DataFrame | None:
-    path = run_dir / METRICS_NAME
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError):
-        return None
-
-
 def _progress(run_dir: Path) -> tuple[int, float]:
-    """(epochs recorded in metrics.csv, best validation LRAP so far; NaN when none)."""
-    table = _metrics(run_dir)
-    if table is None or "epoch" not in table or not len(table):
-        return 0, math.nan
-    lrap = pd.to_numeric(table.get("val_lrap", pd.Series(dtype=float)), errors="coerce")
-    best = float(lrap.max()) if lrap.notna().any() else math.nan
-    return int(pd.to_numeric(table["epoch"], errors="coerce").max()), best
-
-
-def run_is_finished(run_dir: Path, epochs: int) -> bool:
-    """True when metrics.csv records ``epochs`` epochs and ``last.pt`` holds epoch ``epochs`` (or more): a kill
-    between the two writes leaves a run that resumes, not one that is skipped."""
-    done, _ = _progress(run_dir)
-    if done < epochs or not (run_dir / LAST_NAME).is_file():
-        return False
+    """(epochs recorded in metrics.csv, best validation LRAP so far; NaN when none). A damaged metrics.csv counts
+    as none: train() says what is wrong with it."""
     try:
-        return int(read_checkpoint(run_dir / LAST_NAME)["epoch"]) >= epochs
+        table = RunFolder(run_dir).read_metrics()
     except InputError:
-        return False  # a damaged last.pt: let train() say what is wrong with it
+        table = None
+    best = table.best() if table is not None else None
+    return (table.epochs_done if table is not None else 0), (best.val_lrap if best is not None else math.nan)
 
 
 def run_folder(recipe: Path, recipe_values: Mapping[str, Any], seed: int | None, out_root: Path | None) -> Path:
@@ -198,11 +177,11 @@ def _one_run(recipe: Path, seed: int | None, folder: Path, overrides: Mapping[st
     try:
         config = TrainConfig.layered(flags, recipe=recipe, resume=True)
         epochs = config.epochs
-        if run_is_finished(folder, epochs):
+        if RunFolder(folder).is_finished(epochs):
             done, best = _progress(folder)
             _say(f"{label} {name}: skipped, finished ({done}/{epochs} epochs) in {folder}")
             return RunOutcome(recipe, name, seed, folder, "skipped", done, epochs, best, 0.0)
-        resuming = (folder / LAST_NAME).is_file()
+        resuming = RunFolder(folder).last.is_file()
         done_before, _ = _progress(folder)
         verb = f"resuming after epoch {done_before}" if resuming else "training"
         _say(f"{label} {name}: {verb} ({config.backbone}, {config.loss}, {epochs} epochs) -> {folder}")
