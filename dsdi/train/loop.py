@@ -66,8 +66,8 @@ from dsdi.train.data import (
 from dsdi.train.losses import create_loss
 from dsdi.train.metrics import lrap, per_class_average_precision
 from dsdi.train.predictions import write_predictions, write_targets
-from dsdi.train.schedule import scheduled_lr, snapshot_index
 from dsdi.train.run_folder import LAST_NAME, EpochMetrics, RunFolder
+from dsdi.train.schedule import scheduled_lr, snapshot_index
 
 AUGMENTATION = Augmentation()  # paper section 3, on each training batch on the device (dsdi.train.data.training_batch)
 
