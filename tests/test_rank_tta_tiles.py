@@ -184,5 +184,5 @@ def test_bad_flags_exit_2_with_one_line(pattern, tmp_path, flags, says, cli):
 def test_tiles_text_and_help(cli):
     assert parse_tiles("3x2") == (3, 2) and parse_tiles(" 2X4 ") == (2, 4) and parse_tiles((1, 1)) == (1, 1)
     assert parse_tiles("none") is None and parse_tiles(None) is None
-    shown = " ".join(cli("rank", "--help").output.split())
+    shown = " ".join(cli("rank", "--help", env={"COLUMNS": "250"}, terminal_width=250).output.split())
     assert "--tta" in shown and "--tiles" in shown and "--tile-overlap" in shown and "own model key" in shown

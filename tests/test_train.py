@@ -400,7 +400,7 @@ def test_torchrun_two_cpu_processes_write_one_set_of_outputs(world, tmp_path):
 
 
 def test_config_toml_round_trip_and_bad_configs_exit_2(tmp_path, cli):
-    config = TrainConfig(labels='a "quoted"\\path.csv', backbone="hrnet_w18", loss="rfl", gamma=2.0, th=0.3,
+    config = TrainConfig(labels=Path('a "quoted"\\path.csv'), backbone="hrnet_w18", loss="rfl", gamma=2.0, th=0.3,
                          drop_max_loss=True, lr=1e-30, weight_decay=0.0, snapshots=3, workers=0).resolved()  # fmt: skip
     config.to_toml(tmp_path / "config.toml")
     assert TrainConfig.from_toml(tmp_path / "config.toml") == config
