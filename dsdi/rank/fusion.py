@@ -24,10 +24,10 @@ from dsdi.files import atomic_output, file_sha256
 from dsdi.index.db import registered_models
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES
-from dsdi.models.checkpoint import resolve_checkpoint
 from dsdi.options import check_field_value
 from dsdi.rank.config import RankConfig, check_model_weights
 from dsdi.rank.output import FAILURE_COLUMNS, FUSION_KEYS, FusedRun, RankOutput, RankResult, RunFacts
+from dsdi.train.run_folder import model_checkpoint
 
 
 def fused_scores(index: ScoreIndex, model_keys: list[str], weights: list[float], agg: str,
@@ -109,7 +109,7 @@ def _run_models_named(models: list[tuple[str, str, str]], ref: str | Path) -> li
     hits = hits or [i for i, (path, _, _) in enumerate(models) if same(Path(ref), Path(path))
                     or same(Path(ref), Path(path).parent)]
     if not hits and Path(ref).exists():
-        digest = file_sha256(resolve_checkpoint(ref))[:16]
+        digest = file_sha256(model_checkpoint(ref))[:16]
         hits = [i for i, (_, key, _) in enumerate(models) if key.startswith(f"{digest}@")]
     return hits
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import FEATURES
-from dsdi.models.checkpoint import BEST_NAME
 from dsdi.rank.output import RankOutput
 from dsdi.rank.selection import forward_selection, holdout_map
 from dsdi.study.design import (
@@ -33,6 +32,7 @@ from dsdi.study.design import (
 from dsdi.study.measure import ClipJudge, clip_scores, holdout_scores, image_ap, mean_scores, read_truth
 from dsdi.study.stats import Difference, difference, verdict_text
 from dsdi.train.predictions import read_targets
+from dsdi.train.run_folder import BEST_NAME
 
 
 @dataclass(frozen=True)

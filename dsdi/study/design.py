@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsdi.models.checkpoint import BEST_NAME
 from dsdi.options import updated, write_toml
 from dsdi.train.config import TrainConfig
+from dsdi.train.run_folder import BEST_NAME
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from rich.console import Console
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.labels.crowd import make_labels
-from dsdi.models.checkpoint import BEST_NAME
 from dsdi.rank.config import RankConfig
 from dsdi.rank.scoring import rank
 from dsdi.study.design import (
@@ -43,6 +42,7 @@ from dsdi.study.design import (
 )
 from dsdi.study.report import write_report
 from dsdi.synth import build_world
+from dsdi.train.run_folder import BEST_NAME
 from dsdi.train.sweep import sweep
 
 console = Console(stderr=True)
