@@ -21,7 +21,8 @@ class Opaque:
 def test_payload_holds_the_documented_keys():
     model = create_backbone("lcnet_050")
     payload = checkpoint_payload(model, backbone="lcnet_050", img_size=64, epoch=3, val_lrap=0.25, config={"lr": 1})
-    assert set(payload) == {"model", "backbone", "classes", "img_size", "epoch", "val_lrap", "config"}
+    assert set(payload) == {"model", "backbone", "classes", "img_size", "epoch", "val_lrap", "config", "mean", "std",
+                            "interpolation"}
     assert payload["classes"] == list(CLASSES) and payload["config"] == {"lr": 1} and payload["epoch"] == 3
     assert checkpoint_payload(model, backbone="lcnet_050", img_size=64)["config"] == {}
 

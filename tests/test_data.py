@@ -171,6 +171,54 @@ def test_training_items_are_the_validation_pixels_as_uint8(image_dir):
         torch.testing.assert_close(target, validation[index][1])
 
 
+def test_a_models_own_mean_and_std_normalise_training_and_validation(image_dir):
+    """training_batch and the validation items with a model's mean/std other than ImageNet's, against a float64
+    re-derivation of the normalisation; the corners the rotation uncovers are the mean, 0 once normalised."""
+    mean, std = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
+    mean64, std64 = (torch.tensor(values, dtype=torch.float64).view(3, 1, 1) for values in (mean, std))
+    torch.manual_seed(0)
+    images = (torch.rand(6, 3, 48, 48) * 255).round().to(torch.uint8)
+    augmentation = Augmentation(rotation_degrees=45.0)
+    torch.manual_seed(3)
+    draws = torch.rand(6, 7) * 2 - 1
+    torch.manual_seed(3)
+    augmented = augmentation.apply(images, fill=mean).double()
+    torch.manual_seed(3)
+    batch = training_batch(images, augmentation, mean, std)
+    torch.testing.assert_close(batch.double(), (augmented - mean64) / std64, atol=1e-5, rtol=0)
+    turned = draws[:, 6].abs() * 45.0 > 20.0  # the corner pixel lies outside the turned image
+    assert turned.any() and batch[turned][:, :, 0, 0].abs().max() < 1e-5
+    torch.testing.assert_close(augmented[turned][:, :, 0, 0], mean64.view(1, 3).expand(int(turned.sum()), 3))
+
+    labels = _labels(["good/a.jpg", "good/b.png"])
+    own = LabelledImageDataset(labels, image_dir, 32, train=False, mean=mean, std=std)
+    for index, name in enumerate(("good/a.jpg", "good/b.png")):
+        unit = torch.from_numpy(np.array(decode_image(image_dir / name, 32))).permute(2, 0, 1).double()[None] / 255
+        unit = torch.nn.functional.interpolate(unit, size=(32, 32), mode="bilinear", antialias=True,
+                                               align_corners=False)[0]
+        torch.testing.assert_close(own[index][0].double(), (unit - mean64) / std64, atol=1e-5, rtol=0)
+
+
+def test_training_normalises_with_the_backbones_timm_config(tmp_path):
+    """make_loaders takes the mean/std of the backbone's timm config (test_convnext: 0.5 / 0.5) for its loaders
+    and the validation items."""
+    from dsdi.runtime import ProcessGroup
+    from dsdi.train.config import TrainConfig
+    from dsdi.train.loop import make_loaders
+
+    ids = [f"scene_{i}.png" for i in range(10)]
+    for i, name in enumerate(ids):
+        _scene(40, 30, i).save(tmp_path / name)
+    _labels(ids).to_csv(tmp_path / "labels.csv", index=False)
+    config = TrainConfig(labels=tmp_path / "labels.csv", images=tmp_path, backbone="test_convnext", img_size=32)
+    loaders = make_loaders(config, torch.device("cpu"), ProcessGroup())
+    assert (loaders.preprocessing.mean, loaders.preprocessing.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    item = loaders.val.dataset[0][0]
+    imagenet = LabelledImageDataset(_labels(loaders.val.dataset.image_ids[:1]), tmp_path, 32, train=False)[0][0]
+    unit = imagenet * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    torch.testing.assert_close(item, (unit - 0.5) / 0.5, atol=1e-5, rtol=0)
+
+
 def test_batch_augmentation_is_torchvision_colour_jitter_flips_and_rotation_per_image():
     """Augmentation.apply against torchvision's functional ops applied one image at a time with the same draws
     (brightness, contrast, saturation, hue, horizontal flip, vertical flip, rotation), inside the rotated frame;

@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 import torch
 from colour_clips import make_pattern_clip
+from conftest import tiny_checkpoint
 from rank_models import IMG, model_sigmoids, save_pattern_model
 
 from dsdi.files import file_sha256
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES
-from dsdi.models.preprocess import frames_to_tensor
+from dsdi.models.preprocess import frames_to_tensor, resize_unit
 from dsdi.rank.config import parse_tiles
 from dsdi.rank.scoring import model_key
 from dsdi.rank.views import tile_boxes
@@ -82,14 +83,20 @@ def frames_at(path, sizes, backend=None):
     return [np.concatenate(parts) for parts in zip(*(frames for frames, _ in chunks), strict=True)]
 
 
-def by_hand(run_dir, whole, source, tiles, overlap, flip):
+def by_hand(run_dir, whole, source, tiles, overlap, flip, mean_std=None):
     """(frame scores (N, 37), whole-frame sigmoids (N, 37)): per class the max over the whole frames and their
-    tiles (cut from source) of each view's sigmoid, with flip the mean of the view's and its mirror's."""
-    views = [frames_to_tensor(whole, IMG)]
+    tiles (cut from source) of each view's sigmoid, with flip the mean of the view's and its mirror's. Each view
+    normalised by frames_to_tensor (ImageNet's mean/std), or with mean_std = (mean, std) in float64."""
+    def view(frames):
+        if mean_std is None:
+            return frames_to_tensor(frames, IMG)
+        mean, std = (torch.tensor(values, dtype=torch.float64).view(3, 1, 1) for values in mean_std)
+        return ((resize_unit(frames, IMG).double() - mean) / std).float()
+
+    views = [view(whole)]
     if tiles:
         height, width = source.shape[1:3]
-        views += [frames_to_tensor(source[:, y0:y1, x0:x1], IMG)
-                  for x0, y0, x1, y1 in tile_boxes(width, height, *tiles, overlap)]
+        views += [view(source[:, y0:y1, x0:x1]) for x0, y0, x1, y1 in tile_boxes(width, height, *tiles, overlap)]
     scores = [model_sigmoids(run_dir, view) for view in views]
     if flip:
         scores = [(s + model_sigmoids(run_dir, torch.flip(view, dims=[3]))) / 2 for s, view in zip(scores, views,
@@ -132,6 +139,26 @@ def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags
         np.testing.assert_allclose(clip.mean_scores, frames.mean(axis=0), atol=1e-5)
         peak_frames = np.round(clip.peak_times * 10).astype(int)
         np.testing.assert_allclose(frames[peak_frames, np.arange(len(CLASSES))], frames.max(axis=0), atol=1e-5)
+
+
+def test_a_checkpoints_own_mean_and_std_feed_the_model_and_its_tiles(pattern, tmp_path, cli):
+    """A model whose timm config normalises with mean 0.5 / std 0.5 (test_convnext), ranked with flip and tiles: the
+    stored scores are those of every view normalised with its checkpoint's values (re-derived in float64), not
+    with ImageNet's."""
+    run = tmp_path / "convnext"
+    tiny_checkpoint(run, backbone="test_convnext", img_size=IMG, head_std=(3.0, None))
+    out, half = tmp_path / "out", ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    rank(cli, {**pattern, "model": run / "best.pt"}, out, "--tta", "flip", "--tiles", "2x2")
+    index = ScoreIndex(out)
+    stored = index.model_scores(model_key(file_sha256(run / "best.pt"), 10.0, "flip", (2, 2), 0.25))
+    index.close()
+    for path in sorted(pattern["clips"].glob("*.mp4")):
+        whole, source = frames_at(path, [(IMG, IMG), (112, 112)])  # tile source: 64 px x 1.75
+        frames, _ = by_hand(run, whole, source, (2, 2), 0.25, True, mean_std=half)
+        imagenet, _ = by_hand(run, whole, source, (2, 2), 0.25, True)
+        assert np.abs(frames - imagenet).max() > 0.01  # ImageNet's values would score otherwise: the test can tell
+        np.testing.assert_allclose(stored[path.stem].max_scores, frames.max(axis=0), atol=1e-5)
+        np.testing.assert_allclose(stored[path.stem].mean_scores, frames.mean(axis=0), atol=1e-5)
 
 
 def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path, cli):

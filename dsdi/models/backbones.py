@@ -25,6 +25,7 @@ from torch import nn
 from dsdi.errors import InputError
 from dsdi.files import read_torch_file
 from dsdi.models.ibn import se_ibn_resnet50
+from dsdi.models.preprocess import Preprocessing, model_preprocessing
 
 DEFAULT_IMG_SIZE = 360
 
@@ -75,6 +76,14 @@ def create_backbone(
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def backbone_preprocessing(name: str, img_size: int) -> Preprocessing:
+    """``model_preprocessing`` of backbone ``name`` at img_size px (mean/std of its timm data config), known before
+    training builds the model: it is built on the meta device (no weights allocated). InputError for an unknown
+    name, as ``create_backbone``."""
+    with torch.device("meta"):
+        return model_preprocessing(create_backbone(name), img_size)
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:

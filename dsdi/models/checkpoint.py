@@ -9,6 +9,10 @@ A checkpoint is a ``torch.save``d dict (loadable with ``weights_only=True``) wit
 - ``epoch``      number of completed epochs
 - ``val_lrap``   validation LRAP at that epoch (float or None)
 - ``config``     the resolved training config as a plain dict
+- ``mean``, ``std``  per-channel (R, G, B) normalisation of the model input on the [0, 1] scale, as trained
+- ``interpolation``  the resize to ``img_size`` ("bilinear")
+  (``dsdi.models.preprocess.Preprocessing``; taken from the model's timm data config by ``checkpoint_payload``;
+  a checkpoint written before they existed reads as ImageNet's mean/std, bilinear: what training used then)
 - plus, in ``last.pt`` only, training state (``optimizer``, ``scheduler``, ``rng``...) for ``--resume``: the
   caller adds it as extra keys, ``save_checkpoint(path, {**checkpoint_payload(...), **training_state})``.
 
@@ -29,6 +33,7 @@ from dsdi.errors import InputError
 from dsdi.files import atomic_output, read_torch_file
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import create_backbone
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, model_preprocessing
 
 REQUIRED_KEYS = ("model", "backbone", "classes", "img_size")
 _WHAT = "a dsdi checkpoint"
@@ -43,21 +48,44 @@ class ModelInfo:
     img_size: int
     epoch: int
     val_lrap: float | None
+    preprocessing: Preprocessing
 
 
 def checkpoint_payload(model: nn.Module, *, backbone: str, img_size: int, epoch: int = 0,
                        val_lrap: float | None = None, config: dict | None = None) -> dict:
     """The checkpoint dict of ``model`` (keys as in the module docstring; classes: this dsdi's schema).
-    ``img_size``: square input side in pixels; ``epoch``: completed epochs; ``config``: plain values only."""
+    ``img_size``: square input side in pixels; ``epoch``: completed epochs; ``config``: plain values only.
+    ``mean``, ``std``, ``interpolation``: ``model_preprocessing(model, img_size)``, as training normalises."""
+    preprocessing = model_preprocessing(model, img_size)
     return {
         "model": model.state_dict(),
         "backbone": backbone,
         "classes": list(CLASSES),
         "img_size": img_size,
+        "mean": list(preprocessing.mean),
+        "std": list(preprocessing.std),
+        "interpolation": preprocessing.interpolation,
         "epoch": epoch,
         "val_lrap": val_lrap,
         "config": dict(config or {}),
     }
+
+
+def checkpoint_preprocessing(checkpoint: dict, path: str | Path) -> Preprocessing:
+    """The model input a checkpoint dict (read from ``path``) was trained with; ImageNet's mean/std and bilinear
+    for the keys it lacks (checkpoints written before they existed). InputError naming the file for values no
+    model input can use."""
+    try:
+        preprocessing = Preprocessing(int(checkpoint["img_size"]), tuple(checkpoint.get("mean", IMAGENET_MEAN)),
+                                      tuple(checkpoint.get("std", IMAGENET_STD)),
+                                      checkpoint.get("interpolation", "bilinear"))
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: its img_size, mean or std are not numbers; the file is damaged or was "
+                         "edited") from None
+    problem = preprocessing.problem()
+    if problem:
+        raise InputError(f"{path}: {problem}; the file is damaged or was edited")
+    return preprocessing
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
@@ -108,5 +136,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
                          "the file is damaged or was edited") from None
     model.to(device).eval()
     info = ModelInfo(path, checkpoint["backbone"], int(checkpoint["img_size"]), int(checkpoint.get("epoch", 0)),
-                     checkpoint.get("val_lrap"))
+                     checkpoint.get("val_lrap"), checkpoint_preprocessing(checkpoint, path))
     return model, info

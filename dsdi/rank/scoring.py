@@ -35,6 +35,7 @@ from dsdi.files import file_sha256
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
 from dsdi.models.checkpoint import load_model
+from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
 from dsdi.rank.fusion import fuse_and_write
@@ -56,6 +57,7 @@ class _Model:
     backbone: str
     img_size: int
     module: torch.nn.Module
+    preprocessing: Preprocessing  # the checkpoint's: its mean/std normalise the model's input
 
 
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
@@ -91,7 +93,7 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model]
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
         key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap)
-        models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module))
+        models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module, info.preprocessing))
         weights.append(weight)
     return models, weights
 
@@ -148,24 +150,26 @@ class _BatchScorer:
 
     @torch.inference_mode()
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """Frame scores float64 (B, 37) of B frames' preprocessed crops (B, crops, 3, S, S) (Views.frame_scores)."""
+        """Frame scores float64 (B, 37) of B frames' crops (B, crops, 3, S, S) in [0, 1] (Views.frame_scores),
+        normalised on the device with the model's own mean/std (its checkpoint's Preprocessing)."""
         on_gpu = self.device.type == "cuda"
         layout = torch.channels_last if on_gpu else torch.contiguous_format
-        images = self.views.with_mirrors(batch.flatten(0, 1).to(self.device, memory_format=layout))
+        crops = batch.flatten(0, 1).to(self.device, memory_format=layout)
+        images = self.views.with_mirrors(self.model.preprocessing.normalise(crops))
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
             logits = self.model.module(images.contiguous(memory_format=layout))
         # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
         return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy()
 
 
-_FEED_CHUNKS = 2  # preprocessed chunks queued per clip decoding ahead
+_FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead
 
 
 @dataclass
 class DecodedChunk:
     """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames'
-    crops (the whole frame, then its tiles: Views.frame_tensors) preprocessed at each model input size S, float32
-    (n, crops, 3, S, S)."""
+    crops (the whole frame, then its tiles: Views.frame_tensors) resized to each model input size S, float32
+    (n, crops, 3, S, S) in [0, 1] (each model's scorer normalises them with its own mean/std)."""
 
     times: np.ndarray
     tensors: dict[int, torch.Tensor]

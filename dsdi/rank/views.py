@@ -1,8 +1,9 @@
 """What a model sees of each sampled frame in ``dsdi rank`` (``--tta``, ``--tiles``) and how a frame's score is made.
 
 The views of a frame are the whole frame and, with tiles, its R x C overlapping tiles (the SAHI idea of slicing
-for small objects), each brought to the model's input size S x S by ``frames_to_tensor`` (the whole-frame
-resize and normalisation). With flip TTA every view is also scored mirrored (``torch.flip`` on the width).
+for small objects), each brought to the model's input size S x S by ``resize_unit`` (the whole-frame resize), then
+normalised with the model's own mean/std (its checkpoint's ``Preprocessing``, applied by the scorer on the model's
+device). With flip TTA every view is also scored mirrored (``torch.flip`` on the width).
 Per class a frame's score is the max over its views of the view's sigmoid, a view's sigmoid being the mean of
 its own and its mirror's with flip TTA. Plain (no option) is the whole frame alone: the score of before.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsdi.models.preprocess import frames_to_tensor
+from dsdi.models.preprocess import resize_unit
 
 Box = tuple[int, int, int, int]
 
@@ -78,13 +79,13 @@ class Views:
                 math.ceil(img_size * (rows - (rows - 1) * self.overlap) - 1e-9))
 
     def frame_tensors(self, whole: np.ndarray, source: np.ndarray | None, img_size: int) -> torch.Tensor:
-        """float32 (n, crops, 3, S, S), S = img_size: crop 0 the whole frames uint8 (n, h, w, 3) RGB, then the
-        tiles (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without tiles), each
-        resized and normalised by frames_to_tensor."""
-        crops = [frames_to_tensor(whole, img_size)]
+        """float32 (n, crops, 3, S, S) in [0, 1], S = img_size: crop 0 the whole frames uint8 (n, h, w, 3) RGB,
+        then the tiles (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without
+        tiles), each resized by resize_unit (the model's Preprocessing.normalise makes them its input)."""
+        crops = [resize_unit(whole, img_size)]
         if self.tiles:
             height, width = source.shape[1:3]
-            crops += [frames_to_tensor(source[:, y0:y1, x0:x1], img_size)
+            crops += [resize_unit(source[:, y0:y1, x0:x1], img_size)
                       for x0, y0, x1, y1 in tile_boxes(width, height, *self.tiles, self.overlap)]
         return torch.stack(crops, dim=1) if len(crops) > 1 else crops[0].unsqueeze(1)
 

@@ -3,9 +3,11 @@ resized cache.
 
 Pipeline of one labelled image (paper section 3):
     file --PIL draft (JPEG DCT scaling to >= S) + EXIF orientation--> uint8 (H, W, 3)
-         --bilinear antialiased resize--> float (3, S, S) in [0, 1] --ImageNet mean/std--> model input
+         --bilinear antialiased resize--> float (3, S, S) in [0, 1] --the model's mean/std--> model input
     training: the resize stays uint8 (3, S, S) in the loader; ``training_batch`` converts a whole batch on the
-    training device: colour jitter, horizontal/vertical flip, rotation, then the ImageNet mean/std.
+    training device: colour jitter, horizontal/vertical flip, rotation, then the model's mean/std.
+The mean/std are the model's (``dsdi.models.preprocess.Preprocessing``, from its timm data config: ImageNet's for
+most models; the default where none is given); its checkpoint records them for ``dsdi rank``.
 Validation and video frames (``frames_to_tensor``) share the resize and normalisation exactly.
 """
 
@@ -31,7 +33,7 @@ from torch.utils.data import Dataset
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
 from dsdi.labels.schema import CLASSES
-from dsdi.models.preprocess import IMAGENET_MEAN, frames_to_tensor, normalise, resize_unit
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Triple, frames_to_tensor, normalise, resize_unit
 from dsdi.progress import progress_bar
 from dsdi.runtime import default_workers
 
@@ -96,8 +98,8 @@ class Augmentation:
     has no default angle, so these are our choices: per image, brightness, contrast and saturation factors uniform
     in 1 +- their value, then a hue shift uniform in +-hue turns (torchvision's adjust_brightness, adjust_contrast,
     adjust_saturation and adjust_hue, in that order, with per-image factors), horizontal and vertical flips with
-    p=0.5 and a rotation uniform in +-degrees (bilinear; corners filled with the ImageNet mean, i.e. 0 after
-    normalisation), the flips and the rotation one resampling."""
+    p=0.5 and a rotation uniform in +-degrees (bilinear; corners filled with the mean the batch is then normalised
+    with, i.e. 0 after normalisation), the flips and the rotation one resampling."""
 
     rotation_degrees: float = 30.0
     brightness: float = 0.2
@@ -105,9 +107,10 @@ class Augmentation:
     saturation: float = 0.2
     hue: float = 0.02
 
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) pixels -> augmented float32 (B, 3, S, S) in [0, 1] on the same device; each image's
-        random draws come from torch's global CPU generator (so a resumed run repeats them)."""
+    def apply(self, images: torch.Tensor, fill: Triple = IMAGENET_MEAN) -> torch.Tensor:
+        """uint8 (B, 3, S, S) pixels -> augmented float32 (B, 3, S, S) in [0, 1] on the same device, the corners
+        the rotation uncovers filled with ``fill`` (R, G, B in [0, 1]); each image's random draws come from torch's
+        global CPU generator (so a resumed run repeats them)."""
         batch = len(images)
         draws = (torch.rand(batch, 7) * 2 - 1).to(images.device)  # uniform in [-1, 1]: one column per draw
         pixels = images.float().div_(255.0)
@@ -118,7 +121,7 @@ class Augmentation:
         pixels = _blend(pixels, _grey(pixels), factors[:, 2])
         pixels = _shift_hue(pixels, draws[:, 3] * self.hue)
         mirrors = torch.where(draws[:, 4:6] < 0, -1.0, 1.0)  # horizontal, vertical flip: -1
-        return _rotate(pixels, draws[:, 6] * self.rotation_degrees * torch.pi / 180, mirrors)
+        return _rotate(pixels, draws[:, 6] * self.rotation_degrees * torch.pi / 180, mirrors, fill)
 
 
 def _grey(pixels: torch.Tensor) -> torch.Tensor:
@@ -146,23 +149,23 @@ def _shift_hue(pixels: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     return top[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
-def _rotate(pixels: torch.Tensor, angles: torch.Tensor, mirrors: torch.Tensor) -> torch.Tensor:
+def _rotate(pixels: torch.Tensor, angles: torch.Tensor, mirrors: torch.Tensor, fill: Triple) -> torch.Tensor:
     """Each square image mirrored (mirrors (B, 2): -1 flips it left-right / upside down, 1 keeps it), then rotated
-    about its centre by its angle (radians, (B,)): one bilinear resampling, the corners filled with the ImageNet
-    mean."""
+    about its centre by its angle (radians, (B,)): one bilinear resampling, the corners filled with ``fill``."""
     cos, sin = angles.cos(), angles.sin()
     rotation = torch.stack([cos, -sin, sin, cos], dim=1).view(-1, 2, 2)
     theta = F.pad(mirrors[:, :, None] * rotation, (0, 1))  # output -> input coordinates, no translation
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    mean = torch.tensor(fill, device=pixels.device).view(1, 3, 1, 1)
     rotated = F.grid_sample(pixels - mean, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return rotated.add_(mean).clamp_(0, 1)
 
 
-def training_batch(images: torch.Tensor, augmentation: Augmentation) -> torch.Tensor:
+def training_batch(images: torch.Tensor, augmentation: Augmentation, mean: Triple = IMAGENET_MEAN,
+                   std: Triple = IMAGENET_STD) -> torch.Tensor:
     """A training batch's uint8 (B, 3, S, S) pixels (LabelledImageDataset train=True), on the training device ->
-    augmented, ImageNet-normalised float32 (B, 3, S, S)."""
-    return normalise(augmentation.apply(images))
+    augmented float32 (B, 3, S, S) normalised with the model's mean/std (corners of the rotation: the mean)."""
+    return normalise(augmentation.apply(images, fill=mean), mean, std)
 
 
 # ---- dataset ------------------------------------------------------------------------------------------
@@ -189,11 +192,11 @@ class ImageBatch(NamedTuple):
 
 class LabelledImageDataset(Dataset):
     """Labelled images: item i = (image, soft target float32 (37,), i), or a :class:`BrokenImage` when the file
-    cannot be read (use ``collate_skip_broken``). The image is float32 (3, S, S) normalised as ``load_image`` gives
-    it, or with ``train=True`` the uint8 (3, S, S) pixels (bilinear antialiased resize, rounded) that
-    ``training_batch`` augments and normalises a whole batch at a time on the training device: the loader
-    processes only decode and resize (one image: about 2.5 ms on the CPU where float resize, augmentation and
-    normalisation took about 15 more) and pass a quarter of the bytes.
+    cannot be read (use ``collate_skip_broken``). The image is float32 (3, S, S) normalised with ``mean``/``std``
+    (the model's; by default ImageNet's, as ``load_image`` gives it), or with ``train=True`` the uint8 (3, S, S)
+    pixels (bilinear antialiased resize, rounded) that ``training_batch`` augments and normalises a whole batch at
+    a time on the training device: the loader processes only decode and resize (one image: about 2.5 ms on the
+    CPU where float resize, augmentation and normalisation took about 15 more) and pass a quarter of the bytes.
 
     labels: ``image_id`` + the 37 ``schema.CLASSES`` columns (``read_labels_csv``); image ids resolve to
     files under ``image_root`` (``resolve_image_path``).
@@ -201,7 +204,9 @@ class LabelledImageDataset(Dataset):
     kept on the dataset object would stay in the workers.
     """
 
-    def __init__(self, labels: pd.DataFrame, image_root: str | Path, img_size: int, train: bool):
+    def __init__(self, labels: pd.DataFrame, image_root: str | Path, img_size: int, train: bool,
+                 mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD):
+        self.mean, self.std = mean, std
         self.image_ids = labels["image_id"].astype(str).tolist()
         self.targets = torch.tensor(labels[list(CLASSES)].to_numpy(dtype=np.float32))
         self.image_root = Path(image_root)
@@ -224,7 +229,7 @@ class LabelledImageDataset(Dataset):
             if image.shape[2:] != size:
                 image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
             return image[0].contiguous(), self.targets[index], index
-        return normalise(resize_unit(pixels[None], self.img_size)[0]), self.targets[index], index
+        return normalise(resize_unit(pixels[None], self.img_size)[0], self.mean, self.std), self.targets[index], index
 
 
 def collate_skip_broken(items: Sequence[tuple[torch.Tensor, torch.Tensor, int] | BrokenImage]) -> ImageBatch | None:

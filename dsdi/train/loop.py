@@ -47,8 +47,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES
-from dsdi.models.backbones import create_backbone
+from dsdi.models.backbones import backbone_preprocessing, create_backbone
 from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
+from dsdi.models.preprocess import Preprocessing
 from dsdi.options import plain_values
 from dsdi.progress import progress_bar
 from dsdi.runtime import ProcessGroup, join_process_group, pick_device, rng_state, seed_everything, set_rng_state
@@ -104,12 +105,13 @@ class TrainingState:
 
 @dataclass
 class Loaders:
-    """The splits' loaders; ``train_sampler`` shards (and reshuffles per epoch) across processes; ``holdout`` is
-    None when the hold-out is empty."""
+    """The splits' loaders; ``train_sampler`` shards (and reshuffles per epoch) across processes; ``preprocessing``
+    the model input's (its mean/std normalise every batch); ``holdout`` is None when the hold-out is empty."""
 
     train: DataLoader
     val: DataLoader
     train_sampler: DistributedSampler
+    preprocessing: Preprocessing
     holdout: DataLoader | None = None
 
     @property
@@ -290,8 +292,9 @@ def split_labels(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.Da
 
 def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup) -> Loaders:
     """The hold-out and train/validation split of the labelled images (:func:`split_labels`) and this process's
-    loaders."""
+    loaders, normalising with the backbone's mean/std (its timm data config: ``backbone_preprocessing``)."""
     train_rows, val_rows, holdout_rows = split_labels(config)
+    preprocessing = backbone_preprocessing(config.backbone, config.img_size)
     train_set = LabelledImageDataset(train_rows, config.images, config.img_size, train=True)
     train_sampler = DistributedSampler(train_set, num_replicas=group.world_size, rank=group.world_rank,
                                        shuffle=True, seed=config.seed)
@@ -299,13 +302,14 @@ def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup)
                    "pin_memory": device.type == "cuda", "persistent_workers": config.workers > 0}
 
     def evaluation_loader(rows: pd.DataFrame) -> DataLoader:
-        dataset = LabelledImageDataset(rows, config.images, config.img_size, train=False)
+        dataset = LabelledImageDataset(rows, config.images, config.img_size, train=False, mean=preprocessing.mean,
+                                       std=preprocessing.std)
         sampler = DistributedSampler(dataset, num_replicas=group.world_size, rank=group.world_rank, shuffle=False)
         return DataLoader(dataset, sampler=sampler, **loader_args)
 
     drop_last = len(train_sampler) > config.batch_size  # a batch of 1 breaks BatchNorm in train mode
     return Loaders(DataLoader(train_set, sampler=train_sampler, drop_last=drop_last, **loader_args),
-                   evaluation_loader(val_rows), train_sampler,
+                   evaluation_loader(val_rows), train_sampler, preprocessing,
                    evaluation_loader(holdout_rows) if len(holdout_rows) else None)
 
 
@@ -370,7 +374,8 @@ def train_one_epoch(net: nn.Module, loss_fn: nn.Module, state: TrainingState, lo
                 broken_paths.extend(item.path for item in batch.broken)
             if not group.all_have(batch is not None):  # DDP processes take or skip a step together
                 continue
-            images = training_batch(batch.images.to(device, non_blocking=True), AUGMENTATION)
+            images = training_batch(batch.images.to(device, non_blocking=True), AUGMENTATION,
+                                    loaders.preprocessing.mean, loaders.preprocessing.std)
             targets = batch.targets.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = loss_fn(net(images), targets)
