@@ -274,7 +274,7 @@ def test_selection_repeats_a_model_when_that_helps_most():
 
 
 def holdout_runs(root: Path, count: int, seed: int = 0) -> tuple[list[Path], np.ndarray, list[np.ndarray]]:
-    """`count` run folders with stored hold-out targets and best/last sigmoids (37 classes, 40 images)."""
+    """`count` finished run folders with stored hold-out targets and best/last sigmoids (37 classes, 40 images)."""
     rng = np.random.default_rng(seed)
     ids = [f"img{i:03d}" for i in range(40)]
     predictions, targets = random_case(rng, 2 * count, images=len(ids), classes=len(CLASSES))
@@ -284,7 +284,8 @@ def holdout_runs(root: Path, count: int, seed: int = 0) -> tuple[list[Path], np.
         write_targets(run, "holdout", ids, targets)
         write_predictions(run, "best", "holdout", ids, predictions[2 * k])
         write_predictions(run, "last", "holdout", ids, predictions[2 * k + 1])
-        runs.append(run)
+        tiny_checkpoint(run, seed=k)
+        runs.append(finish_run(run))
     return runs, targets, list(predictions)
 
 
@@ -306,9 +307,8 @@ def test_select_writes_a_loadable_ensemble(tmp_path, cli):
     assert ensemble.holdout_map == pytest.approx(sklearn_map(targets, mixed / 4), abs=1e-5)
     assert says(result.output, "best single") and says(result.output, "all runs, equal weights")
     assert says(result.output, f"wrote {out}")
-    config = RankConfig(clips=tmp_path, ensemble=out, runs_dir=runs_dir)
-    with pytest.raises(InputError, match="not found"):  # the fake runs hold no checkpoints
-        resolve_models(config)
+    members = resolve_models(RankConfig(clips=tmp_path, ensemble=out, runs_dir=runs_dir))
+    assert {Path(path).parent.name for path in members.models} <= {"R0", "R1", "R2"}
 
 
 def test_select_refuses_runs_with_another_holdout(tmp_path, cli):
@@ -320,3 +320,11 @@ def test_select_refuses_runs_with_another_holdout(tmp_path, cli):
     missing = cli("select", runs[0], f"{runs[1]}:snapshot_2", "--size", 2, "--out", tmp_path / "S.toml", expect=None)
     assert missing.exit_code == 2 and says(missing.output, "snapshot_2.holdout.csv: not found")
     assert not (tmp_path / "S.toml").exists()
+
+
+def test_select_refuses_an_unfinished_run_before_selecting(tmp_path, cli):
+    runs, _, _ = holdout_runs(tmp_path / "runs", 3)
+    RunFolder(runs[1]).last.unlink()  # killed while saving its last epoch
+    result = cli("select", *runs, "--size", 2, "--out", tmp_path / "S.toml", expect=None)
+    assert result.exit_code == 2 and says(result.output, f"not finished: {runs[1]} (no last.pt)")
+    assert says(result.output, "dsdi train --out RUN --resume") and not (tmp_path / "S.toml").exists()

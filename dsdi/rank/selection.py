@@ -24,6 +24,7 @@ from dsdi.errors import InputError
 from dsdi.rank.ensemble import CHECKPOINT_STEM, Ensemble, Member, write_ensemble
 from dsdi.train.metrics import lrap, per_class_average_precision
 from dsdi.train.predictions import read_predictions, read_targets
+from dsdi.train.run_folder import RunFolder
 from dsdi.workspace import RUNS_DIR
 
 Metric = Callable[[np.ndarray, np.ndarray], float]  # (targets (N, C), scores (N, C)) -> higher is better
@@ -153,6 +154,10 @@ def select_ensemble(runs: list[str], size: int, out: str | Path, checkpoint: str
     twice = sorted({c.label for c, key in zip(candidates, labels, strict=True) if labels.count(key) > 1})
     if twice:
         raise InputError(f"{', '.join(twice)} given twice; selection already repeats models as it needs")
+    unfinished = [f"{c.run_dir} ({reason})" for c in candidates if (reason := RunFolder(c.run_dir).unfinished_reason())]
+    if unfinished:
+        raise InputError(f"not finished: {'; '.join(unfinished)}; rank --ensemble takes finished runs only: resume "
+                         "each with dsdi train --out RUN --resume, or leave it out")
     _, targets, predictions = load_holdout(candidates)
     selection = forward_selection(predictions, targets, size)
 
