@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import timm
 import torch
 from PIL import Image
 from sklearn.metrics import label_ranking_average_precision_score
@@ -144,13 +145,16 @@ def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path
 
     # the logged LRAPs are scikit-learn's on the validation and hold-out images: re-score them from best.pt, and
     # the stored predictions are these sigmoids, the stored targets the labels
-    model, _ = load_model(two_epoch_run / "best.pt")
+    model, info = load_model(two_epoch_run / "best.pt")
+    timm_config = timm.data.resolve_data_config({}, model=model)  # the model's own normalisation, as timm states it
+    assert (info.preprocessing.mean, info.preprocessing.std) == (tuple(timm_config["mean"]), tuple(timm_config["std"]))
     train_ids, val_ids, holdout_ids = split_ids(labels)
     assert len(holdout_ids) == round(N_IMAGES * 0.05) and len(val_ids) == round((N_IMAGES - len(holdout_ids)) * 0.2)
     best_row = pd.read_csv(two_epoch_run / "metrics.csv").sort_values("val_lrap").iloc[-1]
     for part, ids, logged in (("val", val_ids, learned), ("holdout", holdout_ids, best_row["holdout_lrap"])):
         rows = table[table["image_id"].isin(ids)].sort_values("image_id").reset_index(drop=True)
-        dataset = train_module.LabelledImageDataset(rows, images, SIDE, train=False)
+        dataset = train_module.LabelledImageDataset(rows, images, SIDE, train=False, mean=info.preprocessing.mean,
+                                                    std=info.preprocessing.std)
         with torch.no_grad():
             scores = torch.sigmoid(model(torch.stack([dataset[i][0] for i in range(len(dataset))]))).numpy()
         truth = (rows[list(CLASSES)].to_numpy() >= 0.5).astype(int)
