@@ -120,7 +120,7 @@ def test_stored_scores_equal_the_views_computed_by_hand(pattern, tmp_path, flags
     decoding test for this model). --decoder decord: its frames (always at the decoded size), not PyAV's."""
     out, backend = tmp_path / "out", "decord" if "decord" in flags else "pyav"
     rank(cli, pattern, out, *flags)
-    key = model_key(pattern["sha"], 10.0, "flip" if flip else "none", tiles, overlap)
+    key = model_key(pattern["sha"], 10.0, "flip" if flip else "none", tiles, overlap, backend)
     index = ScoreIndex(out)
     stored = index.model_scores(key)
     index.close()
@@ -167,6 +167,8 @@ def test_each_option_set_keeps_its_own_index_key(pattern, tmp_path, cli):
     assert model_key(pattern["sha"], 10.0) == plain and model_key(pattern["sha"], 10, "flip") == flip
     assert model_key(pattern["sha"], 10.0, "flip", (2, 2), 0.25) == f"{sha16}@10fps+flip+tiles2x2o0.25"
     assert model_key(pattern["sha"], 5.0, "none", (3, 2), 0.3) == f"{sha16}@5fps+tiles3x2o0.3"
+    assert model_key(pattern["sha"], 10.0, decoder="decord") == f"{sha16}@10fps+decord"
+    assert model_key(pattern["sha"], 10.0, "flip", decoder="pyav") == flip
     rank(cli, pattern, out, "--run-id", "p")
     with sqlite3.connect(out / "scores.sqlite") as db:
         plain_rows = db.execute("SELECT * FROM model_scores ORDER BY shot_id").fetchall()

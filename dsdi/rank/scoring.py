@@ -61,14 +61,16 @@ class _Model:
 
 
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
-              overlap: float = 0.25) -> str:
+              overlap: float = 0.25, decoder: str = "pyav") -> str:
     """The score index key of a checkpoint's scores: its SHA-256's first 16 hex digits, the sampling rate, then
-    '+flip' for tta 'flip' and '+tiles<R>x<C>o<overlap>' for tiles (rows, cols), e.g. '0123456789abcdef@10fps',
+    '+flip' for tta 'flip', '+tiles<R>x<C>o<overlap>' for tiles (rows, cols) and '+decord' for frames decoded by
+    decord (its colour conversion differs from PyAV's by about a level), e.g. '0123456789abcdef@10fps',
     '0123456789abcdef@10fps+flip+tiles2x2o0.25' (overlap only counts with tiles). The plain key is the one
-    indexes held before --tta and --tiles existed. ValueError for a tta not in TTA_CHOICES."""
+    indexes held before --tta, --tiles and --decoder existed. ValueError for a tta not in TTA_CHOICES."""
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
-    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix()
+    decoded_by = "" if decoder == "pyav" else f"+{decoder}"
+    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix() + decoded_by
 
 
 def _views(config: RankConfig) -> Views:
@@ -92,7 +94,7 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model]
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
-        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap)
+        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder)
         models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module, info.preprocessing))
         weights.append(weight)
     return models, weights
