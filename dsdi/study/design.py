@@ -133,7 +133,7 @@ def write_recipes(root: Path, size: StudySize) -> list[Path]:
 
 
 def run_dir(root: Path, name: str, seed: int) -> Path:
-    """Where ``dsdi sweep --out-root root/models`` trains variant ``name`` with ``seed``."""
+    """Where ``dsdi sweep --out root/models`` trains variant ``name`` with ``seed``."""
     return root / "models" / f"{name}-s{seed}"
 
 
