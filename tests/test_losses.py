@@ -285,6 +285,7 @@ def test_lovasz_value_and_gradient_match_the_prefix_walk_over_random_cases() -> 
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-8, atol=1e-10, err_msg=str(case))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lovasz_weight", [None, 0.5])
 def test_focal_plus_lovasz_value_and_gradient_over_random_cases(lovasz_weight: float | None) -> None:
     rng = np.random.default_rng(7 if lovasz_weight is None else 8)
@@ -304,6 +305,7 @@ def test_focal_plus_lovasz_value_and_gradient_over_random_cases(lovasz_weight: f
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-8, atol=1e-10, err_msg=str(case))
 
 
+@pytest.mark.slow
 def test_rfl_xview_value_and_gradient_over_random_cases() -> None:
     rng = np.random.default_rng(11)
     for case in range(RANDOM_CASES):

@@ -243,6 +243,7 @@ def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
     assert len(rows[5]) == 2 * len(CLIP_SEGMENTS) and rows[5] == rows[10_000]
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypatch, ffmpeg_exe, cli):
     clips, out = tmp_path / "clips", tmp_path / "out"
     shutil.copytree(world["clips"], clips)
@@ -559,6 +560,7 @@ def assert_model_input_matches_bt601(clips: Path, tmp_path: Path) -> None:
                                    atol=1e-5)
 
 
+@pytest.mark.slow
 def test_decoding_to_model_size_scores_like_the_bt601_reference(tmp_path):
     """Synthetic aerial clips at 320x180, 640x360 and 96x64 (under 96 px high: decoded at its own size, resized in
     torch for the 96 px model)."""
@@ -574,6 +576,7 @@ def test_decoding_to_model_size_scores_like_the_bt601_reference(tmp_path):
     assert_model_input_matches_bt601(clips, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(LADI_IMAGE is None, reason="the real LADI sample image (../shared/data) is absent")
 def test_decoding_to_model_size_scores_like_the_bt601_reference_on_real_aerial_footage(tmp_path, ffmpeg_exe):
     """A 2 s 720p limited-range pan over the real 6000x4000 LADI photo."""

@@ -106,6 +106,7 @@ def by_hand(run_dir, whole, source, tiles, overlap, flip, mean_std=None):
 
 # tile source sizes written out: 64 px tiles, 2 columns at overlap 0.25 -> 64 * 1.75 = 112 wide, 3 rows -> 64 *
 # 2.5 = 160 high; 2 x 2 at overlap 0.4 -> 64 * 1.6 = 102.4, rounded up to 103
+@pytest.mark.slow
 @pytest.mark.parametrize(("flags", "flip", "tiles", "overlap", "source_size"), [
     (["--tta", "flip"], True, None, 0.25, None),
     (["--tiles", "3x2"], False, (3, 2), 0.25, (112, 160)),

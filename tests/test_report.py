@@ -202,6 +202,7 @@ def _render_in_chromium(page: Path, work: Path) -> tuple[np.ndarray, list[str], 
     return np.asarray(screenshot), list(requests.values()), failed + errors
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="chromium or chromedriver is not installed (Debian packages `chromium chromium-driver`; "
                     ".ci/run installs them)")

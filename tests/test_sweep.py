@@ -66,6 +66,7 @@ def epochs_in(run_dir: Path) -> list[int]:
     return pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist()
 
 
+@pytest.mark.slow
 def test_sweep_carries_on_past_a_failing_recipe_lists_it_and_skips_finished_runs(world, tmp_path, cli):
     good, bad = recipe(tmp_path, world, "good"), recipe(tmp_path, world, "bad", backbone="no_such_net")
     late = recipe(tmp_path, world, "late")  # after the failure: the sweep carries on
@@ -85,6 +86,7 @@ def test_sweep_carries_on_past_a_failing_recipe_lists_it_and_skips_finished_runs
     assert done.ok and [run.status for run in done.runs] == ["skipped"]
 
 
+@pytest.mark.slow
 def test_sweep_resumes_a_run_whose_last_pt_holds_epoch_1_of_2(world, tmp_path, cli):
     good = recipe(tmp_path, world, "good", epochs=2)
     run_dir = tmp_path / "runs" / "good"
@@ -98,6 +100,7 @@ def test_sweep_resumes_a_run_whose_last_pt_holds_epoch_1_of_2(world, tmp_path, c
     assert outcome.best_val_lrap == pytest.approx(pd.read_csv(run_dir / "metrics.csv")["val_lrap"].max())
 
 
+@pytest.mark.slow
 def test_seeds_and_out_root_name_the_run_folders(world, tmp_path):
     good = recipe(tmp_path, world, "good")
     result = sweep([good], seeds=[0, 1], overrides={"epochs": 1}, out_root=tmp_path / "seeded")

@@ -131,6 +131,7 @@ def test_two_epochs_write_config_metrics_and_checkpoints(two_epoch_run):
     assert info.img_size == SIDE and model(torch.zeros(2, 3, SIDE, SIDE)).shape == (2, len(CLASSES))
 
 
+@pytest.mark.slow
 def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path, cli):
     labels, images = world
     table = pd.read_csv(labels)
@@ -166,6 +167,7 @@ def test_val_lrap_beats_a_shuffled_label_baseline(two_epoch_run, world, tmp_path
                                    rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "extended"
@@ -188,6 +190,7 @@ def test_resume_extends_a_finished_run_by_exactly_one_epoch(two_epoch_run, world
     assert len(pd.read_csv(out / "metrics.csv")) == 3
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped_and_matches_an_uninterrupted_run(world, tmp_path, monkeypatch, cli):
     labels, images = world
     straight = tmp_path / "straight"
@@ -260,6 +263,7 @@ def test_step_schedule_follows_ibn_net_and_extends_on_resume():
     assert scheduled_lr(cosine[1], 100, 4) > scheduled_lr(cosine[0], 100, 4)
 
 
+@pytest.mark.slow
 def test_step_run_resumed_with_more_epochs_continues_its_rates(world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "step"
@@ -305,6 +309,7 @@ def test_holdout_is_common_to_every_split_seed_and_to_unreadable_images(world, t
     assert len(train_module.split_labels(config.updated({"holdout_fraction": 0.0}))[2]) == 0
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(world, tmp_path, cli):
     labels, images = world
     out = tmp_path / "diverge"
@@ -356,6 +361,7 @@ PAPER_TABLE_2 = {  # index: (backbone, loss, gamma, beta, th, none_weight, drop_
 }
 
 
+@pytest.mark.slow
 def test_recipes_match_table_2_and_build_their_model_and_loss():
     recipes = {path.stem: TrainConfig.from_toml(path) for path in sorted((REPO / "runs").glob("*.toml"))}
     assert set(recipes) == set(PAPER_TABLE_2)

@@ -213,6 +213,7 @@ def test_unsampled_non_reference_frames_are_skipped_and_samples_stay_identical(t
                 assert closest == first + k, (shot.shot_id, k, closest)
 
 
+@pytest.mark.slow
 def test_shrink_to_converts_like_the_bt601_equations_at_each_size(tmp_path):
     """On a synthetic aerial clip (320x180, limited range), each shrink_to size equals the float64 BT.601 conversion
     resized in torch to within rounding (the full-resolution path sits ~1.1 levels dark: swscale's unscaled
