@@ -1,8 +1,9 @@
 """Shared test setup: offline hub, few threads (the suite runs on 2 cores), an ffmpeg binary, the one builder of
-tiny dsdi checkpoints (``tiny_checkpoint``: import it with ``from conftest import tiny_checkpoint``) and the one
-runner of the real `dsdi` command (the ``cli`` fixture)."""
+tiny dsdi checkpoints (``tiny_checkpoint``: import it with ``from conftest import tiny_checkpoint``), the finished
+run folder around one (``finish_run``) and the one runner of the real `dsdi` command (the ``cli`` fixture)."""
 
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +15,9 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 from dsdi.models.backbones import create_backbone  # noqa: E402
-from dsdi.models.checkpoint import checkpoint_payload, save_checkpoint  # noqa: E402
+from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint  # noqa: E402
+from dsdi.train.config import TrainConfig  # noqa: E402
+from dsdi.train.run_folder import EpochMetrics, RunFolder  # noqa: E402
 
 
 def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 64, seed: int = 0,
@@ -46,6 +49,21 @@ def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 
     file.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(file, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=epoch) | payload)
     return model.eval()
+
+
+def finish_run(run_dir: Path) -> Path:
+    """Give run_dir, whose best.pt holds epoch E, what a finished E-epoch run has too: config.toml planning E epochs
+    (with the checkpoint's backbone and input size), metrics.csv rows 1..E and, unless present, last.pt (a copy of
+    best.pt). Returns run_dir."""
+    run = RunFolder(run_dir)
+    checkpoint = read_checkpoint(run.best)
+    epochs = int(checkpoint["epoch"])
+    TrainConfig(backbone=checkpoint["backbone"], img_size=int(checkpoint["img_size"]), epochs=epochs).to_toml(
+        run.config_toml)
+    run.write_metrics([EpochMetrics(epoch, val_lrap=0.5) for epoch in range(1, epochs + 1)])
+    if not run.last.is_file():
+        shutil.copyfile(run.best, run.last)
+    return run_dir
 
 
 def _calibrate_on_colours(model: torch.nn.Module, side: int) -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from conftest import tiny_checkpoint
-from run_folders import finish_run
+from conftest import finish_run, tiny_checkpoint
 
 from dsdi.labels.schema import CLASSES
 from dsdi.models.checkpoint import read_checkpoint

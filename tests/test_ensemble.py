@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 import torch
 from colour_clips import make_colour_clip
-from conftest import tiny_checkpoint
-from run_folders import finish_run
+from conftest import finish_run, tiny_checkpoint
 from sklearn.metrics import average_precision_score
 
 import dsdi.rank.scoring
@@ -108,7 +107,7 @@ def test_write_and_load_round_trip(tmp_path):
 
 
 def hand_run(runs: Path, name: str, done: int = 1, planned: int | None = None, last: bool = True) -> Path:
-    """A run folder around tiny checkpoints of epoch ``done`` (run_folders.finish_run): finished, or stopped after
+    """A run folder around tiny checkpoints of epoch ``done`` (conftest.finish_run): finished, or stopped after
     epoch ``done`` of ``planned``; without ``last`` its last.pt is gone."""
     run = RunFolder(runs / name)
     tiny_checkpoint(run.path, epoch=done)
