@@ -16,10 +16,10 @@ from lxml import etree
 
 from dsdi.errors import InputError
 from dsdi.labels.schema import CLASSES, FEATURES, NONE_CLASSES, load_feature_numbers
+from dsdi.trecvid.qrels import read_qrels
 from dsdi.trecvid.submission import (
     check_rankings,
     rank_features,
-    read_qrels,
     read_run,
     write_submission_xml,
     write_trec_run,

@@ -22,37 +22,70 @@ class EvalConfig:
 
     run: Path = option(help="run file: TRECVID XML submission or TREC form 'fNum Q0 shotId rank score runId' "
                             "(detected from the content)")
-    qrels: Path = option(help="ground truth, TREC qrels 'fNum 0 shotId rel' (rel > 0 relevant)")
-    topk: int = option(1000, minimum=1, help="cut every ranking at this depth before scoring")
-    out: Path | None = option(None, help="CSV file to write the table to as well (last row 'all' = mAP)")
+    qrels: Path = option(help="ground truth: trec_eval qrels 'fNum 0 shotId rel' (rel > 0 relevant; scored with "
+                              "TREC AP) or NIST sample qrels 'fNum 0 shotId stratum judgment' (judgment 1/0/-1 = "
+                              "relevant / not / pooled but not judged; scored with xinfAP as sample_eval does)")
+    topk: int = option(1000, minimum=1, help="cut every ranking at this depth before scoring (sample qrels: "
+                                             "sample_eval's maximum result size)")
+    out: Path | None = option(None, help="CSV file to write the table to as well (last row 'all' = the means)")
     feature_numbers: Path | None = option(None, help="CSV 'feature,number' naming the fNums",
                                           shown_default="dsdi's table")
 
 
-def _eval(given: dict) -> None:
-    """Score a run against qrels: TREC average precision per feature at depth --topk, and the mAP."""
+def _fmt(value: float) -> str:
+    """A measure to 4 decimals."""
+    return f"{value:.4f}"
+
+
+def _eval_table(evaluation, title: str):
+    """The rich table of an Evaluation: AP per feature, or sample_eval's measures on sample qrels."""
     from rich.table import Table
 
+    shown = Table(title=title)
+    sampled = evaluation.measure == "infap"
+    headers = ("judged rel.", "retrieved", "rel. retrieved", "est. rel.", "est. rel. ret.", "xinfAP", "infNDCG",
+               "iP10", "iP100", "iP1000", "iP depth")
+    if not sampled:
+        headers = ("relevant", "retrieved", "rel. retrieved", "AP")
+    for header in ("feature", "number", *headers):
+        shown.add_column(header, justify="left" if header == "feature" else "right")
+    for row in evaluation.table.itertuples(index=False):
+        counts = [str(row.relevant), str(row.retrieved), str(row.relevant_retrieved)]
+        if not sampled:
+            shown.add_row(row.feature, str(row.fnum), *counts, "-" if row.relevant == 0 else _fmt(row.ap))
+            continue
+        measures = (row.infap, row.infndcg, row.ip10, row.ip100, row.ip1000, row.ip_depth)
+        shown.add_row(row.feature, str(row.fnum), *counts, f"{row.est_relevant:.1f}",
+                      f"{row.est_relevant_retrieved:.1f}", *("-" if row.relevant == 0 else _fmt(v) for v in measures))
+    return shown
+
+
+def _eval(given: dict) -> None:
+    """Score a run against qrels at depth --topk: TREC AP per feature and the mAP (trec_eval qrels), or xinfAP,
+    infNDCG and inferred precision per feature and their means as NIST's sample_eval computes them (NIST sample
+    qrels). The qrels form is detected from the file."""
     from dsdi.trecvid.evaluation import evaluate_files, write_metrics_csv
 
     config = options.from_values(EvalConfig, given)
-    table, mean_ap = evaluate_files(config.run, config.qrels, k=config.topk,
-                                    feature_numbers_path=config.feature_numbers)
-    shown = Table(title=f"{config.run.name} vs {config.qrels.name}, AP at depth {config.topk}")
-    for header in ("feature", "number", "relevant", "retrieved", "rel. retrieved", "AP"):
-        shown.add_column(header, justify="left" if header == "feature" else "right")
-    for row in table.itertuples(index=False):
-        ap_text = "-" if row.relevant == 0 else f"{row.ap:.4f}"
-        shown.add_row(row.feature, str(row.fnum), str(row.relevant), str(row.retrieved),
-                      str(row.relevant_retrieved), ap_text)
-    console.print(shown)
+    evaluation = evaluate_files(config.run, config.qrels, k=config.topk, feature_numbers_path=config.feature_numbers)
+    measure = "xinfAP" if evaluation.measure == "infap" else "AP"
+    console.print(_eval_table(evaluation, f"{config.run.name} vs {config.qrels.name} ({evaluation.format}), "
+                                          f"{measure} at depth {config.topk}"))
+    table = evaluation.table
     if not (table["retrieved"] > 0).any() or not (table["relevant_retrieved"] > 0).any():
         err_console.print("[yellow]warning:[/] no relevant shot was retrieved for any feature: do the run's "
                           "feature numbers and shot ids match the qrels?", highlight=False)
     judged = int((table["relevant"] > 0).sum())
-    console.print(f"mAP {mean_ap:.4f} over {judged} features with at least one relevant shot", highlight=False)
+    if evaluation.measure == "infap":
+        means = evaluation.means
+        console.print(f"mean xinfAP {means['infap']:.4f}, infNDCG {means['infndcg']:.4f}, iP10 {means['ip10']:.4f}, "
+                      f"iP100 {means['ip100']:.4f}, iP1000 {means['ip1000']:.4f}, iP{config.topk} "
+                      f"{means['ip_depth']:.4f} over {judged} features with a judged relevant shot", highlight=False)
+    else:
+        console.print(f"mAP {evaluation.mean:.4f} over {judged} features with at least one relevant shot",
+                      highlight=False)
     if config.out is not None:
-        write_metrics_csv(config.out, table, mean_ap)
+        write_metrics_csv(config.out, evaluation)
         console.print(f"wrote {config.out}", highlight=False)
 
 

@@ -38,15 +38,17 @@ figure img { display: block; width: 160px; }
 """
 
 
-def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], float, dict[int, dict[str, int]]]:
-    """(AP per fNum, mAP, qrels) with trecvid.evaluation (TREC AP at k=1000; mAP over features with a relevant clip)."""
-    from dsdi.trecvid.evaluation import evaluate_run
-    from dsdi.trecvid.submission import read_qrels
+def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], float, dict[int, dict[str, int]], str]:
+    """(AP per fNum, mean, qrels {fNum: {shot: rel}}, measure name) with trecvid.evaluation at depth 1000: TREC AP on
+    trec_eval qrels, xinfAP on NIST sample qrels (rel -1 = pooled, not judged); means over features with a relevant
+    clip."""
+    from dsdi.trecvid.evaluation import evaluate_judgments
+    from dsdi.trecvid.qrels import read_judgments
 
-    qrels = read_qrels(qrels_path)
-    table, mean_ap = evaluate_run(rankings, qrels)
-    ap_by_fnum = {int(row.fnum): float(row.ap) for row in table.itertuples() if not math.isnan(float(row.ap))}
-    return ap_by_fnum, float(mean_ap), qrels
+    judgments = read_judgments(qrels_path)
+    evaluation = evaluate_judgments(rankings, judgments)
+    measure = "xinfAP" if judgments.sampled else "AP"
+    return evaluation.by_feature(), evaluation.mean, judgments.relevance, measure
 
 
 def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: int = 1100,
@@ -106,8 +108,8 @@ def _thumbnail_html(clip_path: Path, time_s: float, cache: dict) -> str:
 
 
 def _feature_section(feature: str, fnum: int, run: RankedRun, folder: Path, top_n: int,
-                     qrels: dict[int, dict[str, int]] | None, ap: float | None, cache: dict) -> str:
-    heading = f"{fnum}. {html.escape(feature)}" + (f" &mdash; AP {ap:.3f}" if ap is not None else "")
+                     qrels: dict[int, dict[str, int]] | None, score_text: str, cache: dict) -> str:
+    heading = f"{fnum}. {html.escape(feature)}" + (f" &mdash; {score_text}" if score_text else "")
     figures = []
     for rank, (shot_id, run_score) in enumerate(run.rankings.get(fnum, [])[:top_n], start=1):
         known = shot_id in run.clip_scores.index
@@ -122,7 +124,7 @@ def _feature_section(feature: str, fnum: int, run: RankedRun, folder: Path, top_
             judged = qrels.get(fnum, {})
             relevant = judged.get(shot_id, 0) > 0
             css_class = "rel" if relevant else "nonrel"
-            tag = "relevant" if relevant else ("not relevant" if shot_id in judged else "not judged")
+            tag = "relevant" if relevant else ("not relevant" if judged.get(shot_id, -1) >= 0 else "not judged")
         at = f" @ {time_s:.1f} s" if math.isfinite(time_s) else ""
         figures.append(f'<figure class="{css_class}">{picture}<figcaption>#{rank} {html.escape(shot_id)}<br>'
                        f'score {score:.3f}{at}<br><span class="tag">{tag}</span></figcaption></figure>')
@@ -160,18 +162,20 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
     out_path = Path(out_path) if out_path else folder / "report.html"
     numbers = load_feature_numbers()
     ap_by_fnum: dict[int, float] = {}
-    qrels = None
+    qrels, measure = None, "AP"
     chart = ""
     if qrels_path is not None:
         if not Path(qrels_path).is_file():
-            raise InputError(f"{qrels_path}: qrels file not found; pass a file of lines `fNum 0 shotId rel`")
-        ap_by_fnum, mean_ap, qrels = _evaluate(run.rankings, Path(qrels_path))
+            raise InputError(f"{qrels_path}: qrels file not found; pass a file of lines `fNum 0 shotId rel` "
+                             "(or NIST sample qrels `fNum 0 shotId stratum judgment`)")
+        ap_by_fnum, mean_ap, qrels, measure = _evaluate(run.rankings, Path(qrels_path))
         bars = [(f, ap_by_fnum[numbers[f]]) for f in FEATURES if numbers[f] in ap_by_fnum]
-        chart = (f"<h2>Average precision per feature (mAP {mean_ap:.4f} over {len(bars)} features with a "
-                 f"relevant clip)</h2>{ap_chart_svg(bars, mean_ap)}")
+        chart = (f"<h2>{'Average precision' if measure == 'AP' else 'Inferred AP (xinfAP)'} per feature (mean "
+                 f"{mean_ap:.4f} over {len(bars)} features with a relevant clip)</h2>{ap_chart_svg(bars, mean_ap)}")
     cache: dict = {}
-    sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, ap_by_fnum.get(numbers[f]), cache)
-                       for f in FEATURES)
+    score_texts = {fnum: f"{measure} {ap:.3f}" for fnum, ap in ap_by_fnum.items()}
+    sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, score_texts.get(numbers[f], ""),
+                                        cache) for f in FEATURES)
     title = html.escape(f"dsdi report: {folder.name if run.facts.run_id is None else run.facts.run_id}")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{CSS}</style></head><body><h1>{title}</h1>"

@@ -5,7 +5,8 @@ Table 2 reads a run folder's ``config.toml`` (backbone, loss, gamma / beta / th,
 epochs) and ``metrics.csv``: validation LRAP and mAP of the best epoch (the highest ``val_lrap``, the epoch
 ``best.pt`` holds), hold-out LRAP and mAP at that epoch (columns ``holdout_lrap`` / ``holdout_map``, absent in
 older runs: shown "-"), and the training time (the sum of ``seconds``). Table 3 scores a ``dsdi rank`` output
-folder's submitted run against qrels (``dsdi.trecvid.evaluation.evaluate_run``, TREC AP at depth 1000).
+folder's submitted run against qrels (``dsdi.trecvid.evaluation.evaluate_judgments`` at depth 1000: mAP on trec_eval
+qrels, mean xinfAP on NIST sample qrels, as sample_eval computes it).
 
 The paper's values are each kept once: Table 2's LRAP in :data:`PAPER_TABLE_2_LRAP` here (a recipe cannot hold
 it: TrainConfig refuses unknown keys), Table 3's mAP as ``paper_map`` in the ensemble files
@@ -35,8 +36,8 @@ from dsdi.files import write_text_atomic
 from dsdi.options import read_toml
 from dsdi.rank.output import RankOutput
 from dsdi.train.run_folder import CONFIG_NAME, RunFolder
-from dsdi.trecvid.evaluation import DEFAULT_K, evaluate_run
-from dsdi.trecvid.submission import read_qrels
+from dsdi.trecvid.evaluation import DEFAULT_K, evaluate_judgments
+from dsdi.trecvid.qrels import Judgments, read_judgments
 from dsdi.workspace import RUNS_DIR
 
 PAPER_TABLE_2_LRAP = {
@@ -141,19 +142,20 @@ def table2(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     return table.astype({column: "Int64" for column in _TABLE2_INTEGERS})
 
 
-def table3_row(out_dir: str | Path, qrels: dict[int, dict[str, int]], k: int = DEFAULT_K,
+def table3_row(out_dir: str | Path, qrels: Judgments, k: int = DEFAULT_K,
                submissions: dict[str, PaperSubmission] | None = None) -> dict[str, Any]:
-    """One Table 3 row: a rank output folder's submitted run scored against ``qrels``, the paper's submission of
-    the same name (``submissions``, from :func:`paper_submissions`) beside it."""
+    """One Table 3 row: a rank output folder's submitted run scored against ``qrels`` (``map``: mAP, or mean xinfAP
+    on sample qrels), the paper's submission of the same name (``submissions``, from :func:`paper_submissions`)
+    beside it."""
     output = RankOutput(Path(out_dir))
     ranked = output.read()
-    _, mean_ap = evaluate_run(ranked.rankings, qrels, k)
+    mean_ap = evaluate_judgments(ranked.rankings, qrels, k).mean
     run_id = ranked.facts.run_id or ""
     match = paper_submission(submissions or {}, run_id, output.path.name)
     return {
         "run": output.path.name, "run_id": run_id, "models": len(ranked.facts.models or []),
         "fused_runs": len(ranked.facts.fuse or []), "map": _number(mean_ap),
-        "features": sum(1 for fnum in qrels if any(rel > 0 for rel in qrels[fnum].values())),
+        "features": sum(1 for judged in qrels.relevance.values() if any(rel > 0 for rel in judged.values())),
         "paper_submission": match.name if match else None, "paper_map": match.paper_map if match else None,
         "paper_description": match.description if match else None,
     }  # fmt: skip
@@ -163,7 +165,7 @@ def table3(out_dirs: Sequence[str | Path], qrels_path: str | Path, k: int = DEFA
            ensembles_dir: str | Path = ENSEMBLES_DIR) -> pd.DataFrame:
     """Table 3 of the given rank output folders, in the order given; the paper's values from the ensemble files
     in ``ensembles_dir``."""
-    qrels = read_qrels(qrels_path)
+    qrels = read_judgments(qrels_path)
     submissions = paper_submissions(ensembles_dir)
     table = pd.DataFrame([table3_row(out_dir, qrels, k, submissions) for out_dir in out_dirs],
                          columns=list(TABLE3_COLUMNS))

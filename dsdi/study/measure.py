@@ -22,7 +22,7 @@ from dsdi.rank.output import ranked_by_score
 from dsdi.train.metrics import per_class_average_precision
 from dsdi.train.predictions import read_predictions
 from dsdi.trecvid.evaluation import evaluate_run
-from dsdi.trecvid.submission import read_qrels
+from dsdi.trecvid.qrels import read_qrels
 
 BRIEF_SECONDS = 1.0
 

@@ -7,12 +7,17 @@ mAP = mean AP over the features with at least one relevant shot in the qrels; a 
 rank at all counts with AP 0 (trec_eval ``-c``). The order evaluated is the run's own order (rank
 column / seqNum); ties were already ordered when the run was made (see ``dsdi.trecvid.submission``).
 
+On NIST sample qrels (``dsdi.trecvid.qrels``) the scores are sample_eval's inferred measures instead
+(``dsdi.trecvid.inferred``: xinfAP, infNDCG, inferred precision at 10, 100, 1000 and the depth), in sample_eval's
+order (score descending, ties by shot id descending); the means are over the features with a judged relevant
+shot, a feature the run does not rank counting 0. :func:`evaluate_judgments` picks the scoring from the file.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +25,17 @@ import pandas as pd
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.labels.schema import load_feature_numbers
-from dsdi.trecvid.submission import Rankings, read_qrels, read_run
+from dsdi.trecvid.inferred import PRECISION_CUTOFFS, inferred_scores, nist_order
+from dsdi.trecvid.qrels import Judgments, read_judgments
+from dsdi.trecvid.submission import Rankings, read_run
 
 DEFAULT_K = 1000
 METRIC_COLUMNS = ["feature", "fnum", "relevant", "retrieved", "relevant_retrieved", "ap"]
+INFERRED_COLUMNS = ["feature", "fnum", "relevant", "retrieved", "relevant_retrieved", "est_relevant",
+                    "est_relevant_retrieved", "infap", "infndcg", *(f"ip{c}" for c in PRECISION_CUTOFFS), "ip_depth"]
+"""Per-feature columns on sample qrels: ``relevant`` / ``relevant_retrieved`` count judged relevant shots,
+``est_*`` are sample_eval's estimates (inum_rel, inum_rel_ret), ``ip_depth`` the inferred precision at the depth."""
+_INFERRED_MEASURES = ["infap", "infndcg", *(f"ip{c}" for c in PRECISION_CUTOFFS), "ip_depth"]
 
 
 # ---- retrieval: TREC AP / mAP ----------------------------------------------------------------
@@ -91,28 +103,81 @@ def evaluate_run(
     return table, mean_ap
 
 
+def inferred_table(
+    rankings: Rankings, judgments: Judgments, depth: int = DEFAULT_K, feature_numbers: Mapping[str, int] | None = None
+) -> pd.DataFrame:
+    """Per-feature sample_eval measures (``INFERRED_COLUMNS``) of a run on sample qrels, one row per feature number
+    in the run or the qrels; measures NaN for a feature without a judged relevant shot."""
+    if depth < 1:
+        raise InputError(f"--k {depth}: the cut-off depth must be >= 1 (NIST scores at 1000)")
+    names = {number: name for name, number in (feature_numbers or load_feature_numbers()).items()}
+    rows = []
+    for fnum in sorted(set(rankings) | set(judgments.relevance)):
+        judged = {shot_id: (judgments.strata[fnum][shot_id], judgment)
+                  for shot_id, judgment in judgments.relevance.get(fnum, {}).items()}
+        scores = inferred_scores(nist_order(rankings.get(fnum, [])), judged, depth)
+        rows.append({"feature": names.get(fnum, "?"), "fnum": fnum, "relevant": scores.judged_relevant,
+                     "retrieved": scores.retrieved, "relevant_retrieved": scores.relevant_retrieved,
+                     "est_relevant": scores.est_relevant, "est_relevant_retrieved": scores.est_relevant_retrieved,
+                     "infap": scores.infap, "infndcg": scores.infndcg,
+                     **{f"ip{c}": scores.precision[c] for c in PRECISION_CUTOFFS}, "ip_depth": scores.precision[depth]})
+    return pd.DataFrame(rows, columns=INFERRED_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A run scored against a qrels file: the per-feature ``table`` (``METRIC_COLUMNS`` on trec_eval qrels,
+    ``INFERRED_COLUMNS`` on sample qrels), the ``means`` of its measure columns over the features with a (judged)
+    relevant shot, the qrels ``format`` and the headline ``measure`` column ("ap" or "infap")."""
+
+    table: pd.DataFrame
+    means: dict[str, float]
+    format: str
+    measure: str
+
+    @property
+    def mean(self) -> float:
+        """The headline mean: mAP, or mean xinfAP on sample qrels (NaN without a relevant shot)."""
+        return self.means[self.measure]
+
+    def by_feature(self) -> dict[int, float]:
+        """fNum -> the headline measure, for the features with a (judged) relevant shot."""
+        judged = self.table[self.table["relevant"] > 0]
+        return {int(fnum): float(value) for fnum, value in zip(judged["fnum"], judged[self.measure], strict=True)}
+
+
+def evaluate_judgments(
+    rankings: Rankings, judgments: Judgments, k: int = DEFAULT_K, feature_numbers: Mapping[str, int] | None = None
+) -> Evaluation:
+    """Score a run against either qrels form: TREC AP at depth ``k`` (trec_eval qrels) or sample_eval's inferred
+    measures with depth ``k`` (sample qrels)."""
+    if not judgments.sampled:
+        table, mean_ap = evaluate_run(rankings, judgments.relevance, k, feature_numbers)
+        return Evaluation(table, {"ap": mean_ap}, judgments.format, "ap")
+    table = inferred_table(rankings, judgments, k, feature_numbers)
+    judged = table[table["relevant"] > 0]
+    means = {column: float(judged[column].mean()) if len(judged) else float("nan") for column in _INFERRED_MEASURES}
+    return Evaluation(table, means, judgments.format, "infap")
+
+
 def evaluate_files(
     run_path: str | Path,
     qrels_path: str | Path,
-    k: int | None = DEFAULT_K,
+    k: int = DEFAULT_K,
     feature_numbers_path: str | Path | None = None,
-) -> tuple[pd.DataFrame, float]:
-    """``evaluate_run`` on a run file (TRECVID XML or TREC form) and a qrels file; InputError on bad files."""
+) -> Evaluation:
+    """:func:`evaluate_judgments` on a run file (TRECVID XML or TREC form) and a qrels file (either form);
+    InputError on bad files."""
     rankings = read_run(run_path)
-    qrels = read_qrels(qrels_path)
+    judgments = read_judgments(qrels_path)
     feature_numbers = load_feature_numbers(Path(feature_numbers_path) if feature_numbers_path else None)
-    return evaluate_run(rankings, qrels, k, feature_numbers)
+    return evaluate_judgments(rankings, judgments, k, feature_numbers)
 
 
-def write_metrics_csv(path: str | Path, table: pd.DataFrame, mean_ap: float) -> None:
-    """Atomically write the per-feature table plus a last row ``all`` (summed counts, ap = mAP) as CSV."""
-    summary = {
-        "feature": "all",
-        "fnum": "",
-        "relevant": int(table["relevant"].sum()),
-        "retrieved": int(table["retrieved"].sum()),
-        "relevant_retrieved": int(table["relevant_retrieved"].sum()),
-        "ap": mean_ap,
-    }
+def write_metrics_csv(path: str | Path, evaluation: Evaluation) -> None:
+    """Atomically write the per-feature table plus a last row ``all`` (summed counts, measures = their means)."""
+    table = evaluation.table
+    summary = {column: (table[column].sum() if column in table else "") for column in table.columns}
+    summary.update({"feature": "all", "fnum": "", **evaluation.means})
     out = pd.concat([table.astype({"fnum": object}), pd.DataFrame([summary])], ignore_index=True)
     write_text_atomic(path, out.to_csv(index=False, float_format="%.6f"))

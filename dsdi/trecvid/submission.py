@@ -1,4 +1,4 @@
-"""TRECVID DSDI run files: ranking clips per feature, the XML submission, the TREC run form, qrels.
+"""TRECVID DSDI run files: ranking clips per feature, the XML submission, the TREC run form.
 
 A *rankings* object is ``dict[int, list[tuple[str, float]]]``: TRECVID feature number (fNum) -> the
 ranked shots ``(shot_id, score)``, best first. Within a feature, shot ids are unique and scores never
@@ -10,7 +10,7 @@ Files:
   DTD shipped in ``dsdi/data_files/videoFeatureExtractionResults.dtd`` before it is written. It holds
   ranks (``seqNum``), not scores.
 - TREC run: one line per ranked shot, ``fNum Q0 shotId rank score runId`` (trec_eval, NIST sample_eval).
-- qrels: one line per judged shot, ``fNum 0 shotId rel`` (rel > 0 = relevant).
+- qrels (ground truth): ``dsdi.trecvid.qrels``.
 
 Ties: ``rank_features`` orders by score descending, then shot id ascending (plain string order), so a
 ranking never depends on the order clips were scored in. trec_eval ignores the rank column and re-sorts
@@ -262,7 +262,13 @@ def _text_lines(path: Path, data: bytes) -> list[str]:
         raise InputError(f"{path}: not UTF-8 text ({error})") from None
 
 
-def _parse_int(text: str, path: Path, line_no: int, what: str) -> int:
+def read_text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM dropped); InputError when it is missing, a folder or not UTF-8."""
+    return _text_lines(path, _read_bytes(path))
+
+
+def parse_int(text: str, path: Path, line_no: int, what: str) -> int:
+    """``text`` as an int; InputError naming the file, the line and ``what`` otherwise."""
     try:
         return int(text)
     except ValueError:
@@ -280,9 +286,9 @@ def _read_trec_run(path: Path, lines: list[str]) -> Rankings:
         if len(fields) != 6:
             raise InputError(f"{path}, line {line_no}: expected 6 columns 'fNum Q0 shotId rank score runId', "
                              f"found {len(fields)}: {line.strip()!r}")
-        fnum = _parse_int(fields[0], path, line_no, "feature number")
+        fnum = parse_int(fields[0], path, line_no, "feature number")
         shot_id = fields[2]
-        rank = _parse_int(fields[3], path, line_no, "rank")
+        rank = parse_int(fields[3], path, line_no, "rank")
         try:
             score = float(fields[4])
         except ValueError:
@@ -321,13 +327,13 @@ def _read_xml_run(path: Path) -> Rankings:
                          "split it into one run per file")
     rankings: Rankings = {}
     for feature in runs[0].iterfind("videoFeatureExtractionFeatureResult"):
-        fnum = _parse_int(feature.get("fNum"), path, feature.sourceline, "fNum")
+        fnum = parse_int(feature.get("fNum"), path, feature.sourceline, "fNum")
         if fnum in rankings:
             raise InputError(f"{path}, line {feature.sourceline}: feature {fnum} appears twice")
         items: dict[int, str] = {}
         lines_of_shots: dict[str, int] = {}
         for item in feature.iterfind("item"):
-            seq_num = _parse_int(item.get("seqNum"), path, item.sourceline, "seqNum")
+            seq_num = parse_int(item.get("seqNum"), path, item.sourceline, "seqNum")
             shot_id = item.get("shotId")
             if seq_num in items:
                 raise InputError(f"{path}, line {item.sourceline}: seqNum {seq_num} is used twice in feature {fnum}")
@@ -356,32 +362,3 @@ def read_run(path: str | Path) -> Rankings:
     if data.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<"):
         return _read_xml_run(path)  # lxml honours the declared encoding (participants also used ISO-8859-1)
     return _read_trec_run(path, _text_lines(path, data))
-
-
-def read_qrels(path: str | Path) -> dict[int, dict[str, int]]:
-    """Read TREC qrels ``fNum 0 shotId rel`` -> {fNum: {shot_id: rel}} (rel > 0 = relevant).
-
-    Blank lines and ``#`` comments are skipped; anything else malformed, or a shot judged twice for the
-    same feature, raises InputError naming the file and line.
-    """
-    path = Path(path)
-    qrels: dict[int, dict[str, int]] = {}
-    first_line: dict[tuple[int, str], int] = {}
-    for line_no, line in enumerate(_text_lines(path, _read_bytes(path)), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = line.split()
-        if len(fields) != 4:
-            raise InputError(f"{path}, line {line_no}: expected 4 columns 'fNum 0 shotId rel', "
-                             f"found {len(fields)}: {line.strip()!r}")
-        fnum = _parse_int(fields[0], path, line_no, "feature number")
-        relevance = _parse_int(fields[3], path, line_no, "relevance")
-        shot_id = fields[2]
-        if (fnum, shot_id) in first_line:
-            raise InputError(f"{path}, line {line_no}: shot {shot_id!r} is judged twice for feature {fnum} "
-                             f"(first on line {first_line[fnum, shot_id]})")
-        first_line[fnum, shot_id] = line_no
-        qrels.setdefault(fnum, {})[shot_id] = relevance
-    if not qrels:
-        raise InputError(f"{path}: no judgements found (expected lines 'fNum 0 shotId rel')")
-    return qrels
