@@ -1,4 +1,5 @@
-"""Evaluation commands: ``dsdi eval`` (TREC AP of a run), ``dsdi report`` (an HTML page of a rank output) and
+"""Evaluation commands: ``dsdi eval`` (TREC AP or xinfAP of a run), ``dsdi pool`` (NIST-style sample qrels),
+``dsdi report`` (an HTML page of a rank output) and
 ``dsdi table`` (the paper's Tables 2 and 3)."""
 
 from __future__ import annotations
@@ -89,6 +90,47 @@ def _eval(given: dict) -> None:
         console.print(f"wrote {config.out}", highlight=False)
 
 
+def _stratum(text: str) -> tuple[int, int, float]:
+    """``--stratum FIRST-LAST:RATE`` (``dsdi.trecvid.pool.parse_stratum``)."""
+    from dsdi.trecvid.pool import parse_stratum
+
+    return parse_stratum(text)
+
+
+@dataclasses.dataclass(kw_only=True)
+class PoolConfig:
+    """``dsdi pool``: the runs to pool, the complete judgments, the strata and the seed."""
+
+    runs: list[Path] = option(help="run files to pool (TRECVID XML or TREC form, as dsdi eval reads them)",
+                              argument=True)
+    qrels: Path = option(help="complete judgments, trec_eval qrels 'fNum 0 shotId rel' (e.g. dsdi synth's "
+                              "qrels.txt); a shot they do not list is not relevant")
+    stratum: list[tuple[int, int, float]] = option(
+        [], parse=_stratum, help="FIRST-LAST:RATE, repeated, contiguous from rank 1: shots whose best rank over the "
+                                 "runs falls in FIRST..LAST, judged at RATE (--stratum 1-100:1.0 --stratum "
+                                 "101-1000:0.2); the last LAST is the pool depth")
+    seed: int = option(0, minimum=0, help="seed of the random sample within each stratum")
+    out: Path = option(help="NIST sample qrels file to write 'fNum 0 shotId stratum judgment' (1/0/-1 = relevant "
+                            "/ not / pooled but not judged)")
+
+
+def _pool(given: dict) -> None:
+    """Simulate NIST's judging: pool the runs, judge a stratified random sample of each feature's pool from complete
+    judgments, write NIST sample qrels for dsdi eval (xinfAP)."""
+    from dsdi.trecvid.pool import sample_pool, write_sample_qrels
+    from dsdi.trecvid.qrels import read_qrels
+    from dsdi.trecvid.submission import read_run
+
+    config = options.from_values(PoolConfig, given)
+    runs = [read_run(path) for path in config.runs]
+    sampled = sample_pool(runs, read_qrels(config.qrels), config.stratum, config.seed)
+    write_sample_qrels(config.out, sampled)
+    pooled = sum(len(shots) for shots in sampled.values())
+    judged = sum(judgment >= 0 for shots in sampled.values() for _, judgment in shots.values())
+    console.print(f"pooled {pooled} shots of {len(sampled)} features from {len(runs)} runs, {judged} judged; "
+                  f"wrote {config.out}", highlight=False)
+
+
 @dataclasses.dataclass(kw_only=True)
 class ReportConfig:
     """``dsdi report``: the rank output, its ground truth and the page to write."""
@@ -145,5 +187,6 @@ def _table(given: dict) -> None:
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to ``app``."""
     add_command(app, "eval", EVALUATION, EvalConfig, _eval)
+    add_command(app, "pool", EVALUATION, PoolConfig, _pool)
     add_command(app, "report", EVALUATION, ReportConfig, _report)
     add_command(app, "table", EVALUATION, TableConfig, _table)

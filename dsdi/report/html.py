@@ -170,8 +170,9 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
                              "(or NIST sample qrels `fNum 0 shotId stratum judgment`)")
         ap_by_fnum, mean_ap, qrels, measure = _evaluate(run.rankings, Path(qrels_path))
         bars = [(f, ap_by_fnum[numbers[f]]) for f in FEATURES if numbers[f] in ap_by_fnum]
-        chart = (f"<h2>{'Average precision' if measure == 'AP' else 'Inferred AP (xinfAP)'} per feature (mean "
-                 f"{mean_ap:.4f} over {len(bars)} features with a relevant clip)</h2>{ap_chart_svg(bars, mean_ap)}")
+        title = "Average precision" if measure == "AP" else "Inferred AP (NIST sample qrels)"
+        chart = (f"<h2>{title} per feature (m{measure} {mean_ap:.4f} over {len(bars)} features with a relevant clip)"
+                 f"</h2>{ap_chart_svg(bars, mean_ap)}")
     cache: dict = {}
     score_texts = {fnum: f"{measure} {ap:.3f}" for fnum, ap in ap_by_fnum.items()}
     sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, score_texts.get(numbers[f], ""),
