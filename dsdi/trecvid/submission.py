@@ -14,8 +14,9 @@ Files:
 
 Ties: ``rank_features`` orders by score descending, then shot id ascending (plain string order), so a
 ranking never depends on the order clips were scored in. trec_eval ignores the rank column and re-sorts
-by score, breaking ties by shot id *descending*; dsdi's reader and ``dsdi eval`` follow the rank column
-(the ``seqNum`` order of XML), which is what NIST evaluates for TRECVID XML submissions.
+by score, breaking ties by shot id *descending*; dsdi's reader and ``dsdi eval`` on complete qrels follow the
+rank column (the ``seqNum`` order of XML); on NIST sample qrels ``dsdi eval`` orders as NIST's sample_eval does,
+by score and then shot id descending (``dsdi.trecvid.inferred.nist_order``).
 """
 
 from __future__ import annotations
