@@ -163,6 +163,23 @@ def test_report_ap_chart_matches_pytrec_eval(rank_folder, tmp_path):
     assert doc.xpath("//svg//text[starts-with(., 'mAP')]")[0].text == f"mAP {mean_ap:.3f}"
 
 
+def test_report_on_sample_qrels_charts_xinfap(rank_folder, tmp_path):
+    """The same judgments as NIST sample qrels, every pooled shot judged in one stratum: the chart and headings show
+    xinfAP (equal to AP there, up to sample_eval's 1e-5 smoothing) and its mean line says mxinfAP."""
+    sampled = tmp_path / "sample_qrels.txt"
+    sampled.write_text("".join(f"{fnum} 0 {shot} 1 {int(rel > 0)}\n" for fnum, judged in rank_folder["qrels"].items()
+                               for shot, rel in judged.items()))
+    complete = lxml_html.fromstring(build_report(rank_folder["out"], qrels_path=rank_folder["qrels_path"],
+                                                 out_path=tmp_path / "complete.html").read_text(encoding="utf-8"))
+    page = build_report(rank_folder["out"], qrels_path=sampled, out_path=tmp_path / "r.html").read_text("utf-8")
+    doc = lxml_html.fromstring(page)
+    assert "Inferred AP (NIST sample qrels) per feature (mxinfAP" in page
+    mean_line = doc.xpath("//svg//text[starts-with(., 'mxinfAP')]")[0].text
+    complete_line = complete.xpath("//svg//text[starts-with(., 'mAP')]")[0].text
+    assert float(mean_line.split()[1]) == pytest.approx(float(complete_line.split()[1]), abs=1e-3)
+    assert doc.xpath("//svg//rect/title")[0].text.split(": ")[1].startswith("xinfAP ")
+
+
 def test_report_cli_writes_default_path_and_rejects_missing_folder(rank_folder, tmp_path, cli):
     cli("report", rank_folder["out"], "--topk", 1)
     assert (rank_folder["out"] / "report.html").is_file()

@@ -13,6 +13,7 @@ import pytest
 
 from dsdi.labels.schema import CLASSES
 from dsdi.report.tables import PAPER_TABLE_2_LRAP, paper_lrap, paper_submission, paper_submissions, table2, table3
+from dsdi.trecvid.qrels import read_judgments
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS_HEADER = "epoch,lr,train_loss,val_loss,val_lrap,val_map,seconds,images_per_s,broken_images"
@@ -101,7 +102,7 @@ def test_table3_scores_rank_outputs_against_qrels_and_names_the_paper_submission
         "1 Q0 a 1 0.9", "1 Q0 c 2 0.8", "1 Q0 b 3 0.7", "2 Q0 a 1 0.9", "2 Q0 c 2 0.8"], models=10)
     # the folder's name matches NII_UIT 2 when the run id does not
     d13 = write_rank_output(tmp_path / "rank" / "nii_uit2", "d13", ["1 Q0 b 1 0.9", "2 Q0 c 1 0.9"], models=1)
-    table = table3([vas2, d13], qrels, ensembles_dir=REPO / "runs" / "ensembles").set_index("run")
+    table = table3([vas2, d13], read_judgments(qrels), ensembles_dir=REPO / "runs" / "ensembles").set_index("run")
     assert table.loc["ten-plus-one", "map"] == pytest.approx(((1 + 2 / 3) / 2 + 1 / 2) / 2)
     assert (table.loc["ten-plus-one", "models"], table.loc["ten-plus-one", "paper_map"]) == (10, 0.383)
     assert table.loc["nii_uit2", "map"] == pytest.approx((1 / 2 + 1) / 2)
@@ -118,6 +119,14 @@ def test_table3_scores_rank_outputs_against_qrels_and_names_the_paper_submission
     assert "ten-plus-one │ VAS2 │ 10 │ 0.667 │ VAS2 │ 0.383 │ ten + one" in shown
     assert "nii_uit2 │ d13 │ 1 │ 0.750 │ - │ - │ -" in shown
     assert pd.read_csv(tmp_path / "t" / "table3.csv")["run"].tolist() == ["ten-plus-one", "nii_uit2"]
+    assert "Table 3: submissions (TREC mAP at depth 1000)" in shown
+
+    sampled = tmp_path / "sample_qrels.txt"  # the same judgments as NIST sample qrels, every pooled shot judged
+    sampled.write_text("1 0 a 1 1\n1 0 b 1 1\n1 0 c 1 0\n2 0 c 1 1\n")
+    result = cli("table", "--rank", str(vas2), "--qrels", str(sampled), "--out", str(tmp_path / "s"))
+    shown = " ".join(result.output.split())
+    assert "Table 3: submissions (mean xinfAP at depth 1000)" in shown and "ten-plus-one │ VAS2 │ 10 │ 0.667" in shown
+    assert "mean xinfAP at depth 1000" in (tmp_path / "s" / "table3.md").read_text()
 
     run = write_run(tmp_path / "runs" / "A01", 'backbone = "regnety_064"\nloss = "focal"\nepochs = 1\n',
                     METRICS_HEADER + "\n1,0.01,0.9,0.8,0.61,0.31,60,9,0\n")

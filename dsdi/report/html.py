@@ -52,8 +52,9 @@ def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], f
 
 
 def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: int = 1100,
-                 height: int = 460) -> str:
-    """Inline SVG bar chart: one bar per feature (AP in [0, 1]) and a dashed horizontal line at the mAP."""
+                 height: int = 460, measure: str = "AP") -> str:
+    """Inline SVG bar chart: one bar per feature (``measure``, AP or xinfAP, in [0, 1]) and a dashed horizontal
+    line at its mean."""
     left, right, top, bottom = 40, 80, 20, 230
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(len(ap_by_feature), 1)
@@ -68,7 +69,7 @@ def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: 
         bar_h = plot_h * min(max(ap, 0.0), 1.0)
         label = html.escape(feature)
         parts.append(f'<rect x="{x + step * 0.15:.1f}" y="{top + plot_h - bar_h:.1f}" width="{step * 0.7:.1f}" '
-                     f'height="{bar_h:.1f}" fill="#3b6ea8"><title>{label}: AP {ap:.3f}</title></rect>')
+                     f'height="{bar_h:.1f}" fill="#3b6ea8"><title>{label}: {measure} {ap:.3f}</title></rect>')
         cx, cy = x + step / 2, top + plot_h + 8
         parts.append(f'<text x="{cx:.1f}" y="{cy:.1f}" font-size="11" text-anchor="end" '
                      f'transform="rotate(-60 {cx:.1f} {cy:.1f})">{label}</text>')
@@ -76,7 +77,7 @@ def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: 
         y = top + plot_h * (1 - mean_ap)
         parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e07b00" '
                      f'stroke-width="2" stroke-dasharray="6 4"/><text x="{width - right + 4}" y="{y + 4:.1f}" '
-                     f'font-size="12" fill="#e07b00">mAP {mean_ap:.3f}</text>')
+                     f'font-size="12" fill="#e07b00">m{measure} {mean_ap:.3f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -172,7 +173,7 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
         bars = [(f, ap_by_fnum[numbers[f]]) for f in FEATURES if numbers[f] in ap_by_fnum]
         title = "Average precision" if measure == "AP" else "Inferred AP (NIST sample qrels)"
         chart = (f"<h2>{title} per feature (m{measure} {mean_ap:.4f} over {len(bars)} features with a relevant clip)"
-                 f"</h2>{ap_chart_svg(bars, mean_ap)}")
+                 f"</h2>{ap_chart_svg(bars, mean_ap, measure=measure)}")
     cache: dict = {}
     score_texts = {fnum: f"{measure} {ap:.3f}" for fnum, ap in ap_by_fnum.items()}
     sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, score_texts.get(numbers[f], ""),

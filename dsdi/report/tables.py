@@ -63,6 +63,8 @@ class Tables:
 
     table2: pd.DataFrame | None = None
     table3: pd.DataFrame | None = None
+    table3_measure: str = "TREC mAP"
+    """What Table 3's ``map`` column holds: TREC mAP (trec_eval qrels) or mean xinfAP (NIST sample qrels)."""
 
 
 def _key(name: str) -> str:
@@ -161,11 +163,10 @@ def table3_row(out_dir: str | Path, qrels: Judgments, k: int = DEFAULT_K,
     }  # fmt: skip
 
 
-def table3(out_dirs: Sequence[str | Path], qrels_path: str | Path, k: int = DEFAULT_K,
+def table3(out_dirs: Sequence[str | Path], qrels: Judgments, k: int = DEFAULT_K,
            ensembles_dir: str | Path = ENSEMBLES_DIR) -> pd.DataFrame:
-    """Table 3 of the given rank output folders, in the order given; the paper's values from the ensemble files
-    in ``ensembles_dir``."""
-    qrels = read_judgments(qrels_path)
+    """Table 3 of the given rank output folders against ``qrels`` (``read_judgments``), in the order given; the
+    paper's values from the ensemble files in ``ensembles_dir``."""
     submissions = paper_submissions(ensembles_dir)
     table = pd.DataFrame([table3_row(out_dir, qrels, k, submissions) for out_dir in out_dirs],
                          columns=list(TABLE3_COLUMNS))
@@ -265,14 +266,21 @@ def markdown_table(headers: Sequence[str], cells: list[list[str]]) -> str:
 
 
 TABLE2_TITLE = "Table 2: models (validation on each run's split; hold-out common to all)"
-TABLE3_TITLE = "Table 3: submissions (TREC mAP at depth 1000)"
+
+
+def table3_title(measure: str) -> str:
+    """Table 3's title, naming what its mAP column holds (``Tables.table3_measure``)."""
+    return f"Table 3: submissions ({measure} at depth 1000)"
 
 
 def paper_tables(run_dirs: Sequence[str | Path], rank_dirs: Sequence[str | Path], qrels_path: str | Path | None,
                  k: int = DEFAULT_K, ensembles_dir: str | Path = ENSEMBLES_DIR) -> Tables:
     """Table 2 of ``run_dirs`` and Table 3 of ``rank_dirs`` against ``qrels_path`` (None where no folder is given)."""
-    return Tables(table2(run_dirs) if run_dirs else None,
-                  table3(rank_dirs, qrels_path, k, ensembles_dir) if rank_dirs else None)
+    if not rank_dirs:
+        return Tables(table2(run_dirs) if run_dirs else None)
+    qrels = read_judgments(qrels_path)
+    return Tables(table2(run_dirs) if run_dirs else None, table3(rank_dirs, qrels, k, ensembles_dir),
+                  "mean xinfAP" if qrels.sampled else "TREC mAP")
 
 
 def shown_tables(tables: Tables) -> list[Table]:
@@ -281,7 +289,7 @@ def shown_tables(tables: Tables) -> list[Table]:
     if tables.table2 is not None:
         shown.append(rich_table(TABLE2_TITLE, TABLE2_HEADERS, table2_cells(tables.table2)))
     if tables.table3 is not None:
-        shown.append(rich_table(TABLE3_TITLE, TABLE3_HEADERS, table3_cells(tables.table3)))
+        shown.append(rich_table(table3_title(tables.table3_measure), TABLE3_HEADERS, table3_cells(tables.table3)))
     return shown
 
 
@@ -307,7 +315,8 @@ def write_tables(prefix: str | Path, tables: Tables) -> list[Path]:
         suffix = ".rank.csv" if tables.table2 is not None else ".csv"
         write_text_atomic(prefix.with_name(prefix.name + suffix), tables.table3.to_csv(index=False))
         written.append(prefix.with_name(prefix.name + suffix))
-        markdown.append(f"## {TABLE3_TITLE}\n\n{markdown_table(TABLE3_HEADERS, table3_cells(tables.table3))}")
+        markdown.append(f"## {table3_title(tables.table3_measure)}\n\n"
+                        f"{markdown_table(TABLE3_HEADERS, table3_cells(tables.table3))}")
     write_text_atomic(prefix.with_name(prefix.name + ".md"), "\n".join(markdown))
     written.append(prefix.with_name(prefix.name + ".md"))
     return written
