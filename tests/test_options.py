@@ -78,12 +78,12 @@ def test_help_is_for_users_and_groups_the_commands_in_pipeline_order(cli):
     assert "dsdi trains multi-label classifiers" in shown and "typer" not in shown and "InputError" not in shown
     panels = [shown.index(f"─ {panel} ─") for panel in PANELS]
     assert panels == sorted(panels)
-    order = ["synth", "labels", "prepare", "shots", "train", "sweep", "select", "rank", "fuse", "eval", "pool",
-             "report", "table", "study"]
+    order = ["synth", "labels", "prepare", "shots", "train", "sweep", "select", "export", "rank", "fuse", "eval",
+             "pool", "report", "table", "study"]
     places = [shown.index(f"│ {name} ") for name in order]
     assert places == sorted(places) and set(order) == set(COMMANDS)
     assert [COMMANDS[name].rich_help_panel for name in order] == [
-        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 3 + ["Evaluation"] * 4 + ["Research"]
+        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 4 + ["Evaluation"] * 4 + ["Research"]
 
 
 def test_version_is_the_installed_package_version(cli):

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,10 @@ from dsdi.errors import InputError
 from dsdi.files import file_sha256
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
-from dsdi.models.checkpoint import load_model
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
+from dsdi.rank.engines import load_for_engine
 from dsdi.rank.fusion import fuse_and_write
 from dsdi.rank.models import resolve_models
 from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
@@ -56,21 +57,22 @@ class _Model:
     checkpoint: Path
     backbone: str
     img_size: int
-    module: torch.nn.Module
+    module: Callable[[torch.Tensor], torch.Tensor]  # the engine's model: normalised images -> logits
     preprocessing: Preprocessing  # the checkpoint's: its mean/std normalise the model's input
 
 
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
-              overlap: float = 0.25, decoder: str = "pyav") -> str:
+              overlap: float = 0.25, decoder: str = "pyav", engine: str = "") -> str:
     """The score index key of a checkpoint's scores: its SHA-256's first 16 hex digits, the sampling rate, then
-    '+flip' for tta 'flip', '+tiles<R>x<C>o<overlap>' for tiles (rows, cols) and '+decord' for frames decoded by
-    decord (its colour conversion differs from PyAV's by about a level), e.g. '0123456789abcdef@10fps',
+    '+flip' for tta 'flip', '+tiles<R>x<C>o<overlap>' for tiles (rows, cols), '+decord' for frames decoded by
+    decord (its colour conversion differs from PyAV's by about a level) and ``engine``, the engine's key suffix
+    (``dsdi.rank.engines``: '' for PyTorch, '+ort', '+ort-int8-<digest>'), e.g. '0123456789abcdef@10fps',
     '0123456789abcdef@10fps+flip+tiles2x2o0.25' (overlap only counts with tiles). The plain key is the one
-    indexes held before --tta, --tiles and --decoder existed. ValueError for a tta not in TTA_CHOICES."""
+    indexes held before --tta, --tiles, --decoder and --engine existed. ValueError for a tta not in TTA_CHOICES."""
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
     decoded_by = "" if decoder == "pyav" else f"+{decoder}"
-    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix() + decoded_by
+    return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix() + decoded_by + engine
 
 
 def _views(config: RankConfig) -> Views:
@@ -79,9 +81,10 @@ def _views(config: RankConfig) -> Views:
 
 
 def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model], list[float]]:
-    """Each distinct checkpoint file of the resolved config on device, with its index key (``model_key``: content
-    hash, sampling rate, views), and its weight: checkpoints with the same content (a file given twice, or copies)
-    are loaded and scored once and their weights add up."""
+    """Each distinct checkpoint file of the resolved config on device, run by --engine at --precision
+    (``dsdi.rank.engines``), with its index key (``model_key``: content hash, sampling rate, views, decoder,
+    engine), and its weight: checkpoints with the same content (a file given twice, or copies) are loaded and
+    scored once and their weights add up."""
     models: list[_Model] = []
     weights: list[float] = []
     for checkpoint, weight in zip(config.models, config.model_weights, strict=True):
@@ -90,12 +93,11 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model]
         if same is not None:
             weights[same] += weight
             continue
-        module, info = load_model(checkpoint, device)
-        if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
-            module.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
-        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder)
-        models.append(_Model(key, digest, checkpoint, info.backbone, info.img_size, module, info.preprocessing))
+        loaded = load_for_engine(checkpoint, digest, config.engine, config.precision, device)
+        key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder,
+                        loaded.key_suffix)
+        models.append(_Model(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size, loaded.run,
+                             loaded.preprocessing))
         weights.append(weight)
     return models, weights
 
@@ -353,7 +355,7 @@ def rank(config: RankConfig) -> RankResult:
     config = resolve_models(config)
     clips = _find_clips(config)
     group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
-    device = pick_device(config.device, group.local_rank)
+    device = pick_device("cpu" if config.engine == "onnxruntime" else config.device, group.local_rank)
     models, weights = _load_models(config, device)
     index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:

@@ -10,6 +10,9 @@ What ``dsdi train`` (``dsdi.train.loop``) writes there:
   ``last.pt`` (model plus training state); each checkpoint after its ``predictions/`` files
   (``dsdi.train.predictions``)
 
+Later ``dsdi export`` (or ``dsdi rank --engine onnxruntime`` on first use) writes ``export/`` (:func:`export_file`):
+the ONNX models of a checkpoint and their ``.json`` sidecars (``dsdi.train.export``).
+
 **Finished** (:meth:`RunFolder.is_finished`): config.toml plans E epochs, metrics.csv records every epoch 1..E and
 ``last.pt`` holds epoch E (or more). A kill at any point leaves one of them short (last.pt is written last), and
 ``dsdi train --out RUN --resume`` finishes it. A folder without config.toml was not written by dsdi train.
@@ -34,6 +37,7 @@ METRICS_NAME = "metrics.csv"
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 PREDICTIONS_DIR = "predictions"
+EXPORT_DIR = "export"
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,11 @@ class RunFolder:
         """The folder of stored sigmoids and targets (``dsdi.train.predictions``)."""
         return self.path / PREDICTIONS_DIR
 
+    @property
+    def export_dir(self) -> Path:
+        """The folder of the run's ONNX exports (:func:`export_file`)."""
+        return self.path / EXPORT_DIR
+
     def checkpoint(self, stem: str) -> Path:
         """``<stem>.pt``: best, last or snapshot_K."""
         return self.path / f"{stem}.pt"
@@ -221,6 +230,15 @@ def runs_in(runs_dir: str | Path) -> tuple[list[RunFolder], list[tuple[RunFolder
             else:
                 finished.append(run)
     return finished, unfinished
+
+
+def export_file(checkpoint: str | Path, precision: str = "fp32") -> Path:
+    """Where ``dsdi export`` writes a checkpoint's ONNX model (its sidecar: the same name plus ``.json``): the
+    ``export/`` folder beside the checkpoint, ``<stem>.onnx`` (int8: ``<stem>.int8.onnx``); for a run's best.pt
+    ``RUN/export/best.onnx``, for a checkpoint file outside a run an ``export/`` folder next to it."""
+    checkpoint = Path(checkpoint)
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return checkpoint.parent / EXPORT_DIR / f"{checkpoint.stem}{suffix}.onnx"
 
 
 def model_checkpoint(ref: str | Path) -> Path:

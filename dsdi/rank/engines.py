@@ -1,0 +1,60 @@
+"""The engine that runs a model for ``dsdi rank --engine``: PyTorch (the checkpoint's module on the rank device) or
+ONNX Runtime on the CPU (the checkpoint's ONNX export at ``--precision``, made on first use: ``dsdi.train.export``).
+
+Scores of an engine other than PyTorch are stored under model keys of their own (``key_suffix``): '+ort' for ONNX
+Runtime fp32, '+ort-int8-<first 8 hex digits of the int8 model's SHA-256>' for int8 (its calibration images shape
+it); PyTorch's keys stay as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dsdi.errors import InputError
+from dsdi.files import file_sha256
+from dsdi.models.checkpoint import load_model
+from dsdi.models.ort import OrtModel
+from dsdi.models.preprocess import Preprocessing
+from dsdi.progress import stderr_console
+from dsdi.train.export import current_export, export_checkpoint
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score: ``run`` maps float32 (N, 3, S, S) normalised images on the rank device to (N, 37)
+    logits; ``key_suffix`` ends its index key."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    backbone: str
+    preprocessing: Preprocessing
+    key_suffix: str
+
+
+def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, device: torch.device) -> LoadedModel:
+    """The checkpoint's model on ``engine`` (torch | onnxruntime) at ``precision``; ``digest``: its SHA-256."""
+    if engine == "torch":
+        module, info = load_model(checkpoint, device)
+        if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
+            module.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
+        return LoadedModel(module, info.backbone, info.preprocessing, "")
+    exported = current_export(checkpoint, precision, digest) or _export_now(checkpoint, precision)
+    suffix = "+ort" if precision == "fp32" else f"+ort-{precision}-{file_sha256(exported.path)[:8]}"
+    return LoadedModel(OrtModel(exported.path), exported.info.backbone, exported.info.preprocessing, suffix)
+
+
+def _export_now(checkpoint: Path, precision: str):
+    """Export on first use, saying so on stderr; an int8 export needs the run's training images."""
+    stderr_console.print(f"exporting {checkpoint} for ONNX Runtime ({precision}): first use", markup=False,
+                         highlight=False, soft_wrap=True)
+    try:
+        return export_checkpoint(checkpoint, precision)
+    except InputError as error:
+        if precision == "fp32":
+            raise
+        raise InputError(f"--models {checkpoint}: no int8 export yet, and making one failed ({error}); make it "
+                         f"with dsdi export {checkpoint} --precision int8 --images DIR") from None

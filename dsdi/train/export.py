@@ -1,0 +1,185 @@
+"""``dsdi export``: a checkpoint to an ONNX model for ONNX Runtime (``dsdi.models.ort``), written to the run's
+``export/`` folder (``dsdi.train.run_folder.export_file``) with a sidecar naming the checkpoint it came from.
+
+fp32: checked against PyTorch on sample inputs and refused above a tolerance. int8: static quantisation calibrated
+on training images of the run (its config.toml's labels and images, the training split) or of ``--images``;
+dynamic where there are none; its cost is measured on the run's hold-out: the mAP of the checkpoint's stored
+hold-out sigmoids against the int8 model's on the same images (``dsdi.train.metrics``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsdi.errors import InputError
+from dsdi.files import file_sha256
+from dsdi.labels.schema import CLASSES
+from dsdi.models.checkpoint import load_model
+from dsdi.models.ort import (
+    EXPORT_TOLERANCE,
+    ExportInfo,
+    OrtModel,
+    export_onnx,
+    max_abs_diff,
+    quantise_int8,
+    read_info,
+    sample_inputs,
+    write_info,
+)
+from dsdi.models.preprocess import Preprocessing, normalise, resize_unit
+from dsdi.train.config import TrainConfig
+from dsdi.train.data import DECODE_ERRORS, decode_image, resolve_image_path
+from dsdi.train.metrics import per_class_average_precision
+from dsdi.train.predictions import read_predictions, read_targets
+from dsdi.train.run_folder import RunFolder, export_file
+
+CALIBRATION_IMAGES = 200
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_BATCH = 16  # hold-out images per forward pass
+
+
+@dataclass(frozen=True)
+class HoldoutCost:
+    """mAP on the run's hold-out images (those of its stored predictions that could be read): the checkpoint's
+    stored sigmoids (PyTorch) and the exported model's."""
+
+    images: int
+    torch_map: float
+    exported_map: float
+
+
+@dataclass(frozen=True)
+class Export:
+    """An exported model: its file, its sidecar, whether it was already current, and (int8 export) its hold-out
+    cost."""
+
+    path: Path
+    info: ExportInfo
+    reused: bool = False
+    holdout: HoldoutCost | None = None
+
+
+def current_export(checkpoint: Path, precision: str, digest: str | None = None) -> Export | None:
+    """The checkpoint's export at ``precision`` when it exists and was made from this checkpoint's content."""
+    path = export_file(checkpoint, precision)
+    info = read_info(path)
+    if info is None or info.checkpoint_sha256 != (digest or file_sha256(checkpoint)) or info.precision != precision:
+        return None
+    return Export(path, info, reused=True)
+
+
+def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images: Path | None = None,
+                      calibration_images: int = CALIBRATION_IMAGES, tolerance: float = EXPORT_TOLERANCE,
+                      out: Path | None = None) -> Export:
+    """Export ``checkpoint`` (a .pt file) at ``precision`` (fp32 | int8) to ``out`` (default
+    ``export_file(checkpoint, precision)``, where rank looks for it).
+
+    fp32: InputError when ONNX Runtime's logits differ from PyTorch's by more than ``tolerance`` on sample inputs
+    (the file is removed). int8: from the fp32 export (made or re-made first when not current), calibrated on
+    ``calibration_images`` images of ``images`` (a folder) or of the run's training split; ``holdout`` is filled
+    when the run stored hold-out predictions for this checkpoint."""
+    checkpoint = Path(checkpoint)
+    module, model_info = load_model(checkpoint, "cpu")
+    digest, preprocessing = file_sha256(checkpoint), model_info.preprocessing
+    fp32 = current_export(checkpoint, "fp32", digest) if precision == "int8" else None
+    if fp32 is None:
+        fp32_path = out if precision == "fp32" and out is not None else export_file(checkpoint, "fp32")
+        fp32 = _export_fp32(checkpoint, fp32_path, module, model_info.backbone, preprocessing, digest, tolerance)
+    if precision == "fp32":
+        return fp32
+    run = RunFolder(checkpoint.parent)
+    config = TrainConfig.from_toml(run.config_toml) if run.config_toml.is_file() else None
+    calibration, source = calibration_set(images, config, preprocessing, calibration_images)
+    path = out or export_file(checkpoint, "int8")
+    quantise_int8(fp32.path, path, calibration)
+    model = OrtModel(path)
+    quantisation = f"static: {len(calibration)} images of {source}" if calibration is not None else "dynamic"
+    info = ExportInfo(digest, model_info.backbone, list(CLASSES), preprocessing, "int8",
+                      max_abs_diff(module, model, sample_inputs(preprocessing)), quantisation, _ort_version())
+    write_info(path, info)
+    holdout = holdout_cost(run, checkpoint.stem, config, model, preprocessing) if config is not None else None
+    return Export(path, info, holdout=holdout)
+
+
+def _export_fp32(checkpoint: Path, path: Path, module: torch.nn.Module, backbone: str, preprocessing: Preprocessing,
+                 digest: str, tolerance: float) -> Export:
+    export_onnx(module, preprocessing, path)
+    diff = max_abs_diff(module, OrtModel(path), sample_inputs(preprocessing))
+    if not diff <= tolerance:  # NaN too
+        path.unlink(missing_ok=True)
+        raise InputError(f"{checkpoint}: its ONNX model's logits differ from PyTorch's by {diff:.3g} on sample "
+                         f"inputs (more than --tolerance {tolerance:g}); rank it with --engine torch")
+    info = ExportInfo(digest, backbone, list(CLASSES), preprocessing, "fp32", diff, "", _ort_version())
+    write_info(path, info)
+    return Export(path, info)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _load(path: Path, preprocessing: Preprocessing) -> torch.Tensor | None:
+    """float32 (3, S, S) model input of an image file, as training's validation images; None if unreadable."""
+    try:
+        pixels = decode_image(path, preprocessing.img_size)
+    except DECODE_ERRORS:
+        return None
+    return normalise(resize_unit(pixels[None], preprocessing.img_size)[0], preprocessing.mean, preprocessing.std)
+
+
+def calibration_set(images: Path | None, config: TrainConfig | None, preprocessing: Preprocessing,
+                    count: int) -> tuple[np.ndarray | None, str]:
+    """(float32 (N, 3, S, S) model inputs, where they came from): ``count`` image files of the folder ``images``
+    spread evenly over its sorted files, else ``count`` of the run's training split (seed 0); (None, "") with
+    neither. InputError when the folder or the run's labels hold no readable image."""
+    if images is not None:
+        files = sorted(p for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"--images {images}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+        chosen, source = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).astype(int)], images
+    elif config is not None:
+        from dsdi.train.loop import split_labels
+
+        if not Path(config.labels).is_file():
+            raise InputError(f"{config.labels}: the run's labels file is not here; pass --images DIR (training "
+                             "images to calibrate int8 on)")
+        train_ids = split_labels(config)[0]["image_id"].astype(str).tolist()
+        picked = np.random.default_rng(0).permutation(len(train_ids))[:count]
+        chosen, source = [resolve_image_path(train_ids[i], config.images) for i in sorted(picked)], config.images
+    else:
+        return None, ""
+    loaded = [tensor for tensor in (_load(path, preprocessing) for path in chosen) if tensor is not None]
+    if not loaded:
+        raise InputError(f"{source}: none of the {len(chosen)} calibration images could be read; pass --images DIR")
+    return torch.stack(loaded).numpy(), str(source)
+
+
+def holdout_cost(run: RunFolder, stem: str, config: TrainConfig, model: OrtModel,
+                 preprocessing: Preprocessing) -> HoldoutCost | None:
+    """The hold-out mAP of the checkpoint's stored sigmoids and of ``model`` on the same (readable) images; None
+    when the run stored no hold-out predictions for ``stem`` (or its images are not here)."""
+    try:
+        stored, targets = read_predictions(run.path, stem, "holdout"), read_targets(run.path, "holdout")
+    except InputError:
+        return None
+    ids, scores = [], []
+    image_ids = [image_id for image_id in stored.index if image_id in targets.index]
+    for start in range(0, len(image_ids), _BATCH):
+        loaded = ((i, _load(resolve_image_path(i, config.images), preprocessing))
+                  for i in image_ids[start:start + _BATCH])
+        batch = [(i, tensor) for i, tensor in loaded if tensor is not None]
+        if batch:
+            ids += [i for i, _ in batch]
+            scores.append(torch.sigmoid(model(torch.stack([t for _, t in batch])).double()).numpy())
+    if not ids:
+        return None
+    truth = targets.loc[ids].to_numpy()
+    return HoldoutCost(len(ids), per_class_average_precision(truth, stored.loc[ids].to_numpy())[1],
+                       per_class_average_precision(truth, np.concatenate(scores))[1])
+
