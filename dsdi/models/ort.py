@@ -132,16 +132,16 @@ class OrtModel:
     """An exported model in an ONNX Runtime CPU session, called like the PyTorch module: float32 (N, 3, S, S)
     normalised images (a CPU tensor) -> float32 (N, 37) logits (a CPU tensor).
 
-    Its ``threads`` intra-op threads sleep when idle instead of spinning: next to rank's decoding threads a
-    spinning pool takes the core a decoder needs (see docs/benchmarks.md)."""
+    Its ``threads`` intra-op threads (default ``ort_threads``) sleep when idle unless ``spinning``: next to rank's
+    decoding threads a spinning pool takes the core a decoder needs (see docs/benchmarks.md)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or ort_threads()
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.log_severity_level = 3  # errors only: not its notes on unused initialisers
         try:
             self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
