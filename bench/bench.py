@@ -11,7 +11,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
 - rank:     `dsdi rank` end to end (dsdi.rank.scoring.rank: decode + preprocess + forward + index + fuse + write) vs
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s; vs the serial bound (decode, then
-            model, on the same cores: what a CPU-only pipeline can reach at best); cores each one kept busy.
+            model, on the same cores: what doing things in turn reaches); cores each one kept busy. CPU: lcnet_050 at
+            224 px (decoding a large share of the work) and resnet10t at 160 px (the model dominates).
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.train.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
@@ -23,6 +24,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             360 px and (CPU) 224 px.
 - backbones (--device cuda): inference images/s of each paper backbone in bf16 at its input size and the
             projected time to score 180,000 frames with the models of runs/*.toml.
+- cpu_inference: each paper backbone (random init) at its input size, batch 8, on the CPU: PyTorch eager vs ONNX
+            Runtime fp32 and int8 as dsdi export makes them (about 5 minutes on 2 cores): images/s and ratios.
 - gpu_decode (--device cuda): a GPU video decoder (torchcodec's CUDA decoder, else decord's GPU build) vs dsdi's
             CPU path, 10 fps of a 1080p clip at 360 px.
 
@@ -234,7 +237,31 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
     return run
 
 
+RANK_CPU_MODELS = (("lcnet_050", 224, 32, 12), ("resnet10t", 160, 32, 6))  # backbone, px, batch, clips: a tiny
+# model where decoding is a large share of the work, and one where the model dominates
+
+
 def bench_rank(work: Path, device: str) -> dict:
+    """rank_versus_parts for each model of RANK_CPU_MODELS (CUDA: the paper backbone of tiny_or_real) on 640x360
+    clips of 5 s (CUDA: 24 of 10 s)."""
+    if device == "cuda":
+        backbone, img_size, batch_size = tiny_or_real(device)
+        models = ((backbone, img_size, batch_size, 24),)
+    else:
+        models = RANK_CPU_MODELS
+    results = {}
+    for backbone, img_size, batch_size, n_clips in models:
+        seconds = 10 if device == "cuda" else 5
+        clips_dir = make_shot_clips(work / f"clips_{backbone}", n_clips, 640, 360, seconds)
+        results[f"{backbone} at {img_size} px"] = rank_versus_parts(work / backbone, clips_dir, backbone, img_size,
+                                                                    batch_size, device)
+    return results
+
+
+def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int, batch_size: int,
+                      device: str) -> dict:
+    """`dsdi rank` end to end on the clips of clips_dir vs decode-only and model-only, called in turn: frames/s,
+    the serial bound of the two parts (decode, then model, on the same cores), the ratios, cores kept busy."""
     from dsdi.models.checkpoint import load_model
     from dsdi.models.preprocess import frames_to_tensor
     from dsdi.rank.config import RankConfig
@@ -242,9 +269,6 @@ def bench_rank(work: Path, device: str) -> dict:
     from dsdi.video.clip import Clip
     from dsdi.video.decode import sample_frames
 
-    backbone, img_size, batch_size = tiny_or_real(device)
-    n_clips, seconds = (24, 10) if device == "cuda" else (12, 5)
-    clips_dir = make_shot_clips(work / "rank_clips", n_clips, 640, 360, seconds)
     checkpoint = write_checkpoint(work / "runs" / "bench", backbone, img_size)
     frames = np.concatenate([sample_frames(p)[0] for p in sorted(clips_dir.glob("*.mp4"))])
     runs = []
@@ -272,15 +296,15 @@ def bench_rank(work: Path, device: str) -> dict:
     if any(result.frames_scored != len(frames) for result in runs) or set(decoded) != {len(frames)}:
         raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, decoding alone {decoded}, "
                            f"sample_frames {len(frames)}")
-    return {"backbone": backbone, "img_size": img_size, "batch": batch_size, "clips": n_clips,
-            "clip_size": "640x360 30 fps", "frames_scored": len(frames),
+    return {"batch": batch_size, "clips": len(clips), "clip_size": "640x360 30 fps", "frames_scored": len(frames),
             "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
             "decode_only": "rank's decoding threads: decode, scale, preprocess to model input, no model",
             "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
-            "model_only_frames_per_s": model_only, "ratio_end_to_end_over_decode_only": end_to_end / decoding,
+            "model_only_frames_per_s": model_only, "serial_bound_frames_per_s": serial_bound,
+            "ratio_end_to_end_over_serial_bound": end_to_end / serial_bound,
             "ratio_end_to_end_over_model_only": end_to_end / model_only,
+            "ratio_end_to_end_over_decode_only": end_to_end / decoding,
             "ratio_decode_only_over_model_only": decoding / model_only,
-            "serial_bound_frames_per_s": serial_bound, "ratio_end_to_end_over_serial_bound": end_to_end / serial_bound,
             **{f"{name}_cores_used": used for name, used in cores.items()}, "load_average_after": os.getloadavg()[0]}
 
 
@@ -527,6 +551,52 @@ def bench_backbones(work: Path, device: str) -> dict:
             "projected_hours_per_12_models": seconds / 3600 * 12 / max(len(backbones), 1)}
 
 
+CPU_BATCH = 8
+CPU_BATCHES = 2
+
+
+def ort_runner(model: object, batch: torch.Tensor, n_batches: int) -> Callable[[], None]:
+    """A warmed-up call running an ONNX Runtime model (dsdi.models.ort.OrtModel) on `n_batches` copies of batch."""
+    def run() -> None:
+        for _ in range(n_batches):
+            model(batch)
+
+    run()
+    return run
+
+
+def bench_cpu_inference(work: Path, device: str) -> dict:
+    """Each paper backbone (random init) at its input size, batch CPU_BATCH: PyTorch eager vs ONNX Runtime fp32 and
+    int8 (dsdi export's path: opset 17, static QDQ int8 calibrated on 16 images), called in turn; images/s."""
+    from dsdi.labels.schema import CLASSES
+    from dsdi.models.backbones import PAPER_BACKBONES, create_backbone
+    from dsdi.models.ort import OrtModel, export_onnx, logit_difference, quantise_int8, sample_inputs
+    from dsdi.models.preprocess import Preprocessing
+
+    threads = torch.get_num_threads()
+    rates = {}
+    for name, spec in PAPER_BACKBONES.items():
+        torch.manual_seed(0)
+        model = create_backbone(name, num_classes=len(CLASSES)).eval()
+        preprocessing = Preprocessing(spec.img_size)
+        fp32, int8 = work / f"{name}.onnx", work / f"{name}.int8.onnx"
+        export_onnx(model, preprocessing, fp32)
+        quantise_int8(fp32, int8, sample_inputs(preprocessing, 16).numpy())
+        batch = sample_inputs(preprocessing, CPU_BATCH, seed=1)
+        onnx_fp32, onnx_int8 = OrtModel(fp32, threads), OrtModel(int8, threads)
+        diff, scale = logit_difference(model, onnx_fp32, batch)  # an untrained HRNet's logits reach 5e7
+        count = CPU_BATCH * CPU_BATCHES
+        eager, ort_fp32, ort_int8 = fastest_rates(
+            (count, forward_runner(model, batch, "cpu", CPU_BATCHES, torch.float32)),
+            (count, ort_runner(onnx_fp32, batch, CPU_BATCHES)), (count, ort_runner(onnx_int8, batch, CPU_BATCHES)))
+        rates[name] = {"img_size": spec.img_size, "torch_eager_images_per_s": eager, "ort_fp32_images_per_s": ort_fp32,
+                       "ort_int8_images_per_s": ort_int8, "ratio_ort_fp32_over_torch": ort_fp32 / eager,
+                       "ratio_ort_int8_over_torch": ort_int8 / eager, "ort_fp32_max_abs_logit_diff": diff,
+                       "torch_max_abs_logit": scale}
+        del model, onnx_fp32, onnx_int8
+    return {"threads": threads, "batch": CPU_BATCH, "backbones": rates, "load_average_after": os.getloadavg()[0]}
+
+
 INDEX_CLIPS = 100_000
 INDEX_MODELS = 12
 INDEX_PROJECT_CLIPS = 1_000_000
@@ -587,6 +657,7 @@ def bench_index(work: Path, device: str) -> dict:
 SECTIONS: dict[str, Callable[[Path, str], dict]] = {
     "decode": bench_decode, "rank": bench_rank, "views": bench_views, "image": bench_image, "train": bench_train,
     "backbones": bench_backbones, "gpu_decode": bench_gpu_decode, "index": bench_index,
+    "cpu_inference": bench_cpu_inference,
 }
 
 

@@ -70,7 +70,8 @@ class ExportConfig:
                                  shown_default="the run's training images (its config.toml)")
     calibration_images: int = option(200, minimum=1, help="int8: images calibrated on")
     tolerance: float = option(EXPORT_TOLERANCE, above=0.0, help="largest |logit difference| from PyTorch on sample "
-                                                                 "inputs that an fp32 export may have")
+                                                                 "inputs that an fp32 export may have (times the "
+                                                                 "largest |logit| when above 1)")
     out: Path | None = option(None, help="ONNX model file to write (its sidecar: the same name + .json); rank "
                                          "--engine onnxruntime uses the default place's",
                               shown_default="RUN/export/best.onnx (int8: best.int8.onnx)")

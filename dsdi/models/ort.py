@@ -27,7 +27,8 @@ ENGINES = ("torch", "onnxruntime")
 PRECISIONS = ("fp32", "int8")
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
-EXPORT_TOLERANCE = 1e-3  # largest |logit difference| of an fp32 export from PyTorch that export accepts
+EXPORT_TOLERANCE = 1e-3  # largest logit difference of an fp32 export from PyTorch that export accepts (relative
+# to the largest |logit| when that is above 1: an untrained HRNet's logits reach 5e7, where float32 rounding is 4)
 CHECK_IMAGES = 4  # sample inputs of the export check
 
 
@@ -35,7 +36,8 @@ CHECK_IMAGES = 4  # sample inputs of the export check
 class ExportInfo:
     """The sidecar of an exported model: checkpoint_sha256 of the .pt it came from; classes in output order;
     preprocessing (side, mean, std, interpolation) its input needs; precision fp32 | int8; max_abs_diff: largest
-    |logit difference| from PyTorch on the check's sample inputs; quantisation: "" (fp32), "static: N images of
+    |logit difference| from PyTorch on the check's sample inputs (and logit_scale: PyTorch's largest |logit| there);
+    quantisation: "" (fp32), "static: N images of
     SOURCE" or "dynamic"; onnxruntime: the version that wrote it."""
 
     checkpoint_sha256: str
@@ -44,6 +46,7 @@ class ExportInfo:
     preprocessing: Preprocessing
     precision: str
     max_abs_diff: float
+    logit_scale: float
     quantisation: str = ""
     onnxruntime: str = ""
 
@@ -85,11 +88,12 @@ def export_onnx(module: nn.Module, preprocessing: Preprocessing, path: Path) -> 
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
 
 
-def max_abs_diff(module: nn.Module, model: OrtModel, inputs: torch.Tensor) -> float:
-    """Largest |logit difference| between the PyTorch module and the ONNX model on ``inputs`` (N, 3, S, S)."""
+def logit_difference(module: nn.Module, model: OrtModel, inputs: torch.Tensor) -> tuple[float, float]:
+    """(largest |logit difference| between the PyTorch module and the ONNX model, PyTorch's largest |logit|) on
+    ``inputs`` (N, 3, S, S)."""
     with torch.inference_mode():
         expected = module(inputs)
-    return float((model(inputs) - expected).abs().max())
+    return float((model(inputs) - expected).abs().max()), float(expected.abs().max())
 
 
 class _Calibration:

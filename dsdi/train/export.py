@@ -24,7 +24,7 @@ from dsdi.models.ort import (
     ExportInfo,
     OrtModel,
     export_onnx,
-    max_abs_diff,
+    logit_difference,
     quantise_int8,
     read_info,
     sample_inputs,
@@ -78,10 +78,10 @@ def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images
     """Export ``checkpoint`` (a .pt file) at ``precision`` (fp32 | int8) to ``out`` (default
     ``export_file(checkpoint, precision)``, where rank looks for it).
 
-    fp32: InputError when ONNX Runtime's logits differ from PyTorch's by more than ``tolerance`` on sample inputs
-    (the file is removed). int8: from the fp32 export (made or re-made first when not current), calibrated on
-    ``calibration_images`` images of ``images`` (a folder) or of the run's training split; ``holdout`` is filled
-    when the run stored hold-out predictions for this checkpoint."""
+    fp32: InputError when ONNX Runtime's logits differ from PyTorch's by more than ``tolerance`` (times PyTorch's
+    largest |logit| when that is above 1) on sample inputs (the file is removed). int8: from the fp32 export (made
+    or re-made first when not current), calibrated on ``calibration_images`` images of ``images`` (a folder) or of
+    the run's training split; ``holdout`` is filled when the run stored hold-out predictions for this checkpoint."""
     checkpoint = Path(checkpoint)
     module, model_info = load_model(checkpoint, "cpu")
     digest, preprocessing = file_sha256(checkpoint), model_info.preprocessing
@@ -98,8 +98,9 @@ def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images
     quantise_int8(fp32.path, path, calibration)
     model = OrtModel(path)
     quantisation = f"static: {len(calibration)} images of {source}" if calibration is not None else "dynamic"
-    info = ExportInfo(digest, model_info.backbone, list(CLASSES), preprocessing, "int8",
-                      max_abs_diff(module, model, sample_inputs(preprocessing)), quantisation, _ort_version())
+    diff, scale = logit_difference(module, model, sample_inputs(preprocessing))
+    info = ExportInfo(digest, model_info.backbone, list(CLASSES), preprocessing, "int8", diff, scale, quantisation,
+                      _ort_version())
     write_info(path, info)
     holdout = holdout_cost(run, checkpoint.stem, config, model, preprocessing) if config is not None else None
     return Export(path, info, holdout=holdout)
@@ -108,12 +109,13 @@ def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images
 def _export_fp32(checkpoint: Path, path: Path, module: torch.nn.Module, backbone: str, preprocessing: Preprocessing,
                  digest: str, tolerance: float) -> Export:
     export_onnx(module, preprocessing, path)
-    diff = max_abs_diff(module, OrtModel(path), sample_inputs(preprocessing))
-    if not diff <= tolerance:  # NaN too
+    diff, scale = logit_difference(module, OrtModel(path), sample_inputs(preprocessing))
+    if not diff <= tolerance * max(1.0, scale):  # NaN too
         path.unlink(missing_ok=True)
         raise InputError(f"{checkpoint}: its ONNX model's logits differ from PyTorch's by {diff:.3g} on sample "
-                         f"inputs (more than --tolerance {tolerance:g}); rank it with --engine torch")
-    info = ExportInfo(digest, backbone, list(CLASSES), preprocessing, "fp32", diff, "", _ort_version())
+                         f"inputs (largest |logit| {scale:.3g}; more than --tolerance {tolerance:g}); rank it with "
+                         "--engine torch")
+    info = ExportInfo(digest, backbone, list(CLASSES), preprocessing, "fp32", diff, scale, "", _ort_version())
     write_info(path, info)
     return Export(path, info)
 
