@@ -80,6 +80,7 @@ def rank(cli, world, out: Path, *args) -> pd.DataFrame:
     return pd.read_csv(out / "clip_scores.csv", dtype={"shot_id": str}).set_index("shot_id")[list(CLASSES)]
 
 
+@pytest.mark.slow
 def test_onnxruntime_ranks_like_torch_under_keys_of_its_own(world, tmp_path, cli):
     loose = tmp_path / "loose" / "model.pt"  # a checkpoint outside a run: exported next to it on first use
     tiny_checkpoint(loose, backbone="resnet10t", img_size=SIDE, seed=3, head_std=(3.0, None))
@@ -101,6 +102,7 @@ def test_onnxruntime_ranks_like_torch_under_keys_of_its_own(world, tmp_path, cli
     assert stored == set(plain) | set(keys)
 
 
+@pytest.mark.slow
 def test_int8_export_measures_its_holdout_cost_and_ranks(world, tmp_path, cli):
     run = tmp_path / "run"
     model = tiny_checkpoint(run, backbone="resnet10t", img_size=SIDE, seed=1, head_std=(3.0, None))

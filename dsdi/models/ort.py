@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -116,6 +117,7 @@ def quantise_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray | Non
 
     with atomic_output(out_path) as tmp:
         prepared = tmp.with_name(tmp.name + ".pre.onnx")
+        logging.disable(logging.WARNING)  # the quantiser's root-logger notes (IBN's instance norms: per-tensor)
         try:
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             if calibration is None:
@@ -124,6 +126,7 @@ def quantise_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray | Non
                 quantize_static(str(prepared), str(tmp), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                                 per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
         finally:
+            logging.disable(logging.NOTSET)
             prepared.unlink(missing_ok=True)
 
 
