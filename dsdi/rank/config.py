@@ -107,7 +107,8 @@ class RankConfig:
                             help="with --engine onnxruntime: fp32, or int8 (the export quantised; calibrated on the "
                                  "run's training images, or see dsdi export --images)")
     batch_size: int = option(64, minimum=1, help="images per forward pass (packed across clips); a frame is 1 "
-                                                 "image, with --tta flip 2, with --tiles RxC 1+R*C (times 2 with flip)")
+                                                 "image, with --tta flip 2, with --tiles RxC 1+R*C (times 2 with "
+                                                 "flip); PyTorch on the CPU takes at most 16 at a time")
     runs_dir: Path = option(RUNS_DIR, help="where the default models and an --ensemble's members are looked for")
     decode_threads: int | None = option(None, help="clip decoding threads", minimum=1,
                                         shown_default="CPU cores per process, at most 8")
