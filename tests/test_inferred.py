@@ -199,3 +199,11 @@ def test_eval_on_sample_qrels_reports_inferred_measures(cli, tmp_path):
             assert row["infap"] == pytest.approx(ap, abs=1e-6) and row["ip_depth"] == pytest.approx(ip[100], abs=1e-6)
     assert table.iloc[-1]["infap"] == pytest.approx(expected.mean, abs=1e-6)
     assert f"mean xinfAP {expected.mean:.4f}" in said
+
+
+@pytest.mark.parametrize("line", ["1 0 a 1\n", "1 0 a 1 1\n"], ids=["trec_eval qrels", "sample qrels"])
+def test_depth_below_one_is_refused_on_either_qrels_form(tmp_path, line):
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(line)
+    with pytest.raises(InputError, match="--topk 0: the cut-off depth must be >= 1"):
+        evaluate_judgments({1: [("a", 1.0)]}, read_judgments(qrels), 0)

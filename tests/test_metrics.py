@@ -104,7 +104,7 @@ def test_hand_computed_ap_and_edge_cases():
     assert average_precision([], {"a"}) == 0.0
     with pytest.raises(InputError, match="'a'"):
         average_precision(["a", "b", "a"], {"a"})
-    with pytest.raises(InputError, match="--k 0: the cut-off depth must be >= 1"):
+    with pytest.raises(InputError, match="--topk 0: the cut-off depth must be >= 1"):
         average_precision(["a"], {"a"}, k=0)
 
 

@@ -29,8 +29,8 @@ MAX_TILE_OVERLAP = 0.9
 def check_model_weights(weights: list[float], count: int) -> list[float]:
     """``weights`` unchanged if there is one non-negative weight per model and their sum is positive."""
     if len(weights) != count or min(weights, default=0) < 0 or sum(weights) <= 0:
-        raise InputError(f"--model-weights {','.join(f'{w:g}' for w in weights)}: need {count} non-negative "
-                         "weights (one per model), sum > 0")
+        raise InputError(f"--model-weights {' --model-weights '.join(f'{w:g}' for w in weights)}: need {count} "
+                         "non-negative weights (one per model), sum > 0")
     return weights
 
 

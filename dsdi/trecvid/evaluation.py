@@ -41,6 +41,12 @@ _INFERRED_MEASURES = ["infap", "infndcg", *(f"ip{c}" for c in PRECISION_CUTOFFS)
 # ---- retrieval: TREC AP / mAP ----------------------------------------------------------------
 
 
+def check_depth(depth: int) -> None:
+    """InputError unless the ranking depth (``--topk``) is at least 1."""
+    if depth < 1:
+        raise InputError(f"--topk {depth}: the cut-off depth must be >= 1 (NIST scores at 1000)")
+
+
 def average_precision(
     ranked_shot_ids: Sequence[str], relevant_ids: Collection[str], k: int | None = DEFAULT_K
 ) -> float:
@@ -49,8 +55,8 @@ def average_precision(
     ``ranked_shot_ids``: best first. ``relevant_ids``: every relevant shot in the ground truth.
     Raises InputError if ``k`` < 1 (``--k``) or a shot id appears twice in the ranking (an ill-formed run).
     """
-    if k is not None and k < 1:
-        raise InputError(f"--k {k}: the cut-off depth must be >= 1 (NIST scores at 1000)")
+    if k is not None:
+        check_depth(k)
     ranked = list(ranked_shot_ids)
     if len(set(ranked)) != len(ranked):
         twice = sorted(shot_id for shot_id, count in Counter(ranked).items() if count > 1)
@@ -108,8 +114,7 @@ def inferred_table(
 ) -> pd.DataFrame:
     """Per-feature sample_eval measures (``INFERRED_COLUMNS``) of a run on sample qrels, one row per feature number
     in the run or the qrels; measures NaN for a feature without a judged relevant shot."""
-    if depth < 1:
-        raise InputError(f"--k {depth}: the cut-off depth must be >= 1 (NIST scores at 1000)")
+    check_depth(depth)
     names = {number: name for name, number in (feature_numbers or load_feature_numbers()).items()}
     rows = []
     for fnum in sorted(set(rankings) | set(judgments.relevance)):
