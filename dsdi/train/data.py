@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
 from dsdi.labels.schema import CLASSES
-from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Triple, frames_to_tensor, normalise, resize_unit
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Triple, frames_to_tensor, normalise
 from dsdi.progress import progress_bar
 from dsdi.runtime import default_workers
 
@@ -79,10 +79,11 @@ def decode_image(path: str | Path, min_side: int) -> np.ndarray:
         return np.asarray(upright if upright.mode == "RGB" else upright.convert("RGB"))  # convert copies, too
 
 
-def load_image(path: str | Path, img_size: int) -> torch.Tensor:
-    """Validation preprocessing of an image file: float32 (3, S, S) normalised (draft decode, then as
-    ``frames_to_tensor``)."""
-    return frames_to_tensor(decode_image(path, img_size)[None], img_size)[0]
+def load_image(path: str | Path, img_size: int, mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD
+               ) -> torch.Tensor:
+    """Validation preprocessing of an image file: float32 (3, S, S) normalised with ``mean``/``std`` (draft decode,
+    then as ``frames_to_tensor``)."""
+    return frames_to_tensor(decode_image(path, img_size)[None], img_size, mean, std)[0]
 
 
 # ---- augmentation -------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class LabelledImageDataset(Dataset):
             if image.shape[2:] != size:
                 image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
             return image[0].contiguous(), self.targets[index], index
-        return normalise(resize_unit(pixels[None], self.img_size)[0], self.mean, self.std), self.targets[index], index
+        return frames_to_tensor(pixels[None], self.img_size, self.mean, self.std)[0], self.targets[index], index
 
 
 def collate_skip_broken(items: Sequence[tuple[torch.Tensor, torch.Tensor, int] | BrokenImage]) -> ImageBatch | None:

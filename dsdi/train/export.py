@@ -30,9 +30,9 @@ from dsdi.models.ort import (
     sample_inputs,
     write_info,
 )
-from dsdi.models.preprocess import Preprocessing, normalise, resize_unit
+from dsdi.models.preprocess import Preprocessing
 from dsdi.train.config import TrainConfig
-from dsdi.train.data import DECODE_ERRORS, decode_image, resolve_image_path
+from dsdi.train.data import DECODE_ERRORS, load_image, resolve_image_path
 from dsdi.train.metrics import per_class_average_precision
 from dsdi.train.predictions import read_predictions, read_targets
 from dsdi.train.run_folder import RunFolder, export_file
@@ -129,10 +129,9 @@ def _ort_version() -> str:
 def _load(path: Path, preprocessing: Preprocessing) -> torch.Tensor | None:
     """float32 (3, S, S) model input of an image file, as training's validation images; None if unreadable."""
     try:
-        pixels = decode_image(path, preprocessing.img_size)
+        return load_image(path, preprocessing.img_size, preprocessing.mean, preprocessing.std)
     except DECODE_ERRORS:
         return None
-    return normalise(resize_unit(pixels[None], preprocessing.img_size)[0], preprocessing.mean, preprocessing.std)
 
 
 def calibration_set(images: Path | None, config: TrainConfig | None, preprocessing: Preprocessing,
