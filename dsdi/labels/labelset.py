@@ -243,5 +243,16 @@ def labelset_of(stored: dict | None, source: str) -> LabelSet:
     return load_labelset(DEFAULT_LABELSET) if stored is None else LabelSet.from_dict(stored, source)
 
 
+def labelset_for_outputs(class_names: list[str] | tuple[str, ...], name: str) -> LabelSet:
+    """The label set of a model that names its outputs (a Hugging Face ``id2label``): the built-in one with exactly
+    these classes in this order, else one called ``name`` with every output a feature of its own category."""
+    for builtin in builtin_labelset_names():
+        labelset = load_labelset(builtin)
+        if labelset.class_names == tuple(class_names):
+            return labelset
+    classes = [{"name": str(label), "category": str(label).split("_")[0] or str(label)} for label in class_names]
+    return LabelSet.from_dict({"name": name, "classes": classes}, f"the outputs of {name}")
+
+
 LADI_V1 = load_labelset(DEFAULT_LABELSET)
 """LADI v1's 37 classes and 32 TRECVID features, numbered 1..32: the default label set."""
