@@ -23,13 +23,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
+import sys
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 
 from dsdi.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 DEFAULT_LABELSET = "ladi-v1"
 ROLES = ("feature", "none", "other")
