@@ -31,9 +31,7 @@ from __future__ import annotations
 import ast
 import csv
 import re
-import warnings
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -44,14 +42,13 @@ from rich.table import Table
 
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
+from dsdi.labels.delimited import lines_text, read_delimited
 from dsdi.labels.schema import CATEGORIES, CLASSES, NUM_CLASSES, category_of, load_token_map, normalise_token
 
 ID_COLUMNS = ("url", "img_url", "image_uuid")
 """Accepted names of the image id column, in order of preference."""
 WORKER_COLUMN = "WorkerId"
 ANSWER_COLUMN = "Answer"
-MAX_LINES_SHOWN = 10
-"""How many offending line numbers an error message lists before '...'."""
 
 _CATEGORY_OF_CLASS = np.array([CATEGORIES.index(category_of(name)) for name in CLASSES])
 _CATEGORY_ONE_HOT = np.eye(len(CATEGORIES), dtype=np.int64)[_CATEGORY_OF_CLASS]
@@ -106,58 +103,6 @@ class LabelSummary:
     """token -> occurrences skipped with ``skip_unknown`` (empty otherwise)."""
 
 
-def _lines_text(lines: list[int]) -> str:
-    shown = ", ".join(str(n) for n in lines[:MAX_LINES_SHOWN])
-    return shown + (", ..." if len(lines) > MAX_LINES_SHOWN else "")
-
-
-def _delimiter(path: Path) -> str:
-    """Tab when the header line holds a tab, else comma."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        header = handle.readline()
-    return "\t" if "\t" in header else ","
-
-
-def _records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based first line, fields) of each non-blank record of a delimited file, read with the csv module."""
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        previous_end = 0
-        for record in reader:
-            if record:
-                yield previous_end + 1, record
-            previous_end = reader.line_num
-
-
-def _file_line_numbers(path: Path, delimiter: str, n_rows: int) -> np.ndarray:
-    """1-based file line number (header = line 1) of each of the ``n_rows`` data records.
-
-    Fast path: one record per line. Otherwise (blank lines, quoted newlines) the csv module finds where each
-    record starts.
-    """
-    data = path.read_bytes()
-    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if n_lines == n_rows + 1:
-        return np.arange(2, n_rows + 2)
-    starts = [line for line, _ in _records(path, delimiter)][1:]
-    return np.array(starts[:n_rows]) if len(starts) >= n_rows else np.arange(2, n_rows + 2)
-
-
-def _too_many_fields_message(path: Path, delimiter: str, parser_message: str) -> str:
-    """Explain a table pandas refused: which lines have more fields than the header."""
-    records = _records(path, delimiter)
-    _, header = next(records)
-    bad_lines = [line for line, fields in records if len(fields) > len(header)]
-    kind = "tab" if delimiter == "\t" else "comma"
-    if not bad_lines:
-        return f"{path}: not a well-formed {kind}-separated table ({parser_message})"
-    return (
-        f"{path}: {len(bad_lines)} row(s) have more fields than the header ({len(header)}), at line(s) "
-        f"{_lines_text(bad_lines)}; in a {kind}-separated file quote any value that holds a "
-        f"{'tab' if kind == 'tab' else 'comma'} (e.g. the Answer list)"
-    )
-
-
 def _stripped(column: pd.Series) -> np.ndarray:
     """object (N,) the column's values as str without surrounding spaces (faster than ``.str.strip()``)."""
     return np.array([str(value).strip() for value in column.tolist()], dtype=object)
@@ -173,24 +118,7 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such annotation file (give the LADI human-annotation .tsv or .csv)")
-    delimiter = _delimiter(path)
-    try:
-        with warnings.catch_warnings():
-            # pandas only warns (and drops fields) when the first data row is longer than the header
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            table = pd.read_csv(
-                path,
-                sep=delimiter,
-                dtype=str,
-                na_filter=False,
-                index_col=False,
-                encoding="utf-8-sig",
-                encoding_errors="replace",
-            )
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty (expected a header line with url/WorkerId/Answer)") from None
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
-        raise InputError(_too_many_fields_message(path, delimiter, str(error).strip())) from None
+    table, lines = read_delimited(path, "a header line with url/WorkerId/Answer")
     by_lower = {str(name).strip().lower(): name for name in table.columns}
     found = ", ".join(str(name) for name in table.columns)
     id_column = next((by_lower[name] for name in ID_COLUMNS if name in by_lower), None)
@@ -206,7 +134,7 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
             "image_id": _stripped(table[id_column]),
             WORKER_COLUMN: table[by_lower[WORKER_COLUMN.lower()]].astype(str),
             ANSWER_COLUMN: table[by_lower[ANSWER_COLUMN.lower()]].astype(str),
-            "line": _file_line_numbers(path, delimiter, len(table)),
+            "line": lines,
         }
     )
     annotations.attrs["source"] = str(path)
@@ -281,7 +209,7 @@ def _refuse_empty_ids(ids: np.ndarray, lines: np.ndarray, source: str) -> None:
     if len(empty_ids):
         raise InputError(
             f"{source}: {len(empty_ids)} row(s) with an empty image id, at line(s) "
-            f"{_lines_text(lines[empty_ids].tolist())}; fill in the id or delete those rows"
+            f"{lines_text(lines[empty_ids].tolist())}; fill in the id or delete those rows"
         )
 
 
@@ -295,7 +223,7 @@ def _parsed_answers(answers: pd.Series, lines: np.ndarray, source: str) -> tuple
         bad_lines = lines[unparseable].tolist()
         raise InputError(
             f"{source}: {len(bad_lines)} Answer value(s) are not a Python list of strings like "
-            f"\"['damage:flood/water']\", at line(s) {_lines_text(bad_lines)}"
+            f"\"['damage:flood/water']\", at line(s) {lines_text(bad_lines)}"
         )
     return answer_codes, parsed
 
