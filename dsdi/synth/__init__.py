@@ -1,6 +1,7 @@
 """The embedded synthetic world: LADI-like aerial images, crowd answers, shot clips and their ground truth.
 
-``build_world(out_dir)`` (CLI: ``dsdi synth OUT_DIR``) writes::
+``build_world(out_dir)`` (CLI: ``dsdi synth --out OUT_DIR``) writes the LADI v1 world (``labelset="ladi-v1"``,
+the default)::
 
     OUT/images/img_000123.jpg            procedurally rendered aerial scenes (default 640x480 JPEG, quality 90),
                                          then the outliers (ids continue after the n_images normal ones)
@@ -51,10 +52,32 @@ each feature in at least CLIP_MIN_PER_FEATURE clips, so that every feature has r
 random ranking scores a low mAP (dense qrels would make chance look good). Everything is
 deterministic per seed (each image and clip has its own generator ``default_rng([seed, part, index])``).
 
+The LADI v2a world (``labelset="ladi-v2a"``, ``dsdi synth --labelset ladi-v2a``) writes::
+
+    OUT/images/img_000123.jpg            v1 looks drawn closer (object boxes x1.8), plus building damage marks
+                                         and downed trees
+    OUT/labels.csv                       the labels CSV train reads: image_id (the file name, relative to
+                                         images/), split (train / val / test), the 12 v2a classes (0/1): per
+                                         class the majority of three annotators (no per-annotator answers, as
+                                         LADI v2 releases none)
+    OUT/true_labels.csv                  the same columns with the true labels
+    OUT/clips/, clips.csv, clip_truth.csv, qrels.txt   as above, with the 12 v2a classes; a class's TREC
+                                         topic is its name (``roads_any 0 Shot1_001 1``); clip_truth's third
+                                         column is ``topic``
+
+A v2a picture is a scene of drawn elements (``ladi_v2a.ELEMENTS``: trees, ground cover, water, flooding, houses
+in flood water, downed trees, road, road washout, bridge, buildings at one FEMA damage level, rubble, vehicles);
+its labels are derived from what is drawn (``ladi_v2a.SHOWS``, hierarchy in the ladi_v2a docstring). An
+annotator misses each drawn element with ``miss_rate``, imagines each absent one with ``false_rate`` and labels
+what he saw. About 80 / 10 / 10 % of the images are train / val / test; the test images (the last ids) come from
+a later event: more flooding, sandier ground, a warm haze. Clips and qrels follow the visibility rule above,
+per element, then per class.
+
 Modules, each using only those above it: ``canvas`` (the drawing surface and shapes), ``looks`` (how each
-feature is drawn), ``scenes`` (render_image, render_clip), ``outliers`` (render_outlier: pictures without a
-feature), ``crowd`` (label sampling, simulated workers), ``clips`` (encoding, visible runs, clip truth and
-qrels), ``world`` (build_world).
+feature is drawn, ``LookSet``: a world's drawable elements), ``scenes`` (render_image / render_still,
+render_clip / render_pan), ``outliers`` (render_outlier: pictures without a feature), ``crowd`` (label
+sampling, simulated workers), ``clips`` (encoding, visible runs, ``ClipDesign``, clip truth and qrels),
+``ladi_v2a`` (the v2a world's elements, label derivation, events, splits and vote), ``world`` (build_world).
 """
 
 from dsdi.synth.clips import encode_clip, shot_id, visible_runs
@@ -67,8 +90,8 @@ from dsdi.synth.crowd import (
 )
 from dsdi.synth.outliers import OUTLIER_KINDS, render_outlier
 from dsdi.synth.scenes import ClipScene, render_clip, render_image
-from dsdi.synth.world import World, build_world, outlier_count
+from dsdi.synth.world import LABELSETS, World, build_world, outlier_count
 
-__all__ = ["World", "build_world", "outlier_count", "feature_probabilities", "sample_labels", "with_none_classes",
-           "simulate_annotations", "worker_ids", "render_image", "render_clip", "render_outlier", "OUTLIER_KINDS",
-           "encode_clip", "visible_runs", "shot_id", "ClipScene"]
+__all__ = ["World", "build_world", "LABELSETS", "outlier_count", "feature_probabilities", "sample_labels",
+           "with_none_classes", "simulate_annotations", "worker_ids", "render_image", "render_clip",
+           "render_outlier", "OUTLIER_KINDS", "encode_clip", "visible_runs", "shot_id", "ClipScene"]

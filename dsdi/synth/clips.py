@@ -3,7 +3,7 @@ and the clips.csv / clip_truth.csv / qrels.txt texts of a set of clips."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pandas as pd
 
 from dsdi.files import atomic_output
 from dsdi.labels import schema
+from dsdi.labels.labelset import LADI_V1, LabelSet
 from dsdi.progress import progress_bar
 from dsdi.synth.crowd import feature_probabilities, sample_labels
 from dsdi.synth.scenes import CLIP_FPS, ClipScene, render_clip
@@ -77,6 +78,37 @@ def shot_id(index: int, shots_per_video: int = 10) -> str:
 
 
 @dataclass(frozen=True)
+class ClipDesign:
+    """What a world's clips show and how they are judged: ``sample(n, rng)`` -> (n, ...) scene rows,
+    ``render(row, rng, duration_s, width, height)`` -> a ClipScene whose ``visible`` columns are the label set's
+    features in order; qrels and clip truth name each feature by its TREC topic (``LabelSet.topics``)."""
+
+    labelset: LabelSet
+    sample: Callable[[int, np.random.Generator], np.ndarray]
+    render: Callable[[np.ndarray, np.random.Generator, float, int, int], ClipScene]
+
+    def topic_order(self) -> list[str]:
+        """The features in qrels order: by feature number where the label set numbers them, else class order."""
+        numbers = self.labelset.feature_numbers
+        return sorted(self.labelset.features, key=numbers.get) if numbers else list(self.labelset.features)
+
+
+def _sample_feature_clips(n_clips: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 37) labels of n LADI v1 clips: the flatter clip tail, each feature in >= CLIP_MIN_PER_FEATURE clips."""
+    return sample_labels(n_clips, rng, feature_probabilities(*CLIP_FEATURE_PROBABILITY),
+                         min_per_feature=CLIP_MIN_PER_FEATURE)
+
+
+def _render_feature_clip(labels: np.ndarray, rng: np.random.Generator, duration_s: float, width: int,
+                         height: int) -> ClipScene:
+    """A LADI v1 clip showing the features set in labels (37,)."""
+    return render_clip(labels[: schema.NUM_FEATURES], rng, duration_s, width, height)
+
+
+FEATURE_CLIPS = ClipDesign(LADI_V1, _sample_feature_clips, _render_feature_clip)
+
+
+@dataclass(frozen=True)
 class ClipFiles:
     """The texts of clips.csv, clip_truth.csv and qrels.txt (layout in the dsdi.synth docstring)."""
 
@@ -86,37 +118,37 @@ class ClipFiles:
 
 
 def build_clips(clips_dir: Path, n_clips: int, seed_key: list[int], clip_size: tuple[int, int],
-                clip_seconds: tuple[float, float]) -> ClipFiles:
+                clip_seconds: tuple[float, float], design: ClipDesign = FEATURE_CLIPS) -> ClipFiles:
     """Render and encode n_clips clips into clips_dir (ShotN_MMM.mp4) and return their truth files' texts.
-    Random draws come from default_rng(seed_key) (features, durations) and default_rng([*seed_key, i]) (clip i)."""
+    Random draws come from default_rng(seed_key) (scenes, durations) and default_rng([*seed_key, i]) (clip i)."""
     rng = np.random.default_rng(seed_key)
-    clip_features = sample_labels(n_clips, rng, feature_probabilities(*CLIP_FEATURE_PROBABILITY),
-                                  min_per_feature=CLIP_MIN_PER_FEATURE)
+    scenes = design.sample(n_clips, rng)
     durations = clip_seconds[0] + (clip_seconds[1] - clip_seconds[0]) * rng.random(n_clips) ** 3  # mostly short
-    fnums = schema.load_feature_numbers()
+    features, topics = design.labelset.features, design.labelset.topics()
     step = CLIP_FPS // SAMPLER_FPS
-    clip_rows, truth_rows, sampled_any = [], [], np.zeros((n_clips, schema.NUM_FEATURES), bool)
+    clip_rows, truth_rows, sampled_any = [], [], np.zeros((n_clips, len(features)), bool)
     with progress_bar("clips") as bar:
         task = bar.add_task("synth clips", total=n_clips, info="")
         for i in range(n_clips):
-            clip = render_clip(clip_features[i, : schema.NUM_FEATURES], np.random.default_rng([*seed_key, i]),
-                               float(durations[i]), *clip_size)
+            clip = design.render(scenes[i], np.random.default_rng([*seed_key, i]), float(durations[i]), *clip_size)
             shot = shot_id(i)
             path = clips_dir / f"{shot}.mp4"
             encode_clip(clip, path)
             n_frames = len(clip.offsets)
             clip_rows.append((shot, f"clips/{path.name}", n_frames / CLIP_FPS, n_frames, CLIP_FPS, *clip_size))
-            for j, name in enumerate(schema.FEATURES):
+            for j, name in enumerate(features):
                 for first, end in visible_runs(clip.visible[:, j]):
                     sampled = bool(-(-first // step) * step < end)  # a sampled frame (t = 0, 0.1, ...) in the run
                     sampled_any[i, j] |= sampled
-                    truth_rows.append((shot, name, fnums[name], first / CLIP_FPS, end / CLIP_FPS, end - first,
+                    truth_rows.append((shot, name, topics[name], first / CLIP_FPS, end / CLIP_FPS, end - first,
                                        int(sampled)))
             bar.update(task, advance=1)
     csv_options = {"index": False, "float_format": "%.4f"}
     clips_table = pd.DataFrame(clip_rows, columns=["shot_id", "clip_path", "duration_s", "frames", "fps", "width",
                                                    "height"])
-    truth = pd.DataFrame(truth_rows, columns=["shot_id", "feature", "fnum", "start_s", "end_s", "frames", "sampled"])
-    qrels = "".join(f"{fnums[name]} 0 {shot_id(i)} {int(sampled_any[i, schema.FEATURES.index(name)])}\n"
-                    for name in sorted(schema.FEATURES, key=fnums.get) for i in range(n_clips))
+    topic_column = "fnum" if design.labelset.feature_numbers else "topic"
+    truth = pd.DataFrame(truth_rows, columns=["shot_id", "feature", topic_column, "start_s", "end_s", "frames",
+                                              "sampled"])
+    qrels = "".join(f"{topics[name]} 0 {shot_id(i)} {int(sampled_any[i, features.index(name)])}\n"
+                    for name in design.topic_order() for i in range(n_clips))
     return ClipFiles(clips_table.to_csv(**csv_options), truth.to_csv(**csv_options), qrels)

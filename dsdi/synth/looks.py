@@ -119,7 +119,9 @@ def _draw_bridge(cv, x0, y0, w, h, f):
     cv.paint(x0, y0, joints + rect(u, np.abs(v) - 11, w * 0.55, 1.2), (70, 70, 72), f)
 
 
-def _draw_building(cv, x0, y0, w, h, f):
+def _draw_building(cv, x0, y0, w, h, f, damage: Callable | None = None):
+    """1-3 rectangular roofs with shadows and a ridge; damage(cv, x0, y0, w, h, u, v, a, b, f) then marks each
+    roof (u, v: the roof's rotated coordinates over the box, a, b: its half sizes in pixels)."""
     for _ in range(int(cv.rng.integers(1, 4))):
         cx, cy = cv.rng.uniform(0.3, 0.7) * w, cv.rng.uniform(0.3, 0.7) * h
         u, v = cv.coords(h, w, cx, cy, cv.rng.choice([0.0, np.pi / 2]) + cv.rng.uniform(-0.2, 0.2))
@@ -128,6 +130,8 @@ def _draw_building(cv, x0, y0, w, h, f):
         roof = [(150, 55, 45), (75, 75, 80), (190, 185, 175), (60, 110, 115)][int(cv.rng.integers(4))]
         cv.paint(x0, y0, rect(u, v, a, b), cv.colour(roof, 15), f)
         cv.paint(x0, y0, rect(u, v, a, 1.0), (40, 35, 35), f)
+        if damage is not None:
+            damage(cv, x0, y0, w, h, u, v, a, b, f)
 
 
 def _draw_dam(cv, x0, y0, w, h, f):
@@ -316,34 +320,47 @@ def check_looks(features: tuple[str, ...] = schema.FEATURES) -> None:
 
 
 check_looks()
-_DRAW_ORDER = [name for name in LOOKS if LOOKS[name].kind != "region"]  # painter's order, regions first
 
 
-def draw_regions(cv: Canvas, features: list[int], seeds_x: np.ndarray, seeds_y: np.ndarray) -> None:
-    """Fill the canvas with a noisy Voronoi partition, one cell per seed (picture pixels); cell k gets
-    features[k]'s texture (-1 = bare pavement, no environment class)."""
+@dataclass(frozen=True)
+class LookSet:
+    """The things a world draws: element id -> look, and the painter's order of the non-region elements."""
+
+    looks: tuple[Look, ...]
+    draw_order: tuple[int, ...]
+
+
+# LADI v1's world: element id = feature index in schema.FEATURES; painter's order as LOOKS lists them.
+FEATURE_LOOKS = LookSet(tuple(LOOKS[name] for name in schema.FEATURES),
+                        tuple(schema.FEATURES.index(name) for name in LOOKS if LOOKS[name].kind != "region"))
+
+
+def draw_regions(cv: Canvas, elements: list[int], seeds_x: np.ndarray, seeds_y: np.ndarray,
+                 looks: LookSet = FEATURE_LOOKS) -> None:
+    """Fill the canvas with a noisy Voronoi partition, one cell per seed (picture pixels); cell k gets the
+    texture of element elements[k] (-1 = bare pavement, no environment class)."""
     x, y = cv.coords(cv.picture_height, cv.picture_width, 0, 0, 0.0)
     warp_x, warp_y = (90 * (cv.noise(cv.picture_height, cv.picture_width, 240) - 0.5) for _ in range(2))
     x, y = x + warp_x, y + warp_y
     distances = [(x - sx) ** 2 + (y - sy) ** 2 for sx, sy in zip(seeds_x, seeds_y, strict=True)]
     owner = np.argmin(np.stack(distances), axis=0)
-    for k, feature in enumerate(features):
+    for k, element in enumerate(elements):
         cell = owner == k
         rows, cols = np.flatnonzero(cell.any(axis=1)), np.flatnonzero(cell.any(axis=0))
         if rows.size == 0:
             continue
         ry0, ry1, rx0, rx1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        fill = _tex_pavement if feature < 0 else LOOKS[schema.FEATURES[feature]].draw
+        fill = _tex_pavement if element < 0 else looks.looks[element].draw
         colour = fill(cv, (ry1 - ry0) / cv.scale, (rx1 - rx0) / cv.scale)
         np.copyto(cv.rgb[ry0:ry1, rx0:rx1], colour, where=cell[ry0:ry1, rx0:rx1, None])
-        if feature >= 0 and cv.cover is not None:
-            cv.mark(feature, 0, 0, cell[:: cv.cover_step, :: cv.cover_step])
+        if element >= 0 and cv.cover is not None:
+            cv.mark(element, 0, 0, cell[:: cv.cover_step, :: cv.cover_step])
 
 
-def draw_objects(cv: Canvas, features: list[int], place: Callable[[Look], tuple[int, int, int, int]]) -> None:
-    """Draw the non-region features in painter's order; place(look) -> box (x0, y0, w, h)."""
-    for name in _DRAW_ORDER:
-        feature = schema.FEATURES.index(name)
-        if feature in features:
-            look = LOOKS[name]
-            look.draw(cv, *place(look), feature)
+def draw_objects(cv: Canvas, elements: list[int], place: Callable[[Look], tuple[int, int, int, int]],
+                 looks: LookSet = FEATURE_LOOKS) -> None:
+    """Draw the non-region elements in painter's order; place(look) -> box (x0, y0, w, h)."""
+    for element in looks.draw_order:
+        if element in elements:
+            look = looks.looks[element]
+            look.draw(cv, *place(look), element)

@@ -9,7 +9,7 @@ import numpy as np
 
 from dsdi.labels import schema
 from dsdi.synth.canvas import COVER_STEP, Canvas
-from dsdi.synth.looks import LOOKS, Look, draw_objects, draw_regions
+from dsdi.synth.looks import FEATURE_LOOKS, Look, LookSet, draw_objects, draw_regions
 
 CLIP_FPS = 30
 MIN_VISIBLE_PX = 600
@@ -23,20 +23,26 @@ def _scaled_box(rng: np.random.Generator, size: tuple[float, float, float, float
     return max(8, int(w * scale)), max(8, int(h * scale))
 
 
-def _region_features(features: list[int]) -> list[int]:
-    """The environment classes (drawn as Voronoi cells) among feature indices."""
-    return [j for j in features if LOOKS[schema.FEATURES[j]].kind == "region"]
+def _regions(elements: list[int], looks: LookSet) -> list[int]:
+    """The elements drawn as Voronoi cells (environment classes) among element ids."""
+    return [j for j in elements if looks.looks[j].kind == "region"]
 
 
 def render_image(labels: np.ndarray, rng: np.random.Generator, width: int = 640, height: int = 480,
                  render_scale: float = RENDER_SCALE) -> np.ndarray:
     """A uint8 (height, width, 3) aerial-looking scene showing exactly the features set in labels (37,),
     drawn at render_scale x the output resolution and upsampled."""
+    return render_still(list(np.flatnonzero(labels[: schema.NUM_FEATURES])), rng, width, height, render_scale)
+
+
+def render_still(elements: list[int], rng: np.random.Generator, width: int = 640, height: int = 480,
+                 render_scale: float = RENDER_SCALE, looks: LookSet = FEATURE_LOOKS) -> np.ndarray:
+    """A uint8 (height, width, 3) scene showing exactly the given elements (ids into looks), drawn at
+    render_scale x the output resolution and upsampled; object boxes scale with min(width / 640, height / 480)."""
     cv = Canvas(rng, height, width, track_cover=False, scale=render_scale)
-    features = list(np.flatnonzero(labels[: schema.NUM_FEATURES]))
-    cells = _region_features(features) or [-1]
+    cells = _regions(elements, looks) or [-1]
     cells = cells + [-1] * int(rng.integers(0, 2))
-    draw_regions(cv, cells, rng.uniform(0, width, len(cells)), rng.uniform(0, height, len(cells)))
+    draw_regions(cv, cells, rng.uniform(0, width, len(cells)), rng.uniform(0, height, len(cells)), looks)
     scale = min(width / 640, height / 480)
 
     def place(look: Look) -> tuple[int, int, int, int]:
@@ -46,14 +52,14 @@ def render_image(labels: np.ndarray, rng: np.random.Generator, width: int = 640,
         x0 = int(rng.integers(-w // 5, max(1, width - w * 4 // 5)))
         return x0, int(rng.integers(-h // 5, max(1, height - h * 4 // 5))), w, h
 
-    draw_objects(cv, features, place)
+    draw_objects(cv, elements, place, looks)
     return cv.picture()
 
 
 @dataclass(frozen=True)
 class ClipScene:
     """A rendered clip: frames are crops of `scene` (H, W, 3) uint8 at `offsets` (frames, 2: x, y);
-    `visible` (frames, 32) bool says which features each frame shows."""
+    `visible` (frames, n) bool says which of n features (or drawn elements) each frame shows."""
 
     scene: np.ndarray
     offsets: np.ndarray
@@ -65,7 +71,16 @@ class ClipScene:
 def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: float,
                 width: int = 640, height: int = 360, fps: int = CLIP_FPS,
                 render_scale: float = RENDER_SCALE) -> ClipScene:
-    """Pan a (width x height) viewport in a straight line over a large scene holding the given features (32,).
+    """Pan a (width x height) viewport in a straight line over a large scene holding the given features (32,);
+    visible is (frames, 32)."""
+    return render_pan(list(np.flatnonzero(features)), rng, duration_s, width, height, fps, render_scale)
+
+
+def render_pan(elements: list[int], rng: np.random.Generator, duration_s: float, width: int = 640,
+               height: int = 360, fps: int = CLIP_FPS, render_scale: float = RENDER_SCALE,
+               looks: LookSet = FEATURE_LOOKS) -> ClipScene:
+    """Pan a (width x height) viewport in a straight line over a large scene holding the given elements (ids
+    into looks); visible is (frames, len(looks.looks)).
 
     Object boxes, pan speed and the visibility threshold scale with min(width / 640, height / 360), as
     render_image's scale with its 640x480 reference, so that an object has the same size relative to the
@@ -82,9 +97,8 @@ def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: floa
     offsets = np.clip(offsets, 0, [scene_w - width, scene_h - height]) // 2 * 2  # even: whole 4:2:0 chroma cells
 
     cv = Canvas(rng, scene_h, scene_w, track_cover=True, scale=render_scale)
-    present = list(np.flatnonzero(features))
-    cells = _region_features(present) + [-1] * int(rng.integers(1, 3 + scene_w // 1200))
-    draw_regions(cv, cells, rng.uniform(0, scene_w, len(cells)), rng.uniform(0, scene_h, len(cells)))
+    cells = _regions(elements, looks) + [-1] * int(rng.integers(1, 3 + scene_w // 1200))
+    draw_regions(cv, cells, rng.uniform(0, scene_w, len(cells)), rng.uniform(0, scene_h, len(cells)), looks)
 
     def place(look: Look) -> tuple[int, int, int, int]:
         w, h = _scaled_box(rng, _CLIP_LINE_BOX if look.kind == "line" else look.size, scale)
@@ -97,8 +111,8 @@ def render_clip(features: np.ndarray, rng: np.random.Generator, duration_s: floa
             cx, cy = rng.uniform(0, scene_w), rng.uniform(0, scene_h)
         return int(cx - w / 2), int(cy - h / 2), w, h
 
-    draw_objects(cv, present, place)
-    visible = np.zeros((n_frames, schema.NUM_FEATURES), bool)
+    draw_objects(cv, elements, place, looks)
+    visible = np.zeros((n_frames, len(looks.looks)), bool)
     step = COVER_STEP
     for feature, mask in (cv.cover or {}).items():
         area = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
