@@ -241,6 +241,9 @@ def test_malformed_arrow_folders_exit_2_with_one_line(hosted, tmp_path, cli):
 
     (data / "test" / "data-00000-of-00001.arrow").write_bytes(b"PK\x03\x04 not arrow")
     refused(f"{data / 'test' / 'data-00000-of-00001.arrow'}: not an Arrow stream file")
+    (data / "test" / "data-00000-of-00001.arrow").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:e8f1cec2\nsize 76300000\n")
+    refused("a Git LFS pointer", "git lfs pull")
     write_shard(data / "test" / "data-00000-of-00001.arrow", [(b"\xff\xd8", flags())], [*V2A[:11], "water"])
     refused("label columns", "differ from the first shard's")
     write_shard(data / "test" / "data-00000-of-00001.arrow", [(b"\xff\xd8", flags())], V2A)

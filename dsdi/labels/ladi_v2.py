@@ -53,6 +53,7 @@ ARROW_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "te
 SPLITS = ("train", "val", "test")
 IMAGE_COLUMN = "image"
 _BOOLEANS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 _EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "TIFF": "tif"}
 """PIL format -> file extension where it is not the format's name in lower case."""
 
@@ -313,7 +314,15 @@ def _batches(shard: Path) -> Iterator[pa.RecordBatch]:
         with pa.memory_map(str(shard)) as source:
             yield from pa.ipc.open_stream(source)
     except (pa.ArrowInvalid, OSError) as error:
-        raise InputError(f"{shard}: not an Arrow stream file ({error})") from None
+        raise InputError(_not_arrow(shard, error)) from None
+
+
+def _not_arrow(shard: Path, error: Exception) -> str:
+    """The message for a shard pyarrow cannot read as a stream; a Git LFS pointer (a clone without LFS) says so."""
+    with open(shard, "rb") as handle:
+        if handle.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            return f"{shard}: a Git LFS pointer, not the Arrow file; fetch the data (git lfs pull) and run again"
+    return f"{shard}: not an Arrow stream file ({error})"
 
 
 def arrow_label_columns(splits: list[ArrowSplit]) -> list[str]:
@@ -326,7 +335,7 @@ def arrow_label_columns(splits: list[ArrowSplit]) -> list[str]:
             with pa.memory_map(str(shard)) as source:
                 labels = _shard_labels(pa.ipc.open_stream(source).schema, shard)
         except (pa.ArrowInvalid, OSError) as error:
-            raise InputError(f"{shard}: not an Arrow stream file ({error})") from None
+            raise InputError(_not_arrow(shard, error)) from None
         if columns is not None and labels != columns:
             raise InputError(f"{shard}: label columns {labels} differ from the first shard's {columns}")
         columns = labels
