@@ -315,3 +315,18 @@ def test_outliers_leave_the_rest_of_the_world_unchanged(tmp_path):
     assert mixed_rows.startswith(plain_rows) and "img_000008.jpg" in mixed_rows[len(plain_rows):]
     plain_truth, mixed_truth = plain.true_labels.read_text().splitlines(), mixed.true_labels.read_text().splitlines()
     assert mixed_truth[:9] == [plain_truth[0] + ",outlier"] + [line + ",0" for line in plain_truth[1:]]
+
+
+def test_ladi_v1_world_is_unchanged(tmp_path):
+    """The default world, byte for byte in its texts and pixel for pixel in its images, as it was drawn before
+    worlds came in label sets (digests of that code's output: a change here changes every ladi-v1 world)."""
+    world = build_world(tmp_path, n_images=8, n_clips=2, seed=7, image_size=(64, 48), clip_size=(64, 36),
+                        clip_seconds=(1.0, 1.5), outlier_rate=0.2)
+    texts, pixels = hashlib.sha256(), hashlib.sha256()
+    for path in (world.true_labels, world.annotations, world.clips_table, world.clip_truth, world.qrels):
+        texts.update(path.read_bytes())
+    for path in sorted(world.images_dir.glob("*.jpg")):
+        with Image.open(path) as image:
+            pixels.update(np.asarray(image).tobytes())
+    assert texts.hexdigest() == "8e0e2107523d4c9c033cf72b72b0034bbdb484c60748b8204a925999d815756b"
+    assert pixels.hexdigest() == "ce32b8783942699372c6a1ea4f3c9ac9162ff6793395bd9d340a0d61975b70c5"
