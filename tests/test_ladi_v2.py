@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from dsdi.labels.labelset import load_labelset
+from dsdi.train.data import read_labels_csv
 
 V2A = load_labelset("ladi-v2a").class_names
 ONE_LINE = {"expect": 2, "env": {"COLUMNS": "2000"}, "terminal_width": 2000}
@@ -33,6 +34,14 @@ def write_label_file(path: Path, rows: list[tuple[str, list[str]]], columns, sep
 
 def read_written(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"image_id": str, "split": str}, keep_default_na=False)
+
+
+def assert_trains_as_read(path: Path, labels: pd.DataFrame, labelset_name: str) -> None:
+    """Training reads the written CSV (``read_labels_csv`` with the label set) as pandas does."""
+    trained = read_labels_csv(path, load_labelset(labelset_name))
+    assert trained[["image_id", "split"]].equals(labels[["image_id", "split"]])
+    columns = list(load_labelset(labelset_name).class_names)
+    np.testing.assert_array_equal(trained[columns].to_numpy(), labels[columns].to_numpy(dtype=np.float32))
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -73,6 +82,7 @@ def test_v2a_files_become_a_labels_csv_with_splits_in_label_set_order(v2a_files,
     c_positives = {name for name, value in values.loc["v2/images/c.jpg"].items() if value == 1.0}
     assert water_any in c_positives and trees_damage not in c_positives and len(c_positives) == 6
     assert values.loc["v2/images/d.jpg"].sum() == 0 and values.loc["v2/images/e.jpg"].sum() == 12
+    assert_trains_as_read(out, labels, "ladi-v2a")
     said = cli.said(result)
     assert "LADI v2 label files" in said and "ladi-v2a (12 classes)" in said and "wrote 5 images x 12 classes" in said
 
@@ -224,6 +234,7 @@ def test_arrow_folder_writes_each_image_unchanged_and_its_labels(hosted, tmp_pat
     values = labels[list(V2A)].to_numpy()
     expected = np.array([flags(0), flags(1, 11), flags(), flags(3), flags(5), flags(*range(12))], dtype=float)
     np.testing.assert_array_equal(values, expected)
+    assert_trains_as_read(out, labels, "ladi-v2a")
     said = cli.said(result)
     assert "LADI v2 Arrow folder" in said and "ladi-v2a" in said
     assert re.search(r"images, train\s*│\s*4 │", result.output) and re.search(r"images, val\s*│\s*1 │", result.output)
@@ -262,6 +273,16 @@ def test_malformed_arrow_folders_exit_2_with_one_line(hosted, tmp_path, cli):
     refused(f"{data / 'val'}: missing", "lists split 'val'")
     (data / "dataset_dict.json").unlink()
     refused(f"{root / 'dataset_dict.json'}: not found")
+
+
+def test_an_image_without_bytes_is_named_by_shard_and_row(tmp_path, cli):
+    rows = [(image_bytes("PNG", (1, 2, 3)), flags()), (None, flags())]
+    root = write_arrow_folder(tmp_path / "hosted", {"train": [rows]})
+    shard = root / "data" / "train" / "data-00000-of-00001.arrow"
+    result = cli("labels", root, "--out", tmp_path / "labels.csv", "--images", tmp_path / "i", **ONE_LINE)
+    last = result.output.strip().splitlines()[-1]  # after the progress bar of the export under way
+    assert last.startswith("error:") and f"{shard}, row 1 of its batch: the image has no bytes" in last, result.output
+    assert not (tmp_path / "labels.csv").exists()
 
 
 def test_arrow_options_and_kinds_are_checked(hosted, v2a_files, tmp_path, cli):
