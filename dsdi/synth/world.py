@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+import dsdi.synth.ladi_v2a as ladi_v2a
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
 from dsdi.labels import schema
 from dsdi.progress import progress_bar
-from dsdi.synth import ladi_v2a
 from dsdi.synth.clips import FEATURE_CLIPS, build_clips
 from dsdi.synth.crowd import sample_labels, simulate_annotations, with_none_classes, worker_ids
 from dsdi.synth.outliers import OUTLIER_KINDS, render_outlier
