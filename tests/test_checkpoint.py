@@ -8,6 +8,7 @@ import torch
 from conftest import tiny_checkpoint
 
 from dsdi.errors import InputError
+from dsdi.labels.labelset import LADI_V1
 from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import backbone_preprocessing, create_backbone
 from dsdi.models.checkpoint import checkpoint_epoch, checkpoint_payload, load_model, read_checkpoint
@@ -22,7 +23,7 @@ def test_payload_holds_the_documented_keys():
     model = create_backbone("lcnet_050")
     payload = checkpoint_payload(model, backbone="lcnet_050", img_size=64, epoch=3, val_lrap=0.25, config={"lr": 1})
     assert set(payload) == {"model", "backbone", "classes", "img_size", "epoch", "val_lrap", "config", "mean", "std",
-                            "interpolation"}
+                            "interpolation", "labelset"}
     assert payload["classes"] == list(CLASSES) and payload["config"] == {"lr": 1} and payload["epoch"] == 3
     assert checkpoint_payload(model, backbone="lcnet_050", img_size=64)["config"] == {}
 
@@ -46,7 +47,7 @@ def test_training_state_travels_as_extra_keys(tmp_path):
 
 def test_foreign_schema_and_missing_files_are_refused(tmp_path):
     tiny_checkpoint(tmp_path / "old.pt", classes=list(CLASSES[:36]))
-    with pytest.raises(InputError, match="old.pt: the checkpoint's class schema"):
+    with pytest.raises(InputError, match=r"old.pt: its 36 classes are not those of label set ladi-v1 \(37\)"):
         load_model(tmp_path / "old.pt")
     for read in (read_checkpoint, checkpoint_epoch, load_model):
         with pytest.raises(InputError, match="absent.pt: file not found"):
@@ -97,13 +98,14 @@ def test_checkpoint_records_the_models_timm_normalisation(tmp_path, backbone):
     assert model_preprocessing(model, 48) == Preprocessing(48, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
 
 
-def test_a_checkpoint_without_preprocessing_keys_loads_with_imagenet_values(tmp_path):
+def test_a_checkpoint_without_preprocessing_or_labelset_keys_loads_as_imagenet_input_and_ladi_v1(tmp_path):
     tiny_checkpoint(tmp_path / "new.pt", backbone="test_convnext")
     old = {key: value for key, value in read_checkpoint(tmp_path / "new.pt").items()
-           if key not in ("mean", "std", "interpolation")}
+           if key not in ("mean", "std", "interpolation", "labelset")}
     torch.save(old, tmp_path / "old.pt")
     _, info = load_model(tmp_path / "old.pt")
     assert info.preprocessing == Preprocessing(64, IMAGENET_MEAN, IMAGENET_STD, "bilinear")
+    assert info.labelset == LADI_V1
 
 
 @pytest.mark.parametrize(("values", "says"), [

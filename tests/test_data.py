@@ -19,13 +19,12 @@ from dsdi.train.data import (
     collate_skip_broken,
     decode_image,
     find_unreadable_images,
-    holdout_split,
     load_image,
     read_labels_csv,
     resolve_image_path,
-    train_val_split,
     training_batch,
 )
+from dsdi.train.splits import holdout_split, train_val_split
 
 LADI_SAMPLE = (Path(__file__).resolve().parents[2] / "shared" / "data" / "ladi-sample"
                / "010_0775_4365f589-de67-4561-8fdd-f1ac1ac1ae07.jpg")
@@ -298,7 +297,7 @@ def test_labels_csv_is_validated_with_file_and_line(tmp_path):
     np.testing.assert_allclose(labels[list(CLASSES)].to_numpy(), table[list(CLASSES)].to_numpy(), rtol=1e-6)
 
     table.drop(columns=[CLASSES[3]]).to_csv(tmp_path / "short.csv", index=False)
-    with pytest.raises(InputError, match=rf"short.csv: missing 1 column.*{CLASSES[3]}"):
+    with pytest.raises(InputError, match=rf"short.csv: missing column\(s\) \[.*{CLASSES[3]}"):
         read_labels_csv(tmp_path / "short.csv")
     bad = table.astype({CLASSES[0]: object})
     bad.loc[1, CLASSES[0]] = "yes"

@@ -280,9 +280,9 @@ def holdout_runs(root: Path, count: int, seed: int = 0) -> tuple[list[Path], np.
     runs = []
     for k in range(count):
         run = root / f"R{k}"
-        write_targets(run, "holdout", ids, targets)
-        write_predictions(run, "best", "holdout", ids, predictions[2 * k])
-        write_predictions(run, "last", "holdout", ids, predictions[2 * k + 1])
+        write_targets(run, "holdout", ids, targets, CLASSES)
+        write_predictions(run, "best", "holdout", ids, predictions[2 * k], CLASSES)
+        write_predictions(run, "last", "holdout", ids, predictions[2 * k + 1], CLASSES)
         tiny_checkpoint(run, seed=k)
         runs.append(finish_run(run))
     return runs, targets, list(predictions)

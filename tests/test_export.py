@@ -118,8 +118,8 @@ def test_int8_export_measures_its_holdout_cost_and_ranks(world, tmp_path, cli):
     pixels = np.stack([np.asarray(Image.open(world["images"] / i).convert("RGB")) for i in holdout])
     with torch.no_grad():
         stored = torch.sigmoid(model(frames_to_tensor(pixels, SIDE)).double()).numpy()
-    write_predictions(run, "best", "holdout", holdout, stored)
-    write_targets(run, "holdout", holdout, targets[::2])
+    write_predictions(run, "best", "holdout", holdout, stored, CLASSES)
+    write_targets(run, "holdout", holdout, targets[::2], CLASSES)
     result = cli.said(cli("export", run, "--precision", "int8", env={"COLUMNS": "400"}, terminal_width=400))
     assert "(int8, static: " in result and str(run / "export" / "best.int8.onnx") in result
     torch_map = np.mean([average_precision_score(targets[::2][:, c], stored[:, c])

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from dsdi.errors import InputError
-from dsdi.index.scores import SCORES_BYTES, ClipScores
+from dsdi.index.scores import ClipScores, stored_size
 from dsdi.index.shard import read_shard
 from dsdi.index.store import ScoreIndex, clip_signature
+from dsdi.labels.labelset import LADI_V1
 from dsdi.labels.schema import CLASSES, FEATURES, NUM_CLASSES
 from dsdi.rank.fusion import fused_scores
 from dsdi.video.clip import Clip
@@ -106,7 +107,7 @@ def test_stored_scores_keep_values_and_ranking_order(tmp_path):
         assert firsts[3] == 1.0 and firsts[0] > firsts[1] > firsts[2]  # the order of the float64 scores
         assert read[clips[0].shot_id].max_scores[1] == 0.0
         with sqlite3.connect(index.path) as db:
-            assert {len(b) for (b,) in db.execute("SELECT scores FROM model_scores")} == {SCORES_BYTES}
+            assert {len(b) for (b,) in db.execute("SELECT scores FROM model_scores")} == {stored_size(37)}
     finally:
         index.close()
     assert not list((tmp_path / "out").glob("scores.sqlite-*")) and not list((tmp_path / "out").glob("*.shard"))
@@ -114,7 +115,7 @@ def test_stored_scores_keep_values_and_ranking_order(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
-@pytest.mark.parametrize("stored", [b"\x01\x02", "not bytes", b"\x00" * (SCORES_BYTES + 4)])
+@pytest.mark.parametrize("stored", [b"\x01\x02", "not bytes", b"\x00" * (stored_size(37) + 4)])
 def test_corrupt_stored_scores_raise_input_error(tmp_path, stored):
     clips = make_clips(tmp_path, 1)
     index = ScoreIndex(tmp_path / "out")
@@ -185,7 +186,7 @@ def test_v1_index_is_migrated_in_place_without_losing_scores(tmp_path):
                 assert_same_scores(got, scores[shot][m])
             assert index.scored_shots(m) == set(scores)  # the same clip files: none re-scored
         assert index.failures() == [(str(clips[4].path), clips[4].shot_id, "bad")]
-        table, peaks = fused_scores(index, ["m1", "m2"], [3.0, 1.0], "mean", [])
+        table, peaks = fused_scores(index, ["m1", "m2"], [3.0, 1.0], "mean", [], LADI_V1)
         expected = np.stack([(3 * scores[s]["m1"].mean_scores + scores[s]["m2"].mean_scores) / 4 for s in table.index])
         np.testing.assert_allclose(table[list(CLASSES)].to_numpy(), expected, atol=1e-7)
         np.testing.assert_allclose(peaks.to_numpy(), np.stack([scores[s]["m1"].peak_times[: len(FEATURES)]
@@ -197,7 +198,7 @@ def test_v1_index_is_migrated_in_place_without_losing_scores(tmp_path):
     finally:
         index.close()
     with sqlite3.connect(out / "scores.sqlite") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
             "clips", "models", "model_scores", "failures"}

@@ -160,7 +160,7 @@ def test_seeds_and_out_of_sweep_and_study(cli, monkeypatch, tmp_path):
 
 def _no_output():
     """A rank result as torchrun's other processes return it: nothing written, nothing printed."""
-    return type("Result", (), {"xml_path": None})()
+    return type("Result", (), {"trec_path": None})()
 
 
 def _no_runs():

@@ -20,7 +20,8 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 
-from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
+from dsdi.labels.schema import CLASSES, FEATURES
 from dsdi.report.html import build_report
 
 # Each clip shows its first colour for 1 s, then its second colour for 1 s (10 fps).
@@ -69,7 +70,7 @@ def rank_folder(tmp_path_factory, ffmpeg_exe) -> dict:
     facts = {"run_id": "testrun", "models": ["runs/a", "runs/b"], "weights": [1.0, 1.0], "agg": "max",
              "fps": 10.0, "clips_ranked": 4, "clips_failed": 1, "elapsed_s": 12.5, "created": "2026-11-23T16:00:00"}
     (out / "run.json").write_text(json.dumps(facts))
-    numbers = load_feature_numbers()
+    numbers = dict(LADI_V1.feature_numbers)
     rankings = {numbers[f]: sorted(shots, key=lambda s: -scores[s][CLASSES.index(f)]) for f in FEATURES}
     # qrels for the first 10 features only: one or two relevant shots each, one judged non-relevant.
     qrels = {numbers[f]: {shots[i % 4]: 1, shots[(i + 1) % 4]: int(i % 3 == 0), shots[(i + 2) % 4]: 0}
@@ -104,7 +105,7 @@ def test_report_shows_top_clips_at_their_peak_frame_and_run_facts(rank_folder, t
     page = path.read_text(encoding="utf-8")
     sections = _sections(page)
     assert len(sections) == len(FEATURES)
-    numbers = load_feature_numbers()
+    numbers = dict(LADI_V1.feature_numbers)
     for feature in FEATURES:
         figures = sections[f"{numbers[feature]}. {feature}"]
         expected = rank_folder["rankings"][numbers[feature]][:3]
@@ -128,7 +129,7 @@ def test_report_ap_chart_matches_pytrec_eval(rank_folder, tmp_path):
     pytrec_eval = pytest.importorskip("pytrec_eval")
     out = rank_folder["out"]
     scores = rank_folder["scores"]
-    numbers = load_feature_numbers()
+    numbers = dict(LADI_V1.feature_numbers)
     with (out / "testrun.trec").open("w") as handle:
         for feature in FEATURES:
             for rank, shot in enumerate(rank_folder["rankings"][numbers[feature]], start=1):

@@ -60,37 +60,3 @@ def test_user_token_map_extends_and_is_checked(tmp_path):
         schema.load_token_map(extra)
     with pytest.raises(InputError, match="nope.csv: cannot read it: no such file"):
         schema.load_token_map(tmp_path / "nope.csv")
-
-
-def test_feature_numbers_default_and_override(tmp_path):
-    numbers = schema.load_feature_numbers()
-    assert [numbers[f] for f in schema.FEATURES] == list(range(1, 33))
-    user = tmp_path / "fnums.csv"
-    user.write_text("feature,number\n" + "".join(f'"{f}",{100 + i}\n' for i, f in enumerate(schema.FEATURES)))
-    assert schema.load_feature_numbers(user)["damage (misc)"] == 100
-    user.write_text("feature,number\n" + '"damage (misc)",1\n')
-    expected = f"--feature-numbers {re.escape(str(user))}: unknown features \\[\\], missing features"
-    with pytest.raises(InputError, match=expected):
-        schema.load_feature_numbers(user)
-    user.write_text('feature,number\n"damage (misc)",1\n"flooding",x\n')
-    with pytest.raises(InputError, match="line 3: feature number 'x' is not an integer"):
-        schema.load_feature_numbers(user)
-    user.write_text('feature,number\n"damage (misc)",1\n"flooding",1\n')
-    with pytest.raises(InputError, match="line 3: feature number 1 is used twice \\(first on line 2\\)"):
-        schema.load_feature_numbers(user)
-    user.write_text("fnum\n1\n")
-    with pytest.raises(InputError, match="line 2: needs columns 'feature' and 'number'"):
-        schema.load_feature_numbers(user)
-    with pytest.raises(InputError, match="--feature-numbers .*nope.csv: cannot read it: no such file"):
-        schema.load_feature_numbers(tmp_path / "nope.csv")
-
-
-def test_a_broken_shipped_classes_table_is_a_clear_error(tmp_path, monkeypatch):
-    shipped = schema.shipped_data_file("classes.csv").read_text(encoding="utf-8").splitlines(keepends=True)
-    header = next(i for i, line in enumerate(shipped) if not line.startswith("#"))
-    broken = tmp_path / "classes.csv"
-    broken.write_text("".join(shipped[: header + 1] + shipped[header + 2 :]), encoding="utf-8")  # class 0 gone
-    monkeypatch.setattr(schema, "shipped_data_file", lambda name: tmp_path / name)
-    with pytest.raises(RuntimeError, match=f"dsdi's shipped data file {re.escape(str(broken))} is broken: it must "
-                       "list indices 0..36 in order; reinstall dsdi"):
-        schema.class_infos.__wrapped__()

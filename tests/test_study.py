@@ -11,7 +11,8 @@ import pytest
 from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score
 
-from dsdi.labels.schema import FEATURES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
+from dsdi.labels.schema import FEATURES
 from dsdi.study.measure import ClipJudge, image_ap
 from dsdi.study.stats import (
     INCONCLUSIVE,
@@ -84,7 +85,7 @@ def test_image_ap_is_sklearns_on_the_common_images():
 
 def test_clip_judge_brief_appearances(tmp_path):
     """Brief: a relevant pair whose runs last under a second in all; brief-only AP drops the lasting clips."""
-    fnums = load_feature_numbers()
+    fnums = dict(LADI_V1.feature_numbers)
     car, boat = fnums["car"], fnums["boat"]
     shots = ["S1", "S2", "S3", "S4"]
     qrels = {car: {"S1": 1, "S2": 1, "S3": 0, "S4": 1}, boat: {"S1": 0, "S2": 1, "S3": 0, "S4": 0}}

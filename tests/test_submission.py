@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from dsdi.errors import InputError
-from dsdi.labels.schema import CLASSES, FEATURES, NONE_CLASSES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
+from dsdi.labels.schema import CLASSES, FEATURES, NONE_CLASSES
 from dsdi.trecvid.qrels import read_qrels
 from dsdi.trecvid.submission import (
     check_rankings,
@@ -96,9 +97,10 @@ BAD_RANKINGS = {
     "nan score": ({1: [("Shot1_001", math.nan)]}, InputError, "score nan of shot 'Shot1_001' is not a finite"),
     "whitespace in shot id": ({1: [("Shot 1", 0.5)]}, ValueError, "shot id 'Shot 1' must be a non-empty"),
     "empty shot id": ({1: [("", 0.5)]}, ValueError, "shot id '' must be a non-empty"),
-    "string fNum": ({"1": [("Shot1_001", 0.5)]}, ValueError, "feature number '1' must be a non-negative int"),
-    "bool fNum": ({True: [("Shot1_001", 0.5)]}, ValueError, "feature number True must be"),
-    "negative fNum": ({-1: [("Shot1_001", 0.5)]}, ValueError, "feature number -1 must be"),
+    "number as text": ({"1": [("Shot1_001", 0.5)]}, ValueError, "topic '1' must be a non-negative int or a name"),
+    "spaced name": ({"roads any": [("Shot1_001", 0.5)]}, ValueError, "topic 'roads any' must be"),
+    "bool fNum": ({True: [("Shot1_001", 0.5)]}, ValueError, "topic True must be"),
+    "negative fNum": ({-1: [("Shot1_001", 0.5)]}, ValueError, "topic -1 must be"),
     "ranking not a list": ({1: "Shot1_001"}, ValueError, "ranking must be a list"),
     "entry not a pair": ({1: [("Shot1_001", 0.5, 3)]}, ValueError, "expected \\(shot_id, score\\)"),
     "not a dict": ([(1, [("Shot1_001", 0.5)])], ValueError, "rankings must be a dict"),
@@ -261,7 +263,6 @@ def test_read_qrels_matches_pytrec_eval_parser(tmp_path):
     [
         ("1 0 a 1\n1 0 b\n", "line 2: expected 4 columns"),
         ("1 0 a 1\n1 0 b yes\n", "line 2: relevance 'yes' is not an integer"),
-        ("one 0 a 1\n", "line 1: feature number 'one' is not an integer"),
         ("1 0 a 1\n\n1 0 a 0\n", "line 3: shot 'a' is judged twice for feature 1 (first on line 1)"),
         ("", "no judgements found"),
     ],
@@ -293,7 +294,7 @@ def test_rank_features_matches_reference_sort_with_ties(topk):
     scores = {s: matrix[i] for i, s in enumerate(reversed(shot_ids))}  # insertion order must not matter
     matrix_in_order = np.stack([scores[s] for s in shot_ids])
     rankings = rank_features(scores, topk=topk)
-    numbers = load_feature_numbers()
+    numbers = dict(LADI_V1.feature_numbers)
     assert sorted(rankings) == sorted(numbers[f] for f in FEATURES) and len(rankings) == 32
     for column, feature in enumerate(FEATURES):
         assert rankings[numbers[feature]] == reference_ranking(shot_ids, matrix_in_order[:, column], topk)
@@ -305,7 +306,7 @@ def test_rank_features_matches_reference_sort_with_ties(topk):
 
 def test_rank_features_uses_given_feature_numbers_and_refuses_bad_scores():
     numbers = {feature: 100 + i for i, feature in enumerate(FEATURES)}
-    rankings = rank_features({"a": np.ones(37), "b": np.zeros(37)}, topk=5, feature_numbers=numbers)
+    rankings = rank_features({"a": np.ones(37), "b": np.zeros(37)}, topk=5, topics=numbers)
     assert sorted(rankings) == list(range(100, 132)) and rankings[100] == [("a", 1.0), ("b", 0.0)]
     with pytest.raises(InputError, match="NaN score for shot 'b'.*another checkpoint"):
         rank_features({"a": np.ones(37), "b": np.full(37, np.nan)})

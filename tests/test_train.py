@@ -26,12 +26,13 @@ from dsdi.models.backbones import create_backbone
 from dsdi.models.checkpoint import load_model
 from dsdi.runtime import ProcessGroup, rng_state
 from dsdi.train import loop as train_module
+from dsdi.train import splits as splits_module
 from dsdi.train.config import TrainConfig
-from dsdi.train.data import holdout_split, train_val_split
 from dsdi.train.losses import create_loss
 from dsdi.train.predictions import read_predictions, read_targets
 from dsdi.train.run_folder import METRIC_COLUMNS
 from dsdi.train.schedule import learning_rate, scheduled_lr, snapshot_index, step_learning_rate
+from dsdi.train.splits import holdout_split, split_labels, train_val_split
 
 REPO = Path(__file__).resolve().parents[1]
 PALETTE = [(230, 20, 20), (20, 210, 30), (30, 40, 240)]
@@ -299,14 +300,14 @@ def test_holdout_is_common_to_every_split_seed_and_to_unreadable_images(world, t
     assert len({tuple(holdout) for _, _, holdout in splits.values()}) == 1
     assert len({tuple(val) for _, val, _ in splits.values()}) == 3  # each recipe its own validation images
     config = TrainConfig(labels=str(labels), images=str(images), split_seed=2, skip_missing=True)
-    train_rows, val_rows, holdout_rows = train_module.split_labels(config)
+    train_rows, val_rows, holdout_rows = split_labels(config)
     assert [sorted(r["image_id"]) for r in (train_rows, val_rows, holdout_rows)] == [sorted(i) for i in splits[2]]
     broken = tmp_path / "images"
     shutil.copytree(images, broken)
     (broken / splits[2][0][0]).write_bytes(b"")  # one unreadable training image does not move the hold-out
-    _, _, held = train_module.split_labels(config.updated({"images": str(broken)}))
+    _, _, held = split_labels(config.updated({"images": str(broken)}))
     assert sorted(held["image_id"]) == sorted(splits[2][2])
-    assert len(train_module.split_labels(config.updated({"holdout_fraction": 0.0}))[2]) == 0
+    assert len(split_labels(config.updated({"holdout_fraction": 0.0}))[2]) == 0
 
 
 @pytest.mark.slow
@@ -338,7 +339,7 @@ def test_a_file_breaking_mid_run_is_counted_not_fatal(tmp_path, monkeypatch, cli
     labels, images = write_world(tmp_path / "world", n_images=30)
     train_ids, _, _ = split_ids(labels)
     (images / train_ids[0]).write_bytes(b"")  # breaks after the pre-flight check (simulated as passing)
-    monkeypatch.setattr(train_module, "find_unreadable_images", lambda labels, root: [])
+    monkeypatch.setattr(splits_module, "find_unreadable_images", lambda labels, root: [])
     result = cli(*tiny_args(labels, images, tmp_path / "run", "--epochs", "1", "--batch-size", "4"))
     assert "1 unreadable images were skipped" in cli.said(result) and train_ids[0] in cli.said(result)
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["broken_images"].tolist() == [1]

@@ -13,6 +13,7 @@ from rich.console import Console
 from dsdi import options
 from dsdi.cli.common import EVALUATION, add_command, console, err_console
 from dsdi.errors import InputError
+from dsdi.labels.labelset import DEFAULT_LABELSET, load_labelset, read_feature_numbers
 from dsdi.options import option
 from dsdi.workspace import RUNS_DIR
 
@@ -29,8 +30,10 @@ class EvalConfig:
     topk: int = option(1000, minimum=1, help="cut every ranking at this depth before scoring (sample qrels: "
                                              "sample_eval's maximum result size)")
     out: Path | None = option(None, help="CSV file to write the table to as well (last row 'all' = the means)")
-    feature_numbers: Path | None = option(None, help="CSV 'feature,number' naming the fNums",
-                                          shown_default="dsdi's table")
+    labelset: str = option(DEFAULT_LABELSET, help="label set naming the topics: a built-in name or a TOML file "
+                                                  "(topics are its feature numbers, or its class names)")
+    feature_numbers: Path | None = option(None, help="CSV 'feature,number' renumbering the label set's features",
+                                          shown_default="the label set's numbers")
 
 
 def _fmt(value: float) -> str:
@@ -48,7 +51,7 @@ def _eval_table(evaluation, title: str):
                "iP10", "iP100", "iP1000", "iP depth")
     if not sampled:
         headers = ("relevant", "retrieved", "rel. retrieved", "AP")
-    for header in ("feature", "number", *headers):
+    for header in ("feature", "topic", *headers):
         shown.add_column(header, justify="left" if header == "feature" else "right")
     for row in evaluation.table.itertuples(index=False):
         counts = [str(row.relevant), str(row.retrieved), str(row.relevant_retrieved)]
@@ -68,7 +71,10 @@ def _eval(given: dict) -> None:
     from dsdi.trecvid.evaluation import evaluate_files, write_metrics_csv
 
     config = options.from_values(EvalConfig, given)
-    evaluation = evaluate_files(config.run, config.qrels, k=config.topk, feature_numbers_path=config.feature_numbers)
+    labelset = load_labelset(config.labelset)
+    if config.feature_numbers is not None:
+        labelset = labelset.with_feature_numbers(read_feature_numbers(config.feature_numbers, labelset))
+    evaluation = evaluate_files(config.run, config.qrels, k=config.topk, topics=labelset.topics())
     measure = "xinfAP" if evaluation.measure == "infap" else "AP"
     console.print(_eval_table(evaluation, f"{config.run.name} vs {config.qrels.name} ({evaluation.format}), "
                                           f"{measure} at depth {config.topk}"))

@@ -107,6 +107,8 @@ def _print_rank_summary(result) -> None:
                   f"(scored {result.clips_scored} new clips, {result.frames_scored} frames, "
                   f"reused {result.clips_reused} from the index of {result.index_bytes / 1e6:.1f} MB, "
                   f"{result.elapsed_s:.1f} s) -> {outputs}", highlight=False)
+    if result.note:
+        console.print(result.note, highlight=False)
 
 
 def _rank(given: dict) -> None:
@@ -117,7 +119,7 @@ def _rank(given: dict) -> None:
     from dsdi.rank.scoring import rank
 
     result = rank(RankConfig().updated(given, source="command line"))
-    if result.xml_path is not None:  # torchrun: only process 0 writes and reports
+    if result.trec_path is not None:  # torchrun: only process 0 writes and reports
         _print_rank_summary(result)
 
 

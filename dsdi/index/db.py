@@ -1,5 +1,8 @@
-"""The SQLite file of the score index (``store.py``): its schema, opening it (created, or migrated from version 1
-in place), reading its models without writing, and the hash a clip signature is stored as."""
+"""The SQLite file of the score index (``store.py``): its schema, opening it (created, or migrated in place from
+version 1 or 2), reading its models without writing, and the hash a clip signature is stored as.
+
+Version 3 added ``models.classes``: the model's class names in output order as a JSON list (NULL, in rows of an
+index written before: LADI v1's 37 classes)."""
 
 from __future__ import annotations
 
@@ -14,14 +17,14 @@ import numpy as np
 
 from dsdi.errors import InputError
 from dsdi.index.scores import ClipScores
-from dsdi.labels.schema import NUM_CLASSES
+from dsdi.labels.labelset import LADI_V1
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS clips (shot_id TEXT PRIMARY KEY, clip_path TEXT NOT NULL, start REAL, "end" REAL,
     size INTEGER, mtime REAL, signature INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS models (model_key TEXT PRIMARY KEY, checkpoint TEXT NOT NULL, backbone TEXT,
-    img_size INTEGER, sha256 TEXT, fps REAL)""",
+    img_size INTEGER, sha256 TEXT, fps REAL, classes TEXT)""",
     """CREATE TABLE IF NOT EXISTS model_scores (model_key TEXT NOT NULL, shot_id TEXT NOT NULL,
     signature INTEGER NOT NULL, frames INTEGER NOT NULL, status TEXT NOT NULL, note TEXT, scores BLOB NOT NULL,
     PRIMARY KEY (model_key, shot_id))""",
@@ -34,21 +37,28 @@ def signature_hash(signature: str) -> int:
     return int.from_bytes(hashlib.blake2b(signature.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def registered_models(index_file: str | Path) -> dict[str, tuple[str, str]]:
-    """model key -> (checkpoint, backbone) of every model ever ranked into an index file (every --tta / --tiles
-    variant too), read without writing anything (no migration, no journal); {} when there is no such file or
-    table."""
+def model_classes(stored: str | None) -> tuple[str, ...]:
+    """The class names of a ``models.classes`` value (NULL: LADI v1's)."""
+    return tuple(json.loads(stored)) if stored else LADI_V1.class_names
+
+
+def registered_models(index_file: str | Path) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+    """model key -> (checkpoint, backbone, class names) of every model ever ranked into an index file (every
+    --tta / --tiles variant too), read without writing anything (no migration, no journal); {} when there is no
+    such file or table."""
     index_file = Path(index_file)
     if not index_file.is_file():
         return {}
     db = sqlite3.connect(f"{index_file.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT model_key, checkpoint, backbone FROM models").fetchall()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(models)")}
+        classes = "classes" if "classes" in columns else "NULL"
+        rows = db.execute(f"SELECT model_key, checkpoint, backbone, {classes} FROM models").fetchall()
     except sqlite3.DatabaseError:  # not an index (or one being written in WAL mode by an old dsdi)
         rows = []
     finally:
         db.close()
-    return {key: (checkpoint, backbone) for key, checkpoint, backbone in rows}
+    return {key: (checkpoint, backbone, model_classes(classes)) for key, checkpoint, backbone, classes in rows}
 
 
 def retry_while_locked(statement: Callable[[], object], seconds: float = 120.0) -> object:
@@ -81,8 +91,10 @@ def open_database(path: Path) -> sqlite3.Connection:
         if version > SCHEMA_VERSION:
             raise InputError(f"{path}: written by a newer dsdi (score index version {version}); upgrade dsdi")
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version < SCHEMA_VERSION and "model_scores" in tables:
+        if version < 2 and "model_scores" in tables:
             migrate_v1(db, path)
+        if version < SCHEMA_VERSION and "model_scores" in tables:
+            _add_model_classes(db)
         elif version < SCHEMA_VERSION or not {"clips", "models", "model_scores", "failures"} <= tables:
             db.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
@@ -93,6 +105,19 @@ def open_database(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _add_model_classes(db: sqlite3.Connection) -> None:
+    """Version 2 to 3: the models table gains its classes column (NULL: LADI v1), in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "classes" not in {row[1] for row in db.execute("PRAGMA table_info(models)")}:
+            db.execute("ALTER TABLE models ADD COLUMN classes TEXT")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
@@ -118,7 +143,7 @@ def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
                     values = [np.asarray(json.loads(c), dtype=np.float64) for c in columns]
                 except (TypeError, ValueError):  # not JSON, or not a flat list of numbers
                     values = []
-                if len(values) != len(columns) or any(v.shape != (NUM_CLASSES,) for v in values):
+                if len(values) != len(columns) or any(v.shape != (len(LADI_V1.class_names),) for v in values):
                     raise corrupt_scores(path, shot, key)
                 scores = ClipScores(frames, status, note or "", *values)
                 converted.append((key, shot, signature_hash(signature), frames, status, note, scores.to_bytes()))
@@ -126,7 +151,7 @@ def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
             last = rows[-1][0]
         db.execute("DROP TABLE model_scores_v1")
         db.execute("DROP TABLE clips_v1")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("PRAGMA user_version = 2")
     except BaseException:
         db.execute("ROLLBACK")
         raise

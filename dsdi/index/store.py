@@ -1,16 +1,18 @@
 """The persistent score index of ``dsdi rank``: OUT_DIR/scores.sqlite and the shard files its processes append to.
 
-``scores.sqlite`` (SQLite with a rollback journal, never WAL, so it works on a network filesystem; schema version 2
+``scores.sqlite`` (SQLite with a rollback journal, never WAL, so it works on a network filesystem; schema version 3
 in ``PRAGMA user_version``) is written by one process only: a lone ``dsdi rank`` / ``dsdi fuse``, or torchrun's
 process 0. Tables:
 
 - ``clips(shot_id, clip_path, start, end, size, mtime, signature)``: the clip set of the latest rank run.
-- ``models(model_key, checkpoint, backbone, img_size, sha256, fps)``: one row per scoring model.
+- ``models(model_key, checkpoint, backbone, img_size, sha256, fps, classes)``: one row per scoring model;
+  classes: its class names in output order, a JSON list (``dsdi.index.db``).
 - ``model_scores(model_key, shot_id, signature, frames, status, note, scores)``: one row per (model, clip).
-  ``scores`` is a float32 (4, 37) array (592 bytes, little-endian): rows 0-2 the logits of the max over frames,
-  the mean and the mean of the top 3 of the frame sigmoids (logits, so that float32 keeps scores near 1 apart
-  where float32 sigmoids would saturate into ties), row 3 per class the time in seconds into ``clip_path`` of
-  the frame with the highest sigmoid. Any aggregation can be re-fused later.
+  ``scores`` is a float32 (4, C) array for a model of C classes (592 bytes for LADI v1's 37, little-endian):
+  rows 0-2 the logits of the max over frames, the mean and the mean of the top 3 of the frame sigmoids (logits,
+  so that float32 keeps scores near 1 apart where float32 sigmoids would saturate into ties), row 3 per class
+  the time in seconds into ``clip_path`` of the frame with the highest sigmoid. Any aggregation can be re-fused
+  later.
 - ``failures(clip_path, shot_id, reason)``: clips of the latest run that could not be decoded.
 
 A model key is the checkpoint's SHA-256 plus the sampling rate (plus the ``--tta`` / ``--tiles`` views, each
@@ -35,6 +37,7 @@ schema, opening, migration), ``dsdi.index.shard`` (the shard record format), thi
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -44,10 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dsdi.index.db import corrupt_scores, open_database, signature_hash
-from dsdi.index.scores import PARTS, SCORES_BYTES, ClipScores, scores_bytes, sigmoids
+from dsdi.errors import InputError
+from dsdi.index.db import corrupt_scores, model_classes, open_database, signature_hash
+from dsdi.index.scores import PARTS, ClipScores, scores_bytes, sigmoids, stored_size
 from dsdi.index.shard import read_shard, shard_record, valid_shard_length
-from dsdi.labels.schema import NUM_CLASSES
+from dsdi.labels.labelset import LADI_V1
 from dsdi.video.clip import Clip
 
 INDEX_NAME = "scores.sqlite"
@@ -126,7 +130,7 @@ class ScoreIndex:
         of it when merged)."""
         items = list(scores_by_model.items())
         meta = {"kind": "clip", "shot_id": clip.shot_id, "signature": signature_hash(clip_signature(clip)),
-                "models": [[key, int(s.frames), s.status, s.note] for key, s in items]}
+                "models": [[key, int(s.frames), s.status, s.note, len(s.max_scores)] for key, s in items]}
         self._append(shard_record(meta, scores_bytes([s for _, s in items])))
 
     def add_failure(self, clip: Clip, reason: str) -> None:
@@ -176,10 +180,22 @@ class ScoreIndex:
     # ---- scores.sqlite
 
     def register_model(self, model_key: str, checkpoint: Path, backbone: str, img_size: int, sha256: str,
-                       fps: float) -> None:
+                       fps: float, classes: tuple[str, ...]) -> None:
+        """Record a scoring model and its class names (output order) under its key."""
         with self._transaction():
-            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
-                            (model_key, str(checkpoint), backbone, img_size, sha256, fps))
+            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (model_key, str(checkpoint), backbone, img_size, sha256, fps, json.dumps(classes)))
+
+    def model_classes(self, model_key: str) -> tuple[str, ...]:
+        """The class names (output order) of a model: as registered (LADI v1's for one registered before they were
+        recorded, or stored unregistered with LADI v1's 37 scores); InputError naming the index otherwise."""
+        self._sync()
+        row = self.db.execute("SELECT classes FROM models WHERE model_key = ?", (model_key,)).fetchone()
+        if row is not None:
+            return model_classes(row[0])
+        if self._class_count(model_key) == len(LADI_V1.class_names):
+            return LADI_V1.class_names
+        raise InputError(f"{self.path}: model {model_key} is not registered in this score index; rank it again")
 
     def set_clips(self, clips: list[Clip]) -> None:
         """Make ``clips`` the current clip set and forget the previous run's failures."""
@@ -214,21 +230,31 @@ class ScoreIndex:
         """This model's stored scores of the current clip set and clip contents, read in bulk (see StoredScores;
         details=False leaves frames, status and notes empty).
 
-        Raises InputError naming the index file and the shot when a stored row is not a (4, 37) float32 array (a
-        damaged or hand-edited index)."""
+        Raises InputError naming the index file and the shot when a stored row is not a (4, C) float32 array for
+        the model's C classes (a damaged or hand-edited index)."""
         self._sync()
         with _bulk():
-            return self._stored_scores(model_key, parts, details)
+            return self._stored_scores(model_key, self._class_count(model_key), parts, details)
 
-    def _stored_scores(self, model_key: str, parts: tuple[str, ...], details: bool) -> StoredScores:
+    def _class_count(self, model_key: str) -> int:
+        """The model's class count: from its registered classes, else from its first stored row (scores written
+        without registering the model), else LADI v1's."""
+        row = self.db.execute("SELECT classes FROM models WHERE model_key = ?", (model_key,)).fetchone()
+        if row is not None:
+            return len(model_classes(row[0]))
+        row = self.db.execute("SELECT length(scores) FROM model_scores WHERE model_key = ? LIMIT 1",
+                              (model_key,)).fetchone()
+        return row[0] // stored_size(1) if row is not None and row[0] else len(LADI_V1.class_names)
+
+    def _stored_scores(self, model_key: str, n_classes: int, parts: tuple[str, ...], details: bool) -> StoredScores:
         self.clip_set()  # and the clips rowid -> position map
-        columns = "".join(f", substr(s.scores, {PARTS.index(p) * NUM_CLASSES * 4 + 1}, {NUM_CLASSES * 4})"
+        columns = "".join(f", substr(s.scores, {PARTS.index(p) * n_classes * 4 + 1}, {n_classes * 4})"
                           for p in parts)
         rows = self.db.execute(
             f"SELECT c.rowid, typeof(s.scores) = 'blob' AND length(s.scores) = ?"
             f"{', s.frames, s.status, s.note' if details else ''}{columns} FROM model_scores s"
             " JOIN clips c ON c.shot_id = s.shot_id AND c.signature = s.signature WHERE s.model_key = ?",
-            (SCORES_BYTES, model_key)).fetchall()
+            (stored_size(n_classes), model_key)).fetchall()
         rowids, sound, *rest = _columns(rows, 2 + 3 * details + len(parts))
         positions = self._clip_position[np.array(rowids, dtype=np.int64)]
         sound = np.array(sound, dtype=bool)
@@ -237,7 +263,7 @@ class ScoreIndex:
         frames, status, notes = rest[:3] if details else ((), (), ())
         values = {}
         for part, column in zip(parts, rest[3 * details:], strict=True):
-            raw = np.frombuffer(b"".join(column), dtype="<f4").reshape(len(rows), NUM_CLASSES)
+            raw = np.frombuffer(b"".join(column), dtype="<f4").reshape(len(rows), n_classes)
             values[part] = raw.astype(np.float64) if part == "peak" else sigmoids(raw)
         return StoredScores(positions, np.array(frames, dtype=np.int64), np.array(status, dtype=object),
                             np.array(notes, dtype=object), values)
@@ -323,9 +349,11 @@ def _merge_shard(db: sqlite3.Connection, path: Path) -> int:
             continue
         clips += 1
         fates[shot] = None
-        for k, (key, frames, status, note) in enumerate(meta["models"]):
-            rows.append((key, shot, meta["signature"], frames, status, note,
-                         blobs[k * SCORES_BYTES:(k + 1) * SCORES_BYTES]))
+        offset = 0
+        for key, frames, status, note, *classes in meta["models"]:  # records before label sets: LADI v1's 37
+            size = stored_size(classes[0] if classes else len(LADI_V1.class_names))
+            rows.append((key, shot, meta["signature"], frames, status, note, blobs[offset:offset + size]))
+            offset += size
         if len(rows) >= _MERGE_BATCH_ROWS:
             flush()
     flush()

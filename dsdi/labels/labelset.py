@@ -101,10 +101,10 @@ class LabelSet:
         """The category of one class."""
         return self.classes[self.class_names.index(class_name)].category
 
-    def topics(self) -> dict[str, str]:
-        """Feature name -> its TREC topic id: the feature number where the label set has them, else the name."""
+    def topics(self) -> dict[str, int | str]:
+        """Feature name -> its TREC topic: the feature number (int) where the label set has them, else the name."""
         numbers = self.feature_numbers
-        return {name: str(numbers[name]) if numbers else name for name in self.features}
+        return {name: numbers[name] if numbers else name for name in self.features}
 
     def with_feature_numbers(self, numbers: dict[str, int]) -> LabelSet:
         """This label set with its features renumbered (``--feature-numbers``); ``numbers`` covers every feature."""
@@ -257,6 +257,38 @@ def labelset_for_outputs(class_names: list[str] | tuple[str, ...], name: str) ->
             return labelset
     classes = [{"name": str(label), "category": str(label).split("_")[0] or str(label)} for label in class_names]
     return LabelSet.from_dict({"name": name, "classes": classes}, f"the outputs of {name}")
+
+
+def read_feature_numbers(path: str | Path, labelset: LabelSet) -> dict[str, int]:
+    """Feature name -> TRECVID feature number from a user's CSV (``--feature-numbers``, columns ``feature,number``)
+    listing every feature of ``labelset`` once with distinct integer numbers; InputError naming the file (and
+    line) otherwise."""
+    import pandas as pd
+
+    source = f"--feature-numbers {path}"
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{source}: cannot read it as a CSV file ({error})") from None
+    if not {"feature", "number"} <= set(table.columns):
+        raise InputError(f"{source}: needs columns 'feature' and 'number' (found {list(table.columns)}); start the "
+                         "file with the header line 'feature,number'")
+    numbers: dict[str, int] = {}
+    for row, (feature, text) in enumerate(zip(table["feature"], table["number"], strict=True)):
+        if not text.strip().lstrip("-").isdigit():
+            raise InputError(f"{source}, line {row + 2}: feature number {text!r} is not an integer")
+        if int(text) in numbers.values():
+            raise InputError(f"{source}, line {row + 2}: feature number {text} is used twice; feature numbers "
+                             "must be distinct")
+        numbers[feature] = int(text)
+    unknown = sorted(set(numbers) - set(labelset.features))
+    missing = [f for f in labelset.features if f not in numbers]
+    if unknown or missing:
+        raise InputError(f"{source}: unknown features {unknown}, missing features {missing}; list each of the "
+                         f"{len(labelset.features)} features of label set {labelset.name} once")
+    return numbers
 
 
 LADI_V1 = load_labelset(DEFAULT_LABELSET)

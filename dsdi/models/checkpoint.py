@@ -4,7 +4,8 @@ A checkpoint is a ``torch.save``d dict (loadable with ``weights_only=True``) wit
 
 - ``model``      state dict of the classifier
 - ``backbone``   backbone name for ``dsdi.models.backbones.create_backbone``
-- ``classes``    list of the 37 class names in output order (``dsdi.labels.schema.CLASSES``)
+- ``classes``    list of the class names in output order (the label set's ``class_names``)
+- ``labelset``   the label set, ``LabelSet.to_dict()`` (a checkpoint without it is a LADI v1 model)
 - ``img_size``   square input side in pixels used for training and inference
 - ``epoch``      number of completed epochs
 - ``val_lrap``   validation LRAP at that epoch (float or None)
@@ -31,7 +32,7 @@ from torch import nn
 
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, read_torch_file
-from dsdi.labels.schema import CLASSES
+from dsdi.labels.labelset import LADI_V1, LabelSet, labelset_of
 from dsdi.models.backbones import create_backbone
 from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, model_preprocessing
 
@@ -49,18 +50,21 @@ class ModelInfo:
     epoch: int
     val_lrap: float | None
     preprocessing: Preprocessing
+    labelset: LabelSet
 
 
 def checkpoint_payload(model: nn.Module, *, backbone: str, img_size: int, epoch: int = 0,
-                       val_lrap: float | None = None, config: dict | None = None) -> dict:
-    """The checkpoint dict of ``model`` (keys as in the module docstring; classes: this dsdi's schema).
+                       val_lrap: float | None = None, config: dict | None = None,
+                       labelset: LabelSet = LADI_V1) -> dict:
+    """The checkpoint dict of ``model`` (keys as in the module docstring), a classifier of ``labelset``.
     ``img_size``: square input side in pixels; ``epoch``: completed epochs; ``config``: plain values only.
     ``mean``, ``std``, ``interpolation``: ``model_preprocessing(model, img_size)``, as training normalises."""
     preprocessing = model_preprocessing(model, img_size)
     return {
         "model": model.state_dict(),
         "backbone": backbone,
-        "classes": list(CLASSES),
+        "classes": list(labelset.class_names),
+        "labelset": labelset.to_dict(),
         "img_size": img_size,
         "mean": list(preprocessing.mean),
         "std": list(preprocessing.std),
@@ -108,6 +112,16 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     return checkpoint
 
 
+def checkpoint_labelset(checkpoint: dict, path: str | Path) -> LabelSet:
+    """The label set a checkpoint dict (read from ``path``) records (``ladi-v1`` for one written before label sets
+    were recorded); InputError naming the file when its class list disagrees with it."""
+    labelset = labelset_of(checkpoint.get("labelset"), f"{path}: its label set")
+    if list(checkpoint["classes"]) != list(labelset.class_names):
+        raise InputError(f"{path}: its {len(checkpoint['classes'])} classes are not those of label set "
+                         f"{labelset.name} ({len(labelset.class_names)}); the file is damaged or was edited")
+    return labelset
+
+
 def checkpoint_epoch(path: str | Path) -> int:
     """The completed epochs the checkpoint at ``path`` holds (0 when it says none), read without loading its
     tensors; InputError as ``read_checkpoint``."""
@@ -118,16 +132,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     """Rebuild the classifier of the checkpoint file ``path``, in eval mode on ``device``.
 
     Raises InputError for a file that is no readable checkpoint (see ``read_checkpoint``), for weights that do
-    not fit its backbone, and for a class list other than this dsdi's schema.
+    not fit its backbone, and for a class list its label set does not have (``checkpoint_labelset``).
     """
     path = Path(path)
     checkpoint = read_checkpoint(path)
-    if list(checkpoint["classes"]) != list(CLASSES):
-        raise InputError(
-            f"{path}: the checkpoint's class schema ({len(checkpoint['classes'])} classes) differs from "
-            f"dsdi's {len(CLASSES)} classes; retrain the model with this version of dsdi"
-        )
-    model = create_backbone(checkpoint["backbone"], num_classes=len(CLASSES))
+    labelset = checkpoint_labelset(checkpoint, path)
+    model = create_backbone(checkpoint["backbone"], num_classes=len(labelset.class_names))
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, TypeError, AttributeError) as error:
@@ -136,5 +146,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
                          "the file is damaged or was edited") from None
     model.to(device).eval()
     info = ModelInfo(path, checkpoint["backbone"], int(checkpoint["img_size"]), int(checkpoint.get("epoch", 0)),
-                     checkpoint.get("val_lrap"), checkpoint_preprocessing(checkpoint, path))
+                     checkpoint.get("val_lrap"), checkpoint_preprocessing(checkpoint, path), labelset)
     return model, info

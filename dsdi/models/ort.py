@@ -22,6 +22,7 @@ from torch import nn
 
 from dsdi.errors import InputError
 from dsdi.files import atomic_output, write_text_atomic
+from dsdi.labels.labelset import LADI_V1
 from dsdi.models.preprocess import Preprocessing
 
 ENGINES = ("torch", "onnxruntime")
@@ -35,7 +36,8 @@ CHECK_IMAGES = 4  # sample inputs of the export check
 
 @dataclass(frozen=True)
 class ExportInfo:
-    """The sidecar of an exported model: checkpoint_sha256 of the .pt it came from; classes in output order;
+    """The sidecar of an exported model: checkpoint_sha256 of the .pt it came from; classes in output order and
+    labelset, the label set (``LabelSet.to_dict``; a sidecar written before label sets were recorded: ladi-v1);
     preprocessing (side, mean, std, interpolation) its input needs; precision fp32 | int8; max_abs_diff: largest
     |logit difference| from PyTorch on the check's sample inputs (and logit_scale: PyTorch's largest |logit| there);
     quantisation: "" (fp32), "static: N images of
@@ -50,6 +52,7 @@ class ExportInfo:
     logit_scale: float
     quantisation: str = ""
     onnxruntime: str = ""
+    labelset: dict = dataclasses.field(default_factory=LADI_V1.to_dict)
 
 
 def sidecar(model_path: Path) -> Path:

@@ -79,6 +79,10 @@ class RankConfig:
     fuse: list[tuple[Path, float]] = option([], help="OTHER_OUT_DIR:W mixes another rank output in: "
                                                      "(this + W*other)/(1+W); paper 2:1 -> :0.5",
                                             parse=parse_fuse_spec)
+    labelset: str | None = option(None, help="label set of the ranking (a built-in name or a TOML file): its "
+                                             "features are ranked; models of another label set join by class name "
+                                             "when they have every ranked class",
+                                  shown_default="the first model's")
     topk: int = option(1000, help="clips kept per feature (NIST: at most 1000)", minimum=1)
     fps: float = option(10.0, help="frames sampled per second of clip", above=0.0)
     agg: str | None = option(None, help="clip score per class over its frames", choices=AGGREGATIONS,

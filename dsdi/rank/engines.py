@@ -16,6 +16,7 @@ import torch
 
 from dsdi.errors import InputError
 from dsdi.files import file_sha256
+from dsdi.labels.labelset import LabelSet
 from dsdi.models.checkpoint import load_model
 from dsdi.models.ort import OrtModel
 from dsdi.models.preprocess import Preprocessing
@@ -25,13 +26,14 @@ from dsdi.train.export import current_export, export_checkpoint
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to score: ``run`` maps float32 (N, 3, S, S) normalised images on the rank device to (N, 37)
-    logits; ``key_suffix`` ends its index key."""
+    """A model ready to score: ``run`` maps float32 (N, 3, S, S) normalised images on the rank device to (N, C)
+    logits of ``labelset``'s C classes; ``key_suffix`` ends its index key."""
 
     run: Callable[[torch.Tensor], torch.Tensor]
     backbone: str
     preprocessing: Preprocessing
     key_suffix: str
+    labelset: LabelSet
 
 
 def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, device: torch.device) -> LoadedModel:
@@ -41,10 +43,11 @@ def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, 
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
-        return LoadedModel(module, info.backbone, info.preprocessing, "")
+        return LoadedModel(module, info.backbone, info.preprocessing, "", info.labelset)
     exported = current_export(checkpoint, precision, digest) or _export_now(checkpoint, precision)
     suffix = "+ort" if precision == "fp32" else f"+ort-{precision}-{file_sha256(exported.path)[:8]}"
-    return LoadedModel(OrtModel(exported.path), exported.info.backbone, exported.info.preprocessing, suffix)
+    labelset = LabelSet.from_dict(exported.info.labelset, f"{exported.path}'s sidecar")
+    return LoadedModel(OrtModel(exported.path), exported.info.backbone, exported.info.preprocessing, suffix, labelset)
 
 
 def _export_now(checkpoint: Path, precision: str):

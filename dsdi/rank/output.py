@@ -4,15 +4,18 @@ of its run.json (``RunFacts``) and what a rank or fuse call returns (``RankResul
 A rank output folder holds:
 
 - ``run.json``          the run's facts (``RunFacts``): schema_version, run_id, models (checkpoint paths), model_keys,
-  backbones, weights, agg, fps, topk, fuse, pid, tr_type, priority, tta, tiles ("RxC" or null), tile_overlap (null
+  backbones, weights, agg, fps, topk, labelset (the ranking's label set, ``LabelSet.to_dict``; absent: ladi-v1),
+  fuse, pid, tr_type, priority, tta, tiles ("RxC" or null), tile_overlap (null
   without tiles; the three are left out after ``dsdi fuse --models`` chose a key of another rank call),
   clips_ranked, clips_failed, clips_scored (this call), clips_reused (taken whole from the index), index_bytes (the
   score index on disk), elapsed_s, created (and scores_from, when ``dsdi fuse --out`` made it from another folder)
-- ``clip_scores.csv``   shot_id, clip_path, frames, status and the 37 fused class scores, one row per ranked clip
+- ``clip_scores.csv``   shot_id, clip_path, frames, status and the fused score of each class of the label set, one
+  row per ranked clip
 - ``peak_frames.csv``   shot_id and per feature the time (s, into clip_path) of the highest-weight model's best frame
 - ``failures.csv``      clip_path, shot_id, reason of the clips that could not be decoded
 - ``scores.sqlite``     the score index (``dsdi.index.store``) every output is fused from
-- ``<run_id>.xml``, ``<run_id>.trec``  the TRECVID submission and the same ranking as a TREC run
+- ``<run_id>.trec``     the ranking as a TREC run (topics: feature numbers, or class names for a label set without)
+- ``<run_id>.xml``      the TRECVID submission, for a label set with feature numbers (ladi-v1)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pandas as pd
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.index.store import INDEX_NAME
-from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1, LabelSet, labelset_of
 from dsdi.trecvid.submission import Rankings, rank_features, read_run, write_submission_xml, write_trec_run
 
 RUN_JSON = "run.json"
@@ -80,6 +83,7 @@ class RunFacts:
     agg: str | None = None
     fps: float | None = None
     topk: int | None = None
+    labelset: dict | None = None
     fuse: list[FusedRun] | None = None
     pid: str | None = None
     tr_type: str | None = None
@@ -138,6 +142,10 @@ class RunFacts:
                                   "one per model")
         return facts
 
+    def label_set(self) -> LabelSet:
+        """The ranking's label set (``ladi-v1`` for a run.json written before label sets were recorded)."""
+        return labelset_of(self.labelset, "run.json's labelset")
+
     def missing(self, keys: tuple[str, ...]) -> list[str]:
         """Those of ``keys`` (attribute names) that run.json lacks."""
         return [key for key in keys if getattr(self, key) is None]
@@ -165,6 +173,8 @@ def _fits(value: Any, kind: Any) -> bool:
 def _describe(kind: Any) -> str:
     if typing.get_origin(kind) is list:
         return f"a list (each {_describe(typing.get_args(kind)[0])})"
+    if kind is dict:
+        return "an object"
     if dataclasses.is_dataclass(kind):
         return f"an object with {', '.join(field.name for field in dataclasses.fields(kind))}"
     return _SCALARS[kind]
@@ -181,6 +191,8 @@ def _parsed_value(value: Any, hint: Any, where: str) -> Any:
         return [_parsed_value(item, typing.get_args(kind)[0], f"{where}[{i}]") for i, item in enumerate(value)]
     if dataclasses.is_dataclass(kind) and isinstance(value, dict):
         return kind(**_checked_fields(kind, value, f"{where}."))
+    if kind is dict and isinstance(value, dict):
+        return value
     if kind in _SCALARS and _fits(value, kind):
         return value
     raise _MalformedError(f"{where}: expected {_describe(kind)}, got {json.dumps(value)[:80]}")
@@ -203,7 +215,8 @@ def _checked_fields(cls: Any, data: dict[str, Any], prefix: str) -> dict[str, An
 class RankResult:
     """What a rank or fuse call produced. clips_scored / frames_scored count this call's new work (over all
     torchrun processes); clips_reused the ranked clips whose every model's scores came from the index;
-    index_bytes the score index's size on disk; output paths are None in torchrun processes other than 0."""
+    index_bytes the score index's size on disk; output paths are None in torchrun processes other than 0 (xml_path
+    also for a label set without feature numbers: ``note`` says so)."""
 
     out_dir: Path
     run_id: str
@@ -216,13 +229,14 @@ class RankResult:
     trec_path: Path | None = None
     clips_reused: int = 0
     index_bytes: int = 0
+    note: str = ""
 
 
 @dataclass
 class RankedRun:
     """A rank output's contents. facts: run.json (every key absent when there is none); clip_scores: shot_id index,
-    clip_path, frames, status, 37 class columns (NaN where empty); peak_times: shot_id index, 32 feature columns in
-    seconds; failures: clip_path, shot_id, reason."""
+    clip_path, frames, status, one column per class of the label set (NaN where empty); peak_times: shot_id index,
+    one column per feature, in seconds; failures: clip_path, shot_id, reason."""
 
     facts: RunFacts
     clip_scores: pd.DataFrame
@@ -278,17 +292,19 @@ class RankOutput:
         return facts
 
     def read_clip_scores(self) -> pd.DataFrame:
-        """clip_scores.csv (see RankedRun): every class column present, unparseable or empty scores NaN."""
+        """clip_scores.csv (see RankedRun): the clip columns (present, empty where the file lacks them), then every
+        other column of the file as a class column, unparseable or empty scores NaN."""
         if not self.clip_scores_csv.is_file():
             raise InputError(f"{self.clip_scores_csv}: not found; pass the output folder of `dsdi rank`")
-        table = _read_per_shot_csv(self.clip_scores_csv, ("clip_path",), numeric=CLASSES)
-        return table.reindex(columns=[*_CLIP_COLUMNS, *CLASSES])
+        table = _read_per_shot_csv(self.clip_scores_csv, ("clip_path",), numeric=None, text=_CLIP_COLUMNS)
+        classes = [column for column in table.columns if column not in _CLIP_COLUMNS]
+        return table.reindex(columns=[*_CLIP_COLUMNS, *classes])
 
     def read_peak_times(self) -> pd.DataFrame:
         """peak_frames.csv (see RankedRun); no rows when the file is absent."""
         if not self.peak_frames_csv.is_file():
-            return pd.DataFrame(columns=list(FEATURES), index=pd.Index([], name="shot_id"), dtype=float)
-        return _read_per_shot_csv(self.peak_frames_csv, (), numeric=FEATURES).reindex(columns=list(FEATURES))
+            return pd.DataFrame(index=pd.Index([], name="shot_id"), dtype=float)
+        return _read_per_shot_csv(self.peak_frames_csv, (), numeric=None)
 
     def read_failures(self) -> pd.DataFrame:
         """failures.csv (see RankedRun); no rows when the file is absent."""
@@ -303,22 +319,26 @@ class RankOutput:
         clip_scores = self.read_clip_scores()
         run_id = facts.run_id
         submitted = [path for path in (self.trec(run_id), self.xml(run_id)) if path.is_file()] if run_id else []
-        rankings = read_run(submitted[0]) if submitted else ranked_by_score(clip_scores)
+        rankings = read_run(submitted[0]) if submitted else ranked_by_score(clip_scores, facts.label_set())
         return RankedRun(facts, clip_scores, self.read_peak_times(), self.read_failures(), rankings)
 
     def write(self, facts: RunFacts, clip_scores: pd.DataFrame, peak_times: pd.DataFrame, failures: pd.DataFrame,
               elapsed_s: float) -> tuple[Path | None, Path | None]:
         """Write every output from fused scores (see RankedRun; run.json last, with every key of FUSION_KEYS);
-        returns the (xml, trec) paths, None when no clip was ranked. Each file is written atomically."""
+        returns the (xml, trec) paths, None when no clip was ranked (xml also for a label set without feature
+        numbers). Each file is written atomically."""
         write_text_atomic(self.failures_csv, failures.to_csv(index=False))
         write_text_atomic(self.clip_scores_csv, clip_scores.to_csv())
         write_text_atomic(self.peak_frames_csv, peak_times.to_csv(float_format="%.3f"))
         xml_path = trec_path = None
         if len(clip_scores):
-            rankings = rank_features(clip_scores[list(CLASSES)], facts.topk, load_feature_numbers())
-            xml_path, trec_path = self.xml(facts.run_id), self.trec(facts.run_id)
-            write_submission_xml(xml_path, rankings, pid=facts.pid, run_desc=_run_description(facts),
-                                 tr_type=facts.tr_type, priority=facts.priority, elapsed_s=elapsed_s)
+            labelset = facts.label_set()
+            rankings = rank_features(clip_scores[list(labelset.class_names)], facts.topk, labelset.topics())
+            trec_path = self.trec(facts.run_id)
+            if labelset.feature_numbers:
+                xml_path = self.xml(facts.run_id)
+                write_submission_xml(xml_path, rankings, pid=facts.pid, run_desc=_run_description(facts),
+                                     tr_type=facts.tr_type, priority=facts.priority, elapsed_s=elapsed_s)
             write_trec_run(trec_path, rankings, facts.run_id)
         write_text_atomic(self.run_json, json.dumps(facts.to_json(), indent=2) + "\n")
         return xml_path, trec_path
@@ -337,25 +357,27 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     return table
 
 
-def _read_per_shot_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
-    """clip_scores.csv or peak_frames.csv: one row per shot id, indexed by it; the ``numeric`` columns as float64,
-    empty or unparseable cells NaN."""
+def _read_per_shot_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] | None,
+                       text: tuple[str, ...] = ()) -> pd.DataFrame:
+    """clip_scores.csv or peak_frames.csv: one row per shot id, indexed by it; the ``numeric`` columns (None: every
+    column but the ``text`` ones) as float64, empty or unparseable cells NaN."""
     table = _read_csv(path, ("shot_id", *required))
     repeated = table["shot_id"][table["shot_id"].duplicated()]
     if len(repeated):
         raise InputError(f"{path}: shot id {repeated.iloc[0]!r} appears twice; re-run dsdi rank or dsdi fuse")
     table = table.set_index("shot_id")
-    for column in numeric:
+    for column in numeric if numeric is not None else [c for c in table.columns if c not in text]:
         if column in table.columns:
             table[column] = pd.to_numeric(table[column], errors="coerce").astype(np.float64)
     return table
 
 
-def ranked_by_score(clip_scores: pd.DataFrame) -> Rankings:
-    """Per feature every clip with a finite score in clip_scores (see RankedRun), best first, ties by shot id (the
-    order of ``submission.rank_features``)."""
-    features = clip_scores[list(FEATURES)].astype(np.float64)
-    rankings = rank_features(features.where(np.isfinite(features), -np.inf), max(1, len(features)))
+def ranked_by_score(clip_scores: pd.DataFrame, labelset: LabelSet = LADI_V1) -> Rankings:
+    """Per feature of ``labelset`` every clip with a finite score in clip_scores (see RankedRun), best first, ties
+    by shot id (the order of ``submission.rank_features``)."""
+    features = clip_scores[list(labelset.features)].astype(np.float64)
+    rankings = rank_features(features.where(np.isfinite(features), -np.inf), max(1, len(features)),
+                             labelset.topics())
     return {fnum: [(shot, score) for shot, score in ranking if math.isfinite(score)]
             for fnum, ranking in rankings.items()}
 

@@ -35,11 +35,12 @@ from dsdi.errors import InputError
 from dsdi.files import file_sha256
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
+from dsdi.labels.labelset import LabelSet, load_labelset
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
 from dsdi.rank.engines import load_for_engine
-from dsdi.rank.fusion import fuse_and_write
+from dsdi.rank.fusion import fuse_and_write, fusion_labelset
 from dsdi.rank.models import resolve_models
 from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
 from dsdi.rank.views import Views
@@ -70,6 +71,7 @@ class _Model:
     img_size: int
     module: Callable[[torch.Tensor], torch.Tensor]  # the engine's model: normalised images -> logits
     preprocessing: Preprocessing  # the checkpoint's: its mean/std normalise the model's input
+    labelset: LabelSet  # the model's classes, in output order
 
 
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
@@ -108,7 +110,7 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model]
         key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder,
                         loaded.key_suffix)
         models.append(_Model(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size, loaded.run,
-                             loaded.preprocessing))
+                             loaded.preprocessing, loaded.labelset))
         weights.append(weight)
     return models, weights
 
@@ -368,6 +370,9 @@ def rank(config: RankConfig) -> RankResult:
     group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
     device = pick_device("cpu" if config.engine == "onnxruntime" else config.device, group.local_rank)
     models, weights = _load_models(config, device)
+    labelset = fusion_labelset(load_labelset(config.labelset) if config.labelset else models[0].labelset,
+                               [(f"--models {m.checkpoint} (label set {m.labelset.name})", m.labelset.class_names)
+                                for m in models])
     index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:
         todo = _work_list(index, clips, models, config.fps, group)
@@ -381,8 +386,8 @@ def rank(config: RankConfig) -> RankResult:
         run_info = RunFacts(
             run_id=config.run_id, models=[str(m.checkpoint) for m in models], model_keys=[m.key for m in models],
             backbones=[m.backbone for m in models], weights=weights, agg=config.agg, fps=config.fps,
-            topk=config.topk, fuse=[FusedRun(str(p), w) for p, w in config.fuse], pid=config.pid,
-            tr_type=config.tr_type, priority=config.priority,
+            topk=config.topk, labelset=labelset.to_dict(), fuse=[FusedRun(str(p), w) for p, w in config.fuse],
+            pid=config.pid, tr_type=config.tr_type, priority=config.priority,
             views=ViewFacts(config.tta, f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
                             config.tile_overlap if config.tiles else None))
         result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
@@ -416,7 +421,8 @@ def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: 
     if group.is_main:
         index.merge_shards()
         for model in models:
-            index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256, fps)
+            index.register_model(model.key, model.checkpoint, model.backbone, model.img_size, model.sha256, fps,
+                                 model.labelset.class_names)
         index.set_clips(clips)
         for clip in clips:
             if not _valid_shot_id(clip):

@@ -17,9 +17,8 @@ from PIL import Image
 
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.labels.schema import FEATURES, load_feature_numbers
 from dsdi.rank.output import RankedRun, RankOutput, RunFacts
-from dsdi.trecvid.submission import Rankings
+from dsdi.trecvid.submission import Rankings, Topic
 from dsdi.video.decode import VideoDecodeError, frame_at
 
 CSS = """
@@ -38,8 +37,9 @@ figure img { display: block; width: 160px; }
 """
 
 
-def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[int, float], float, dict[int, dict[str, int]], str]:
-    """(AP per fNum, mean, qrels {fNum: {shot: rel}}, measure name) with trecvid.evaluation at depth 1000: TREC AP on
+def _evaluate(rankings: Rankings, qrels_path: Path) -> tuple[dict[Topic, float], float, dict[Topic, dict[str, int]],
+                                                              str]:
+    """(AP per topic, mean, qrels {topic: {shot: rel}}, measure name) with trecvid.evaluation at depth 1000: TREC AP on
     trec_eval qrels, xinfAP on NIST sample qrels (rel -1 = pooled, not judged); means over features with a relevant
     clip."""
     from dsdi.trecvid.evaluation import evaluate_judgments
@@ -108,9 +108,10 @@ def _thumbnail_html(clip_path: Path, time_s: float, cache: dict) -> str:
     return cache[key]
 
 
-def _feature_section(feature: str, fnum: int, run: RankedRun, folder: Path, top_n: int,
-                     qrels: dict[int, dict[str, int]] | None, score_text: str, cache: dict) -> str:
-    heading = f"{fnum}. {html.escape(feature)}" + (f" &mdash; {score_text}" if score_text else "")
+def _feature_section(feature: str, fnum: Topic, run: RankedRun, folder: Path, top_n: int,
+                     qrels: dict[Topic, dict[str, int]] | None, score_text: str, cache: dict) -> str:
+    title = f"{fnum}. {feature}" if isinstance(fnum, int) else feature
+    heading = html.escape(title) + (f" &mdash; {score_text}" if score_text else "")
     figures = []
     for rank, (shot_id, run_score) in enumerate(run.rankings.get(fnum, [])[:top_n], start=1):
         known = shot_id in run.clip_scores.index
@@ -161,8 +162,9 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
     folder = Path(out_dir)
     run = RankOutput(folder).read()
     out_path = Path(out_path) if out_path else folder / "report.html"
-    numbers = load_feature_numbers()
-    ap_by_fnum: dict[int, float] = {}
+    labelset = run.facts.label_set()
+    numbers = labelset.topics()
+    ap_by_fnum: dict[Topic, float] = {}
     qrels, measure = None, "AP"
     chart = ""
     if qrels_path is not None:
@@ -170,14 +172,14 @@ def build_report(out_dir: str | Path, qrels_path: str | Path | None = None, out_
             raise InputError(f"{qrels_path}: qrels file not found; pass a file of lines `fNum 0 shotId rel` "
                              "(or NIST sample qrels `fNum 0 shotId stratum judgment`)")
         ap_by_fnum, mean_ap, qrels, measure = _evaluate(run.rankings, Path(qrels_path))
-        bars = [(f, ap_by_fnum[numbers[f]]) for f in FEATURES if numbers[f] in ap_by_fnum]
+        bars = [(f, ap_by_fnum[numbers[f]]) for f in labelset.features if numbers[f] in ap_by_fnum]
         title = "Average precision" if measure == "AP" else "Inferred AP (NIST sample qrels)"
         chart = (f"<h2>{title} per feature (m{measure} {mean_ap:.4f} over {len(bars)} features with a relevant clip)"
                  f"</h2>{ap_chart_svg(bars, mean_ap, measure=measure)}")
     cache: dict = {}
     score_texts = {fnum: f"{measure} {ap:.3f}" for fnum, ap in ap_by_fnum.items()}
     sections = "".join(_feature_section(f, numbers[f], run, folder, top_n, qrels, score_texts.get(numbers[f], ""),
-                                        cache) for f in FEATURES)
+                                        cache) for f in labelset.features)
     title = html.escape(f"dsdi report: {folder.name if run.facts.run_id is None else run.facts.run_id}")
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{CSS}</style></head><body><h1>{title}</h1>"

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from dsdi.index.store import ScoreIndex
-from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
+from dsdi.labels.schema import CLASSES, FEATURES
 from dsdi.rank.fusion import fused_scores
 from dsdi.rank.output import ranked_by_score
 from dsdi.train.metrics import per_class_average_precision
@@ -63,7 +64,7 @@ class ClipJudge:
 
     def __init__(self, world_dir: Path) -> None:
         self.qrels = read_qrels(world_dir / "qrels.txt")
-        self.fnums = load_feature_numbers()
+        self.fnums = LADI_V1.feature_numbers
         truth = pd.read_csv(world_dir / "clip_truth.csv")
         seconds = (truth["end_s"] - truth["start_s"]).groupby([truth["fnum"], truth["shot_id"]]).sum()
         relevant = {(fnum, shot) for fnum, shots in self.qrels.items() for shot, rel in shots.items() if rel > 0}
@@ -86,5 +87,5 @@ class ClipJudge:
 def clip_scores(index: ScoreIndex, keys: list[str], weights: list[float] | None = None,
                 agg: str = "max") -> pd.DataFrame:
     """Fused clip scores (index shot_id, 37 CLASSES columns) of the models ``keys`` in ``index``."""
-    table, _ = fused_scores(index, keys, weights or [1.0] * len(keys), agg, [])
+    table, _ = fused_scores(index, keys, weights or [1.0] * len(keys), agg, [], LADI_V1)
     return table[list(CLASSES)]

@@ -15,6 +15,7 @@ from typing import Any
 
 from dsdi import options
 from dsdi.errors import InputError
+from dsdi.labels.labelset import DEFAULT_LABELSET, LabelSet, builtin_labelset_names, load_labelset
 from dsdi.models.backbones import default_img_size
 from dsdi.options import option
 from dsdi.runtime import DEVICE_CHOICES, default_workers
@@ -30,7 +31,10 @@ SCHEDULES = ("cosine", "step")
 class TrainConfig:
     """Every option of a training run; ``None`` loss parameters mean "the loss's own default"."""
 
-    labels: Path = option(LABELS_CSV, help="labels CSV: image_id + the 37 class columns")
+    labels: Path = option(LABELS_CSV, help="labels CSV: image_id, optionally split (train/val/test), then one "
+                                           "column per class of --labelset")
+    labelset: str = option(DEFAULT_LABELSET, help="label set: a built-in name (" + ", ".join(builtin_labelset_names())
+                           + ") or a label set TOML file")
     images: Path = option(IMAGES_DIR, help="image root (ids are resolved to files under it)")
     out: Path | None = option(None, help="run folder to write", shown_default=f"{RUNS_DIR}/<backbone>-<loss>-<time>")
     backbone: str = option("resnest50d", help="timm model name or dsdi backbone")
@@ -38,7 +42,7 @@ class TrainConfig:
     gamma: float | None = option(None, help="focal gamma", shown_default="the loss's")
     beta: float | None = option(None, help="class-balanced beta (cbfl)", shown_default="the loss's")
     th: float | None = option(None, help="reduced-focal threshold (rfl)", shown_default="the loss's")
-    none_weight: float | None = option(None, help="factor on the 5 none-class losses (paper 0.1, 0.01)",
+    none_weight: float | None = option(None, help="factor on the none-class losses (paper 0.1, 0.01)",
                                        shown_default="1")
     drop_max_loss: bool = option(False, help="outlier removal: drop each batch's largest sample loss")
     epochs: int = option(40, help="total epochs; raise it with --resume to extend a run", minimum=1)
@@ -69,9 +73,10 @@ class TrainConfig:
     split_seed: int = option(-1, help="train/validation split seed (-1: --seed); each recipe has its own",
                              minimum=-1, shown_default="-1 (= --seed)")
     val_fraction: float = option(0.2, help="validation share of the images left after the hold-out, between 0 "
-                                           "and 1")
+                                           "and 1 (a labels split column with val rows replaces it)")
     holdout_fraction: float = option(0.05, help="common hold-out share of all labelled images, kept out of training "
-                                                "and validation for ensemble selection (0: none)", minimum=0.0)
+                                                "and validation for ensemble selection (0: none; a labels split "
+                                                "column replaces it: its test rows are the hold-out)", minimum=0.0)
     holdout_seed: int = option(0, help="hold-out seed (the same for every run that is to be ensembled)")
     skip_missing: bool = option(False, help="train without missing/unreadable images instead of failing")
 
@@ -104,7 +109,16 @@ class TrainConfig:
             raise InputError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if not self.holdout_fraction < 1:
             raise InputError(f"--holdout-fraction must be at least 0 and below 1, got {self.holdout_fraction}")
-        create_loss(self.loss, **self.loss_params())  # InputError for an unknown loss or a parameter it lacks
+        labelset = self.label_set()
+        if self.none_weight not in (None, 1.0) and not labelset.none_classes:
+            raise InputError(f"--none-weight {self.none_weight:g}: label set {labelset.name} has no none classes to "
+                             "weigh; leave the option out")
+        create_loss(self.loss, none_mask=labelset.none_mask, class_counts=(1,) * len(labelset.class_names),
+                    **self.loss_params())  # InputError for an unknown loss or a parameter it lacks
+
+    def label_set(self) -> LabelSet:
+        """The ``--labelset`` (InputError for an unknown name or a bad file)."""
+        return load_labelset(self.labelset)
 
     def loss_params(self) -> dict[str, Any]:
         """Keyword arguments for ``create_loss`` (None values are dropped there)."""

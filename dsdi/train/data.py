@@ -14,9 +14,8 @@ Validation and video frames (``frames_to_tensor``) share the resize and normalis
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch.utils.data import Dataset
 
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
-from dsdi.labels.schema import CLASSES
+from dsdi.labels.labelset import LADI_V1, LabelSet, builtin_labelset_names, load_labelset
 from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Triple, frames_to_tensor, normalise
 from dsdi.progress import progress_bar
 from dsdi.runtime import default_workers
@@ -192,24 +191,25 @@ class ImageBatch(NamedTuple):
 
 
 class LabelledImageDataset(Dataset):
-    """Labelled images: item i = (image, soft target float32 (37,), i), or a :class:`BrokenImage` when the file
+    """Labelled images: item i = (image, soft target float32 (C,), i), or a :class:`BrokenImage` when the file
     cannot be read (use ``collate_skip_broken``). The image is float32 (3, S, S) normalised with ``mean``/``std``
     (the model's; by default ImageNet's, as ``load_image`` gives it), or with ``train=True`` the uint8 (3, S, S)
     pixels (bilinear antialiased resize, rounded) that ``training_batch`` augments and normalises a whole batch at
     a time on the training device: the loader processes only decode and resize (one image: about 2.5 ms on the
     CPU where float resize, augmentation and normalisation took about 15 more) and pass a quarter of the bytes.
 
-    labels: ``image_id`` + the 37 ``schema.CLASSES`` columns (``read_labels_csv``); image ids resolve to
-    files under ``image_root`` (``resolve_image_path``).
+    labels: ``image_id`` + the label set's class columns (``read_labels_csv``), ``class_names`` the classes in
+    model order; image ids resolve to files under ``image_root`` (``resolve_image_path``).
     Broken files are reported through the batches (``ImageBatch.broken``): with worker processes a count
     kept on the dataset object would stay in the workers.
     """
 
     def __init__(self, labels: pd.DataFrame, image_root: str | Path, img_size: int, train: bool,
-                 mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD):
+                 mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD,
+                 class_names: tuple[str, ...] = LADI_V1.class_names):
         self.mean, self.std = mean, std
         self.image_ids = labels["image_id"].astype(str).tolist()
-        self.targets = torch.tensor(labels[list(CLASSES)].to_numpy(dtype=np.float32))
+        self.targets = torch.tensor(labels[list(class_names)].to_numpy(dtype=np.float32))
         self.image_root = Path(image_root)
         self.img_size = img_size
         self.train = train
@@ -253,74 +253,67 @@ def collate_skip_broken(items: Sequence[tuple[torch.Tensor, torch.Tensor, int] |
 # ---- labels, split, checks ----------------------------------------------------------------------------
 
 
-def read_labels_csv(path: str | Path) -> pd.DataFrame:
-    """The labels table: ``image_id`` (str) + the 37 ``schema.CLASSES`` float columns in model order.
+SPLIT_COLUMN = "split"
+SPLITS = ("train", "val", "test")
+"""The values of a labels CSV's optional split column: training, validation and hold-out images."""
 
-    Raises InputError naming the file for a missing file or columns, non-numeric or out-of-[0, 1] values
-    (with the CSV line number), or repeated image ids.
-    """
-    path = Path(path)
+
+def _labels_table(path: Path) -> pd.DataFrame:
+    """The CSV at ``path`` as text-typed ids and splits; InputError for a missing or unreadable file."""
     if not path.is_file():
         raise InputError(f"{path}: labels file not found (make one with `dsdi labels`)")
     try:
-        table = pd.read_csv(path, dtype={"image_id": str})
+        return pd.read_csv(path, dtype={"image_id": str, SPLIT_COLUMN: str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV file ({error})") from None
-    missing = [column for column in ("image_id", *CLASSES) if column not in table.columns]
-    if missing:
+
+
+def _labelset_hint(columns: list[str]) -> str:
+    """'; its columns are label set X's: pass --labelset X' when a built-in label set has exactly these classes."""
+    for name in builtin_labelset_names():
+        if set(load_labelset(name).class_names) == set(columns):
+            return f"; its columns are label set {name}'s: pass --labelset {name}"
+    return "; pass the label set the file was made for with --labelset NAME|FILE"
+
+
+def read_labels_csv(path: str | Path, labelset: LabelSet = LADI_V1) -> pd.DataFrame:
+    """The labels table: ``image_id`` (str), ``split`` (str, only where the file has it: train, val or test), then
+    the label set's class columns as float32 in model order.
+
+    Raises InputError naming the file for a missing file, class columns other than the label set's (naming the
+    built-in label set that fits, if one does), non-numeric or out-of-[0, 1] values or a split other than
+    train/val/test (with the CSV line number), or repeated image ids.
+    """
+    path = Path(path)
+    table = _labels_table(path)
+    classes = list(labelset.class_names)
+    extra = [c for c in table.columns if c not in ("image_id", SPLIT_COLUMN, *classes)]
+    missing = [column for column in ("image_id", *classes) if column not in table.columns]
+    if missing or extra:
+        found = [c for c in table.columns if c not in ("image_id", SPLIT_COLUMN)]
         raise InputError(
-            f"{path}: missing {len(missing)} column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
-            "a labels CSV has `image_id` then the 37 class columns of dsdi.labels.schema.CLASSES (see `dsdi labels`)"
-        )
-    values = table[list(CLASSES)].apply(pd.to_numeric, errors="coerce")
+            f"{path}: missing column(s) {missing[:6]}{' ...' if len(missing) > 6 else ''} and unknown column(s) "
+            f"{extra[:6]}{' ...' if len(extra) > 6 else ''} for label set {labelset.name} ({len(classes)} classes)"
+            + _labelset_hint(found))
+    values = table[classes].apply(pd.to_numeric, errors="coerce")
     bad_rows = values.isna().any(axis=1) | ((values < 0) | (values > 1)).any(axis=1) | table["image_id"].isna()
+    if SPLIT_COLUMN in table.columns:
+        bad_rows |= ~table[SPLIT_COLUMN].isin(SPLITS)
     if bad_rows.any():
         row = int(np.flatnonzero(bad_rows.to_numpy())[0])
         raise InputError(
-            f"{path}, line {row + 2}: image_id empty or a class value that is not a number in [0, 1] "
-            f"({int(bad_rows.sum())} such rows); fix or drop those rows"
+            f"{path}, line {row + 2}: image_id empty, a class value that is not a number in [0, 1] or a split "
+            f"other than {'/'.join(SPLITS)} ({int(bad_rows.sum())} such rows); fix or drop those rows"
         )
     repeated = table["image_id"].duplicated()
     if repeated.any():
         row = int(np.flatnonzero(repeated.to_numpy())[0])
         raise InputError(f"{path}, line {row + 2}: image_id {table['image_id'][row]!r} appears more than once")
     labels = values.astype(np.float32)
+    if SPLIT_COLUMN in table.columns:
+        labels.insert(0, SPLIT_COLUMN, table[SPLIT_COLUMN])
     labels.insert(0, "image_id", table["image_id"])
     return labels
-
-
-def _split_key(image_id: str, seed: int) -> bytes:
-    return hashlib.blake2b(f"{seed}\0{image_id}".encode(), digest_size=8).digest()
-
-
-def _holdout_key(image_id: str, seed: int) -> bytes:
-    return hashlib.blake2b(f"holdout\0{seed}\0{image_id}".encode(), digest_size=8).digest()
-
-
-def holdout_split(image_ids: Iterable[str], fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
-    """(rest_ids, holdout_ids), each in input order: the ``round(n * fraction)`` distinct ids with the smallest
-    hash of ("holdout", seed, id) form the common hold-out (none when ``fraction`` is 0). It depends only on the
-    set of ids and the seed: every run on the same labels file holds out the same images, whatever its
-    train/validation split seed (the hash is salted apart from :func:`train_val_split`'s). Take it first and
-    split the rest."""
-    if not 0.0 <= fraction < 1.0:
-        raise InputError(f"--holdout-fraction must be at least 0 and below 1 (got {fraction})")
-    ids = [str(image_id) for image_id in image_ids]
-    distinct = sorted(set(ids), key=lambda image_id: _holdout_key(image_id, seed))
-    holdout = set(distinct[: round(len(distinct) * fraction)])
-    return [i for i in ids if i not in holdout], [i for i in ids if i in holdout]
-
-
-def train_val_split(image_ids: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[str], list[str]]:
-    """(train_ids, val_ids), each in input order: the ``round(n * val_fraction)`` ids with the smallest
-    hash of (seed, id) go to validation (at least one when there are two ids or more). Depends only on the
-    set of ids and the seed, not on row order."""
-    if not 0.0 < val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be between 0 and 1 (got {val_fraction})")
-    ids = [str(image_id) for image_id in image_ids]
-    n_val = min(max(round(len(ids) * val_fraction), 1 if len(ids) >= 2 else 0), len(ids))
-    val_set = set(sorted(set(ids), key=lambda image_id: _split_key(image_id, seed))[:n_val])
-    return [i for i in ids if i not in val_set], [i for i in ids if i in val_set]
 
 
 def _unreadable_reason(path: Path, decode: bool) -> str | None:

@@ -17,8 +17,7 @@ import torch
 
 from dsdi.errors import InputError
 from dsdi.files import file_sha256
-from dsdi.labels.schema import CLASSES
-from dsdi.models.checkpoint import load_model
+from dsdi.models.checkpoint import ModelInfo, load_model
 from dsdi.models.ort import (
     EXPORT_TOLERANCE,
     ExportInfo,
@@ -36,6 +35,7 @@ from dsdi.train.data import DECODE_ERRORS, load_image, resolve_image_path
 from dsdi.train.metrics import per_class_average_precision
 from dsdi.train.predictions import read_predictions, read_targets
 from dsdi.train.run_folder import RunFolder, export_file
+from dsdi.train.splits import split_labels
 
 CALIBRATION_IMAGES = 200
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -88,7 +88,7 @@ def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images
     fp32 = current_export(checkpoint, "fp32", digest) if precision == "int8" else None
     if fp32 is None:
         fp32_path = out if precision == "fp32" and out is not None else export_file(checkpoint, "fp32")
-        fp32 = _export_fp32(checkpoint, fp32_path, module, model_info.backbone, preprocessing, digest, tolerance)
+        fp32 = _export_fp32(checkpoint, fp32_path, module, model_info, digest, tolerance)
     if precision == "fp32":
         return fp32
     run = RunFolder(checkpoint.parent)
@@ -99,15 +99,17 @@ def export_checkpoint(checkpoint: str | Path, precision: str = "fp32", *, images
     model = OrtModel(path)
     quantisation = f"static: {len(calibration)} images of {source}" if calibration is not None else "dynamic"
     diff, scale = logit_difference(module, model, sample_inputs(preprocessing))
-    info = ExportInfo(digest, model_info.backbone, list(CLASSES), preprocessing, "int8", diff, scale, quantisation,
-                      _ort_version())
+    labelset = model_info.labelset
+    info = ExportInfo(digest, model_info.backbone, list(labelset.class_names), preprocessing, "int8", diff, scale,
+                      quantisation, _ort_version(), labelset.to_dict())
     write_info(path, info)
     holdout = holdout_cost(run, checkpoint.stem, config, model, preprocessing) if config is not None else None
     return Export(path, info, holdout=holdout)
 
 
-def _export_fp32(checkpoint: Path, path: Path, module: torch.nn.Module, backbone: str, preprocessing: Preprocessing,
-                 digest: str, tolerance: float) -> Export:
+def _export_fp32(checkpoint: Path, path: Path, module: torch.nn.Module, model_info: ModelInfo, digest: str,
+                 tolerance: float) -> Export:
+    preprocessing, labelset = model_info.preprocessing, model_info.labelset
     export_onnx(module, preprocessing, path)
     diff, scale = logit_difference(module, OrtModel(path), sample_inputs(preprocessing))
     if not diff <= tolerance * max(1.0, scale):  # NaN too
@@ -115,7 +117,8 @@ def _export_fp32(checkpoint: Path, path: Path, module: torch.nn.Module, backbone
         raise InputError(f"{checkpoint}: its ONNX model's logits differ from PyTorch's by {diff:.3g} on sample "
                          f"inputs (largest |logit| {scale:.3g}; more than --tolerance {tolerance:g}); rank it with "
                          "--engine torch")
-    info = ExportInfo(digest, backbone, list(CLASSES), preprocessing, "fp32", diff, scale, "", _ort_version())
+    info = ExportInfo(digest, model_info.backbone, list(labelset.class_names), preprocessing, "fp32", diff, scale, "",
+                      _ort_version(), labelset.to_dict())
     write_info(path, info)
     return Export(path, info)
 
@@ -145,8 +148,6 @@ def calibration_set(images: Path | None, config: TrainConfig | None, preprocessi
             raise InputError(f"--images {images}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
         chosen, source = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).astype(int)], images
     elif config is not None:
-        from dsdi.train.loop import split_labels
-
         if not Path(config.labels).is_file():
             raise InputError(f"{config.labels}: the run's labels file is not here; pass --images DIR (training "
                              "images to calibrate int8 on)")

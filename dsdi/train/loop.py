@@ -46,7 +46,6 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dsdi.errors import InputError
-from dsdi.labels.schema import CLASSES
 from dsdi.models.backbones import backbone_preprocessing, create_backbone
 from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint
 from dsdi.models.preprocess import Preprocessing
@@ -58,10 +57,6 @@ from dsdi.train.data import (
     Augmentation,
     LabelledImageDataset,
     collate_skip_broken,
-    find_unreadable_images,
-    holdout_split,
-    read_labels_csv,
-    train_val_split,
     training_batch,
 )
 from dsdi.train.losses import create_loss
@@ -69,6 +64,7 @@ from dsdi.train.metrics import lrap, per_class_average_precision
 from dsdi.train.predictions import write_predictions, write_targets
 from dsdi.train.run_folder import LAST_NAME, EpochMetrics, RunFolder
 from dsdi.train.schedule import scheduled_lr, snapshot_index
+from dsdi.train.splits import split_labels
 
 AUGMENTATION = Augmentation()  # paper section 3, on each training batch on the device (dsdi.train.data.training_batch)
 
@@ -171,9 +167,12 @@ def _run(config: TrainConfig, resume: bool, group: ProcessGroup) -> Path:
     seed_everything(config.seed + group.world_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    labelset = config.label_set()
     loaders = make_loaders(config, device, group)
     state = build_state(config, device, amp_dtype)
-    loss_fn = create_loss(config.loss, **config.loss_params()).to(device)
+    loss_fn = create_loss(config.loss, none_mask=labelset.none_mask,
+                          class_counts=labelset.counts or training_counts(loaders.train.dataset.targets),
+                          **config.loss_params()).to(device)
     if checkpoint is not None:
         restore_state(state, checkpoint, config, run_dir, group)
     if state.epoch >= config.epochs:
@@ -182,7 +181,7 @@ def _run(config: TrainConfig, resume: bool, group: ProcessGroup) -> Path:
     if group.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.to_toml(RunFolder(run_dir).config_toml)
-        _write_targets(run_dir, loaders)
+        _write_targets(run_dir, loaders, labelset.class_names)
     amp_text = f" amp {amp_dtype}" if amp_dtype else ""
     held = len(loaders.holdout.dataset) if loaders.holdout is not None else 0
     _say(group, f"training {config.backbone} ({config.loss}) on {len(loaders.train.dataset)} images, validating on "
@@ -251,43 +250,10 @@ def _resumable_checkpoint(run_dir: Path, config: TrainConfig, resume: bool, grou
     return checkpoint
 
 
-def _labelled_images(config: TrainConfig) -> tuple[pd.DataFrame, list[str]]:
-    """(the labels table with unreadable images refused (InputError) or dropped (``skip_missing``), every image
-    id of the labels file)."""
-    labels = read_labels_csv(config.labels)
-    all_ids = labels["image_id"].astype(str).tolist()
-    unreadable = find_unreadable_images(labels, config.images)
-    if unreadable and not config.skip_missing:
-        shown = "\n".join(f"  {image_id}: {path} ({reason})" for image_id, path, reason in unreadable[:20])
-        more = f"\n  ... and {len(unreadable) - 20} more" if len(unreadable) > 20 else ""
-        raise InputError(
-            f"{len(unreadable)} of {len(labels)} images in {config.labels} are missing or unreadable under "
-            f"{config.images}:\n{shown}{more}\nfix the files or pass --skip-missing to train without them"
-        )
-    if unreadable:
-        bad_ids = {image_id for image_id, _, _ in unreadable}
-        console.print(f"skipping {len(bad_ids)} missing/unreadable images (--skip-missing)", highlight=False,
-                      soft_wrap=True)
-        labels = labels[~labels["image_id"].isin(bad_ids)].reset_index(drop=True)
-    if len(labels) < 2:
-        raise InputError(f"{config.labels}: at least 2 readable labelled images are needed to train and validate")
-    return labels, all_ids
-
-
-def split_labels(config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(train, validation, hold-out) rows of the labels table. The hold-out is drawn from every id of the labels
-    file (``holdout_seed``), so unreadable images never shift it; the readable rest is split by ``split_seed``."""
-    labels, all_ids = _labelled_images(config)
-    _, holdout_ids = holdout_split(all_ids, fraction=config.holdout_fraction, seed=config.holdout_seed)
-    held = labels["image_id"].isin(set(holdout_ids))
-    train_ids, val_ids = train_val_split(labels.loc[~held, "image_id"].tolist(), val_fraction=config.val_fraction,
-                                         seed=config.split_seed)
-    train_rows, val_rows, holdout_rows = (labels[labels["image_id"].isin(set(ids))].reset_index(drop=True)
-                                          for ids in (train_ids, val_ids, holdout_ids))
-    if len(train_rows) == 0 or len(val_rows) == 0:
-        raise InputError(f"{config.labels}: the {config.holdout_fraction} hold-out and {config.val_fraction} "
-                         f"validation split of {len(labels)} readable images left an empty train or validation set")
-    return train_rows, val_rows, holdout_rows
+def training_counts(targets: torch.Tensor) -> tuple[int, ...]:
+    """Images with a positive label (> 0) per class (C,) of the training targets (N, C): the class-balanced
+    loss's n_c for a label set without published counts."""
+    return tuple(int(n) for n in (targets > 0).sum(dim=0).tolist())
 
 
 def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup) -> Loaders:
@@ -295,7 +261,8 @@ def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup)
     loaders, normalising with the backbone's mean/std (its timm data config: ``backbone_preprocessing``)."""
     train_rows, val_rows, holdout_rows = split_labels(config)
     preprocessing = backbone_preprocessing(config.backbone, config.img_size)
-    train_set = LabelledImageDataset(train_rows, config.images, config.img_size, train=True)
+    classes = config.label_set().class_names
+    train_set = LabelledImageDataset(train_rows, config.images, config.img_size, train=True, class_names=classes)
     train_sampler = DistributedSampler(train_set, num_replicas=group.world_size, rank=group.world_rank,
                                        shuffle=True, seed=config.seed)
     loader_args = {"batch_size": config.batch_size, "num_workers": config.workers, "collate_fn": collate_skip_broken,
@@ -303,7 +270,7 @@ def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup)
 
     def evaluation_loader(rows: pd.DataFrame) -> DataLoader:
         dataset = LabelledImageDataset(rows, config.images, config.img_size, train=False, mean=preprocessing.mean,
-                                       std=preprocessing.std)
+                                       std=preprocessing.std, class_names=classes)
         sampler = DistributedSampler(dataset, num_replicas=group.world_size, rank=group.world_rank, shuffle=False)
         return DataLoader(dataset, sampler=sampler, **loader_args)
 
@@ -314,8 +281,10 @@ def make_loaders(config: TrainConfig, device: torch.device, group: ProcessGroup)
 
 
 def build_state(config: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None) -> TrainingState:
-    """A fresh model (random, ``pretrained`` or ``weights``) on ``device``, its optimizer and gradient scaler."""
-    model = create_backbone(config.backbone, num_classes=len(CLASSES), pretrained=config.pretrained,
+    """A fresh model (random, ``pretrained`` or ``weights``) with one output per class of the config's label set on
+    ``device``, its optimizer and gradient scaler."""
+    classes = config.label_set().class_names
+    model = create_backbone(config.backbone, num_classes=len(classes), pretrained=config.pretrained,
                             weights=config.weights or None).to(device)
     if config.optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -437,18 +406,19 @@ def validate(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, device: t
     return Evaluation(loss, *validation_scores(targets.numpy(), sigmoids), image_ids=image_ids, sigmoids=sigmoids)
 
 
-def _write_targets(run_dir: Path, loaders: Loaders) -> None:
+def _write_targets(run_dir: Path, loaders: Loaders, classes: tuple[str, ...]) -> None:
     """predictions/targets.{val,holdout}.csv: the soft targets of the validation and hold-out images."""
     for part, loader in (("val", loaders.val), ("holdout", loaders.holdout)):
         if loader is not None:
-            write_targets(run_dir, part, loader.dataset.image_ids, loader.dataset.targets.numpy())
+            write_targets(run_dir, part, loader.dataset.image_ids, loader.dataset.targets.numpy(), classes)
 
 
 def _save_with_predictions(path: Path, payload: dict, val: Evaluation, holdout: Evaluation) -> None:
     """The checkpoint ``path`` and, just before it, its stored validation and hold-out sigmoids."""
     for part, evaluation in (("val", val), ("holdout", holdout)):
         if evaluation.sigmoids is not None:
-            write_predictions(path.parent, path.stem, part, evaluation.image_ids, evaluation.sigmoids)
+            write_predictions(path.parent, path.stem, part, evaluation.image_ids, evaluation.sigmoids,
+                              tuple(payload["classes"]))
     save_checkpoint(path, payload)
 
 
@@ -459,7 +429,7 @@ def save_epoch(run_dir: Path, state: TrainingState, config: TrainConfig, val: Ev
     folder = RunFolder(run_dir)
     folder.write_metrics(state.metrics)
     payload = checkpoint_payload(state.model, backbone=config.backbone, img_size=config.img_size, epoch=state.epoch,
-                                 val_lrap=val.lrap, config=plain_values(config))
+                                 val_lrap=val.lrap, config=plain_values(config), labelset=config.label_set())
     if val.lrap > state.best_val_lrap:
         state.best_val_lrap = val.lrap
         _save_with_predictions(folder.best, payload, val, holdout)

@@ -24,10 +24,10 @@ import pandas as pd
 
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.labels.schema import load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
 from dsdi.trecvid.inferred import PRECISION_CUTOFFS, inferred_scores, nist_order
 from dsdi.trecvid.qrels import Judgments, read_judgments
-from dsdi.trecvid.submission import Rankings, read_run
+from dsdi.trecvid.submission import Rankings, Topic, read_run, topic_order
 
 DEFAULT_K = 1000
 METRIC_COLUMNS = ["feature", "fnum", "relevant", "retrieved", "relevant_retrieved", "ap"]
@@ -75,27 +75,27 @@ def average_precision(
 
 def evaluate_run(
     rankings: Rankings,
-    qrels: Mapping[int, Mapping[str, int]],
+    qrels: Mapping[Topic, Mapping[str, int]],
     k: int | None = DEFAULT_K,
-    feature_numbers: Mapping[str, int] | None = None,
+    topics: Mapping[str, Topic] | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """Per-feature TREC AP of a run and the mAP.
 
-    Returns (table, mAP). The table has one row per feature number found in the run or the qrels, sorted
-    by number, with columns ``feature`` (name from ``feature_numbers``, default the schema's map; "?" if
-    unknown), ``fnum``, ``relevant`` (relevant shots in the qrels), ``retrieved`` (shots ranked, after the
-    cut at k), ``relevant_retrieved``, ``ap`` (NaN when nothing is relevant). mAP is NaN when no feature
-    has a relevant shot.
+    Returns (table, mAP). The table has one row per topic found in the run or the qrels, sorted by
+    ``topic_order``, with columns ``feature`` (its name from ``topics``, feature -> topic, default LADI v1's
+    numbers; a topic that is a name names itself; "?" if unknown), ``fnum`` (the topic), ``relevant``
+    (relevant shots in the qrels), ``retrieved`` (shots ranked, after the cut at k), ``relevant_retrieved``,
+    ``ap`` (NaN when nothing is relevant). mAP is NaN when no feature has a relevant shot.
     """
-    names = {number: name for name, number in (feature_numbers or load_feature_numbers()).items()}
+    names = _feature_names(topics)
     rows = []
-    for fnum in sorted(set(rankings) | set(qrels)):
+    for fnum in sorted(set(rankings) | set(qrels), key=topic_order):
         ranked = [shot_id for shot_id, _score in rankings.get(fnum, [])]
         relevant = {shot_id for shot_id, rel in qrels.get(fnum, {}).items() if rel > 0}
         cut = ranked[:k]
         rows.append(
             {
-                "feature": names.get(fnum, "?"),
+                "feature": _feature_name(names, fnum),
                 "fnum": fnum,
                 "relevant": len(relevant),
                 "retrieved": len(cut),
@@ -110,18 +110,18 @@ def evaluate_run(
 
 
 def inferred_table(
-    rankings: Rankings, judgments: Judgments, depth: int = DEFAULT_K, feature_numbers: Mapping[str, int] | None = None
+    rankings: Rankings, judgments: Judgments, depth: int = DEFAULT_K, topics: Mapping[str, Topic] | None = None
 ) -> pd.DataFrame:
-    """Per-feature sample_eval measures (``INFERRED_COLUMNS``) of a run on sample qrels, one row per feature number
-    in the run or the qrels; measures NaN for a feature without a judged relevant shot."""
+    """Per-feature sample_eval measures (``INFERRED_COLUMNS``) of a run on sample qrels, one row per topic in the
+    run or the qrels (named as in ``evaluate_run``); measures NaN for a feature without a judged relevant shot."""
     check_depth(depth)
-    names = {number: name for name, number in (feature_numbers or load_feature_numbers()).items()}
+    names = _feature_names(topics)
     rows = []
-    for fnum in sorted(set(rankings) | set(judgments.relevance)):
+    for fnum in sorted(set(rankings) | set(judgments.relevance), key=topic_order):
         judged = {shot_id: (judgments.strata[fnum][shot_id], judgment)
                   for shot_id, judgment in judgments.relevance.get(fnum, {}).items()}
         scores = inferred_scores(nist_order(rankings.get(fnum, [])), judged, depth)
-        rows.append({"feature": names.get(fnum, "?"), "fnum": fnum, "relevant": scores.judged_relevant,
+        rows.append({"feature": _feature_name(names, fnum), "fnum": fnum, "relevant": scores.judged_relevant,
                      "retrieved": scores.retrieved, "relevant_retrieved": scores.relevant_retrieved,
                      "est_relevant": scores.est_relevant, "est_relevant_retrieved": scores.est_relevant_retrieved,
                      "infap": scores.infap, "infndcg": scores.infndcg,
@@ -145,21 +145,21 @@ class Evaluation:
         """The headline mean: mAP, or mean xinfAP on sample qrels (NaN without a relevant shot)."""
         return self.means[self.measure]
 
-    def by_feature(self) -> dict[int, float]:
-        """fNum -> the headline measure, for the features with a (judged) relevant shot."""
+    def by_feature(self) -> dict[Topic, float]:
+        """topic -> the headline measure, for the features with a (judged) relevant shot."""
         judged = self.table[self.table["relevant"] > 0]
-        return {int(fnum): float(value) for fnum, value in zip(judged["fnum"], judged[self.measure], strict=True)}
+        return {fnum: float(value) for fnum, value in zip(judged["fnum"], judged[self.measure], strict=True)}
 
 
 def evaluate_judgments(
-    rankings: Rankings, judgments: Judgments, k: int = DEFAULT_K, feature_numbers: Mapping[str, int] | None = None
+    rankings: Rankings, judgments: Judgments, k: int = DEFAULT_K, topics: Mapping[str, Topic] | None = None
 ) -> Evaluation:
     """Score a run against either qrels form: TREC AP at depth ``k`` (trec_eval qrels) or sample_eval's inferred
     measures with depth ``k`` (sample qrels)."""
     if not judgments.sampled:
-        table, mean_ap = evaluate_run(rankings, judgments.relevance, k, feature_numbers)
+        table, mean_ap = evaluate_run(rankings, judgments.relevance, k, topics)
         return Evaluation(table, {"ap": mean_ap}, judgments.format, "ap")
-    table = inferred_table(rankings, judgments, k, feature_numbers)
+    table = inferred_table(rankings, judgments, k, topics)
     judged = table[table["relevant"] > 0]
     means = {column: float(judged[column].mean()) if len(judged) else float("nan") for column in _INFERRED_MEASURES}
     return Evaluation(table, means, judgments.format, "infap")
@@ -169,14 +169,21 @@ def evaluate_files(
     run_path: str | Path,
     qrels_path: str | Path,
     k: int = DEFAULT_K,
-    feature_numbers_path: str | Path | None = None,
+    topics: Mapping[str, Topic] | None = None,
 ) -> Evaluation:
     """:func:`evaluate_judgments` on a run file (TRECVID XML or TREC form) and a qrels file (either form);
     InputError on bad files."""
-    rankings = read_run(run_path)
-    judgments = read_judgments(qrels_path)
-    feature_numbers = load_feature_numbers(Path(feature_numbers_path) if feature_numbers_path else None)
-    return evaluate_judgments(rankings, judgments, k, feature_numbers)
+    return evaluate_judgments(read_run(run_path), read_judgments(qrels_path), k, topics)
+
+
+def _feature_names(topics: Mapping[str, Topic] | None) -> dict[Topic, str]:
+    """topic -> feature name (default LADI v1's numbers)."""
+    return {topic: name for name, topic in (topics if topics is not None else LADI_V1.topics()).items()}
+
+
+def _feature_name(names: Mapping[Topic, str], topic: Topic) -> str:
+    """The feature of a topic: its name in ``names``, the topic itself where it is a name, else "?"."""
+    return names.get(topic, topic if isinstance(topic, str) else "?")
 
 
 def write_metrics_csv(path: str | Path, evaluation: Evaluation) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.trecvid.inferred import nist_order
-from dsdi.trecvid.submission import Rankings
+from dsdi.trecvid.submission import Rankings, Topic, topic_order
 
 Stratum = tuple[int, int, float]
 """(first rank, last rank, sampling rate in (0, 1]) of a pool stratum."""
@@ -52,7 +52,7 @@ def check_strata(strata: Sequence[Stratum]) -> None:
         expected = last + 1
 
 
-def _pool_ranks(runs: Sequence[Rankings], fnum: int, depth: int) -> dict[str, int]:
+def _pool_ranks(runs: Sequence[Rankings], fnum: Topic, depth: int) -> dict[str, int]:
     """shot id -> its best rank over the runs' rankings of ``fnum`` cut at ``depth``."""
     best: dict[str, int] = {}
     for rankings in runs:
@@ -61,14 +61,14 @@ def _pool_ranks(runs: Sequence[Rankings], fnum: int, depth: int) -> dict[str, in
     return best
 
 
-def sample_pool(runs: Sequence[Rankings], qrels: Mapping[int, Mapping[str, int]], strata: Sequence[Stratum],
-                seed: int = 0) -> dict[int, dict[str, tuple[int, int]]]:
+def sample_pool(runs: Sequence[Rankings], qrels: Mapping[Topic, Mapping[str, int]], strata: Sequence[Stratum],
+                seed: int = 0) -> dict[Topic, dict[str, tuple[int, int]]]:
     """{fNum: {shot_id: (stratum number from 1, judgment 1/0/-1)}} of the pooled runs (module docstring)."""
     check_strata(strata)
     depth = strata[-1][1]
     rng = np.random.default_rng(seed)
-    sampled: dict[int, dict[str, tuple[int, int]]] = {}
-    for fnum in sorted({fnum for rankings in runs for fnum in rankings}):
+    sampled: dict[Topic, dict[str, tuple[int, int]]] = {}
+    for fnum in sorted({fnum for rankings in runs for fnum in rankings}, key=topic_order):
         best = _pool_ranks(runs, fnum, depth)
         truth = qrels.get(fnum, {})
         judged: dict[str, tuple[int, int]] = {}
@@ -85,9 +85,9 @@ def sample_pool(runs: Sequence[Rankings], qrels: Mapping[int, Mapping[str, int]]
     return sampled
 
 
-def write_sample_qrels(path: str | Path, sampled: Mapping[int, Mapping[str, tuple[int, int]]]) -> None:
+def write_sample_qrels(path: str | Path, sampled: Mapping[Topic, Mapping[str, tuple[int, int]]]) -> None:
     """Atomically write NIST sample qrels ``fNum 0 shotId stratum judgment``, by feature, stratum, shot id."""
     lines = [f"{fnum} 0 {shot_id} {stratum} {judgment}\n"
-             for fnum in sorted(sampled)
+             for fnum in sorted(sampled, key=topic_order)
              for shot_id, (stratum, judgment) in sorted(sampled[fnum].items(), key=lambda item: (item[1][0], item[0]))]
     write_text_atomic(path, "".join(lines))

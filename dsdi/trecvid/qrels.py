@@ -7,9 +7,10 @@
   1 relevant, 0 not relevant, -1 pooled but not sampled for judging. Scored with inferred AP
   (``dsdi.trecvid.inferred``, as NIST's sample_eval does).
 
-Blank lines and ``#`` comments are skipped. The first judgment line fixes the form; a line of the other form,
-another column count, a non-integer field, a sample judgment outside -1/0/1 or a shot listed twice for a
-feature raises one InputError naming the file and the line.
+The first column is the topic: a feature number, or a feature's class name for label sets without numbers
+(``roads_any 0 shotId 1``; ``dsdi.trecvid.submission.parse_topic``). Blank lines and ``#`` comments are skipped.
+The first judgment line fixes the form; a line of the other form, another column count, a non-integer field, a
+sample judgment outside -1/0/1 or a shot listed twice for a feature raises one InputError naming the file and the line.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsdi.errors import InputError
-from dsdi.trecvid.submission import parse_int, read_text_lines
+from dsdi.trecvid.submission import Topic, parse_int, parse_topic, read_text_lines
 
 COMPLETE_FORMAT = "trec_eval qrels"
 SAMPLE_FORMAT = "NIST sample qrels"
@@ -28,13 +29,13 @@ SAMPLE_JUDGMENTS = (-1, 0, 1)
 
 @dataclass(frozen=True)
 class Judgments:
-    """A qrels file read: ``relevance`` {fNum: {shot_id: rel}} (sample qrels: the judgment -1/0/1) and, for
-    sample qrels, ``strata`` {fNum: {shot_id: stratum}} over the same shots (empty for trec_eval qrels)."""
+    """A qrels file read: ``relevance`` {topic: {shot_id: rel}} (sample qrels: the judgment -1/0/1) and, for
+    sample qrels, ``strata`` {topic: {shot_id: stratum}} over the same shots (empty for trec_eval qrels)."""
 
     path: Path
     format: str
-    relevance: dict[int, dict[str, int]]
-    strata: dict[int, dict[str, int]]
+    relevance: dict[Topic, dict[str, int]]
+    strata: dict[Topic, dict[str, int]]
 
     @property
     def sampled(self) -> bool:
@@ -62,15 +63,15 @@ def read_judgments(path: str | Path) -> Judgments:
     """Read trec_eval qrels or NIST sample qrels (detected from the column count; module docstring)."""
     path = Path(path)
     form: int | None = None
-    relevance: dict[int, dict[str, int]] = {}
-    strata: dict[int, dict[str, int]] = {}
-    first_line: dict[tuple[int, str], int] = {}
+    relevance: dict[Topic, dict[str, int]] = {}
+    strata: dict[Topic, dict[str, int]] = {}
+    first_line: dict[tuple[Topic, str], int] = {}
     for line_no, line in enumerate(read_text_lines(path), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()
         form = _columns_of(path, line_no, fields, form)
-        fnum = parse_int(fields[0], path, line_no, "feature number")
+        fnum = parse_topic(fields[0])
         shot_id = fields[2]
         judgment = parse_int(fields[-1], path, line_no, "judgment" if form == 5 else "relevance")
         if form == 5:
@@ -89,7 +90,7 @@ def read_judgments(path: str | Path) -> Judgments:
     return Judgments(path, _COLUMNS[form][0], relevance, strata)
 
 
-def read_qrels(path: str | Path) -> dict[int, dict[str, int]]:
+def read_qrels(path: str | Path) -> dict[Topic, dict[str, int]]:
     """Read complete trec_eval qrels ``fNum 0 shotId rel`` -> {fNum: {shot_id: rel}} (rel > 0 = relevant).
 
     InputError for NIST sample qrels too: a caller of this function scores against complete judgments."""

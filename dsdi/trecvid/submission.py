@@ -1,7 +1,9 @@
 """TRECVID DSDI run files: ranking clips per feature, the XML submission, the TREC run form.
 
-A *rankings* object is ``dict[int, list[tuple[str, float]]]``: TRECVID feature number (fNum) -> the
-ranked shots ``(shot_id, score)``, best first. Within a feature, shot ids are unique and scores never
+A *rankings* object is ``dict[Topic, list[tuple[str, float]]]``: topic -> the ranked shots ``(shot_id, score)``,
+best first. A topic is a TRECVID feature number (fNum, an int) where the label set numbers its features (LADI v1),
+else the feature's class name (a str without whitespace, e.g. ``roads_any``); files hold either in their first
+column, and readers take a topic that is an integer as an int. Within a feature, shot ids are unique and scores never
 increase down the list.
 
 Files:
@@ -33,10 +35,11 @@ from lxml import etree
 
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.labels.schema import CLASSES, FEATURES, load_feature_numbers
+from dsdi.labels.labelset import LADI_V1
 
+Topic = int | str
 Ranking = list[tuple[str, float]]
-Rankings = dict[int, Ranking]
+Rankings = dict[Topic, Ranking]
 
 NIST_MAX_ITEMS = 1000
 """NIST accepts at most this many shots per feature."""
@@ -51,20 +54,42 @@ TR_TYPES = ("L", "O")
 # ---- shared helpers --------------------------------------------------------------------------
 
 
+def topic_order(topic: Topic) -> tuple[int, int, str]:
+    """Sort key of topics: feature numbers in numeric order, then names in string order."""
+    return (0, topic, "") if isinstance(topic, int) else (1, 0, topic)
+
+
+def parse_topic(text: str) -> Topic:
+    """A topic as a file writes it: an int where it is an integer (a feature number), else the name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _valid_topic(topic: object) -> bool:
+    if isinstance(topic, bool):
+        return False
+    if isinstance(topic, numbers.Integral):
+        return topic >= 0
+    return isinstance(topic, str) and bool(topic) and topic.split() == [topic] and isinstance(parse_topic(topic), str)
+
+
 def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_items: int | None = None) -> None:
     """Raise unless ``rankings`` is a valid rankings object (see the module docstring).
 
-    Checks: integer fNum >= 0; each entry a ``(shot_id, score)`` pair; shot ids non-empty strings without
-    whitespace, unique within a feature; scores finite and non-increasing; at most ``max_items`` per feature.
-    Too many items (``--topk`` above NIST's 1000) and non-finite scores (a score table can hold them) raise
-    InputError; the rest raise ValueError: rankings are built by ``rank_features`` or ``read_run``, which
-    check the user's data first, so a malformed object is a mistake of the calling code.
+    Checks: topics an integer fNum >= 0 or a name without whitespace; each entry a ``(shot_id, score)`` pair;
+    shot ids non-empty strings without whitespace, unique within a feature; scores finite and non-increasing; at most
+    ``max_items`` per feature. Too many items (``--topk`` above NIST's 1000) and non-finite scores (a score table can
+    hold them) raise InputError; the rest raise ValueError: rankings are built by ``rank_features`` or ``read_run``,
+    which check the user's data first, so a malformed object is a mistake of the calling code.
     """
     if not isinstance(rankings, Mapping):
-        raise ValueError(f"rankings must be a dict fNum -> [(shot_id, score), ...], got {type(rankings).__name__}")
+        raise ValueError(f"rankings must be a dict topic -> [(shot_id, score), ...], got {type(rankings).__name__}")
     for fnum, ranking in rankings.items():
-        if isinstance(fnum, bool) or not isinstance(fnum, numbers.Integral) or fnum < 0:
-            raise ValueError(f"feature number {fnum!r} must be a non-negative int")
+        if not _valid_topic(fnum):
+            raise ValueError(f"topic {fnum!r} must be a non-negative int or a name without whitespace that is no "
+                             "number")
         if isinstance(ranking, (str, bytes)) or not isinstance(ranking, Sequence):
             raise ValueError(f"feature {fnum}: ranking must be a list of (shot_id, score), "
                              f"got {type(ranking).__name__}")
@@ -95,37 +120,38 @@ def check_rankings(rankings: Mapping[int, Sequence[tuple[str, float]]], max_item
 def rank_features(
     scores: Mapping[str, Sequence[float] | np.ndarray] | pd.DataFrame,
     topk: int = NIST_MAX_ITEMS,
-    feature_numbers: Mapping[str, int] | None = None,
+    topics: Mapping[str, Topic] | None = None,
 ) -> Rankings:
     """Rank clips per retrieval feature from their class scores and keep the top ``topk``.
 
-    ``scores``: shot_id -> array (37,) in ``schema.CLASSES`` order (the first 32 entries are the features;
-    an array of the 32 features alone is accepted too), or a DataFrame with a ``shot_id`` column (else the
-    index is the shot id) and one column per feature named as in ``schema.FEATURES``. The 5 none-classes
-    are never ranked. ``feature_numbers``: feature name -> fNum (default ``schema.load_feature_numbers()``).
-    Order: score descending, ties by shot id ascending. Raises InputError for ``topk`` < 1, NaN scores (a
-    diverged model) and shot ids with whitespace (they come from clip file names); ValueError for bad shapes,
-    missing columns or repeated shot ids, which the calling code rules out (rank builds the table from its
-    score index, one row per distinct shot with every class column).
+    ``topics``: feature name -> its topic, in feature order (``LabelSet.topics()``; default LADI v1's: fNums
+    1..32). ``scores``: a DataFrame with a ``shot_id`` column (else the index is the shot id) and one column per
+    feature (other columns, e.g. none classes, are never ranked), or shot_id -> array of the features' scores in
+    ``topics`` order (for LADI v1 also its 37 classes, features first). Order: score descending, ties by shot id
+    ascending. Raises InputError for ``topk`` < 1, NaN scores (a diverged model) and shot ids with whitespace
+    (they come from clip file names); ValueError for bad shapes, missing columns or repeated shot ids, which the
+    calling code rules out (rank builds the table from its score index, one row per distinct shot with every
+    class column).
     """
     if topk < 1:
         raise InputError(f"--topk {topk}: keep at least 1 clip per feature (NIST accepts up to {NIST_MAX_ITEMS})")
-    numbers_by_feature = dict(feature_numbers) if feature_numbers is not None else load_feature_numbers()
+    topics = dict(topics) if topics is not None else LADI_V1.topics()
+    features = list(topics)
     if isinstance(scores, pd.DataFrame):
-        missing = [f for f in FEATURES if f not in scores.columns]
+        missing = [f for f in features if f not in scores.columns]
         if missing:
             raise ValueError(f"score table lacks feature columns {missing}")
         shot_ids = scores["shot_id"] if "shot_id" in scores.columns else scores.index
         shot_ids = np.asarray([str(s) for s in shot_ids], dtype=object)
-        matrix = scores[list(FEATURES)].to_numpy(dtype=np.float64)
+        matrix = scores[features].to_numpy(dtype=np.float64)
     else:
         shot_ids = np.asarray([str(s) for s in scores], dtype=object)
         rows = [np.asarray(v, dtype=np.float64) for v in scores.values()]
-        allowed_shapes = ((len(CLASSES),), (len(FEATURES),))
-        bad = [str(s) for s, r in zip(shot_ids, rows, strict=True) if r.shape not in allowed_shapes]
+        allowed = {(len(features),)} | ({(len(LADI_V1.class_names),)} if features == list(LADI_V1.features) else set())
+        bad = [str(s) for s, r in zip(shot_ids, rows, strict=True) if r.shape not in allowed]
         if bad:
-            raise ValueError(f"scores must have shape ({len(CLASSES)},) or ({len(FEATURES)},); wrong for {bad[:5]}")
-        matrix = np.stack(rows)[:, : len(FEATURES)] if rows else np.zeros((0, len(FEATURES)))
+            raise ValueError(f"scores must have shape {' or '.join(map(str, sorted(allowed)))}; wrong for {bad[:5]}")
+        matrix = np.stack(rows)[:, : len(features)] if rows else np.zeros((0, len(features)))
     if len(set(shot_ids)) != len(shot_ids):
         raise ValueError("shot ids in the score table must be unique")
     spaced = [s for s in shot_ids if not s or s.split() != [s]]
@@ -134,15 +160,15 @@ def rank_features(
                          "rename those clip files or give shot ids in a shot table")
     if np.isnan(matrix).any():
         row, column = np.argwhere(np.isnan(matrix))[0]
-        raise InputError(f"NaN score for shot {shot_ids[row]!r}, feature {FEATURES[column]!r}: the model gives NaN "
+        raise InputError(f"NaN score for shot {shot_ids[row]!r}, feature {features[column]!r}: the model gives NaN "
                          "(did its training diverge?); rank with another checkpoint")
 
     by_id = np.argsort(shot_ids.astype(str), kind="stable")  # ascending shot id: the tie order
     rankings: Rankings = {}
-    for column, feature in enumerate(FEATURES):
+    for column, feature in enumerate(features):
         column_scores = matrix[by_id, column]
         best_first = by_id[np.argsort(-column_scores, kind="stable")][:topk]
-        rankings[numbers_by_feature[feature]] = [(shot_ids[i], float(matrix[i, column])) for i in best_first]
+        rankings[topics[feature]] = [(shot_ids[i], float(matrix[i, column])) for i in best_first]
     return rankings
 
 
@@ -179,6 +205,9 @@ def submission_xml(
     elapsed time (flags of dsdi rank, or run.json for dsdi fuse) and as ``check_rankings`` does.
     """
     check_rankings(rankings, max_items=max_items)
+    named = [topic for topic in rankings if not isinstance(topic, int)]
+    if named:  # a calling-code contract: rank writes XML only for label sets with feature numbers
+        raise ValueError(f"the TRECVID XML needs feature numbers, not topics named {named[:3]}")
     if tr_type not in TR_TYPES:
         raise InputError(f"--tr-type {tr_type!r}: choose one of {', '.join(TR_TYPES)} "
                          "(L = trained on LADI only, O = other data too)")
@@ -238,7 +267,7 @@ def write_trec_run(path: str | Path, rankings: Rankings, run_id: str) -> None:
         raise InputError(f"--run-id {run_id!r}: the run id must be non-empty and without whitespace")
     lines = [
         f"{fnum} Q0 {shot_id} {rank} {float(score)!r} {run_id}\n"
-        for fnum in sorted(rankings)
+        for fnum in sorted(rankings, key=topic_order)
         for rank, (shot_id, score) in enumerate(rankings[fnum], start=1)
     ]
     write_text_atomic(path, "".join(lines))
@@ -277,17 +306,17 @@ def parse_int(text: str, path: Path, line_no: int, what: str) -> int:
 
 
 def _read_trec_run(path: Path, lines: list[str]) -> Rankings:
-    entries: dict[int, dict[int, tuple[str, float]]] = {}  # fNum -> rank -> (shot, score)
-    seen_shots: dict[tuple[int, str], int] = {}  # (fNum, shot) -> line number
+    entries: dict[Topic, dict[int, tuple[str, float]]] = {}  # topic -> rank -> (shot, score)
+    seen_shots: dict[tuple[Topic, str], int] = {}  # (topic, shot) -> line number
     run_ids: dict[str, int] = {}
     for line_no, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()
         if len(fields) != 6:
-            raise InputError(f"{path}, line {line_no}: expected 6 columns 'fNum Q0 shotId rank score runId', "
+            raise InputError(f"{path}, line {line_no}: expected 6 columns 'topic Q0 shotId rank score runId', "
                              f"found {len(fields)}: {line.strip()!r}")
-        fnum = parse_int(fields[0], path, line_no, "feature number")
+        fnum = parse_topic(fields[0])
         shot_id = fields[2]
         rank = parse_int(fields[3], path, line_no, "rank")
         try:
@@ -309,7 +338,8 @@ def _read_trec_run(path: Path, lines: list[str]) -> Rankings:
         entries[fnum][rank] = (shot_id, score)
     if not entries:
         raise InputError(f"{path}: no run lines found (expected 'fNum Q0 shotId rank score runId')")
-    return {fnum: [by_rank[r] for r in sorted(by_rank)] for fnum, by_rank in sorted(entries.items())}
+    return {fnum: [by_rank[r] for r in sorted(by_rank)]
+            for fnum, by_rank in sorted(entries.items(), key=lambda item: topic_order(item[0]))}
 
 
 def _read_xml_run(path: Path) -> Rankings:

@@ -1,8 +1,10 @@
 """Loss registry: ``create_loss(name, **params)`` for bce, focal, cbfl, rfl, rfl_xview, lovasz, lovasz_hinge,
 and composites of them joined by ``+`` (``"focal+lovasz"``, paper C12: focal γ=2 plus the symmetric Lovász term).
 
-Every loss maps logits and soft targets (B, 37) to a scalar: per sample the sum over classes, then
-the mean over the batch. Common params: none_weight (float, 1.0), drop_max (bool, False).
+Every loss maps logits and soft targets (B, C) to a scalar: per sample the sum over classes, then
+the mean over the batch. Common params: none_weight (float, 1.0), drop_max (bool, False). The label set's
+shape comes as the structural params ``none_mask`` (C,) and, for cbfl, ``class_counts`` (C,): ``create_loss``
+hands each to the terms that take it; they are not user params.
 
 A composite ``"a+b"`` is, per sample, ``a + b_weight * b`` (one weight param per added term, named after it:
 ``lovasz_weight`` for ``focal+lovasz``, default 1.0), then the batch mean; ``drop_max`` drops the sample with the
@@ -57,6 +59,8 @@ for _name, _factory in (
 COMPOSITE_SEPARATOR = "+"
 COMPOSITE_PARAMS = ("drop_max",)
 """Params a composite applies itself (to the summed per-sample loss), not passed to its terms."""
+STRUCTURAL_PARAMS = ("none_mask", "class_counts")
+"""Params that describe the label set, not the loss: given by the caller, never by a user."""
 
 
 def term_weight_param(term: str) -> str:
@@ -89,8 +93,10 @@ def _terms(name: str) -> list[str]:
     return terms
 
 
-def _term_params(name: str) -> list[str]:
-    return [p for p in inspect.signature(LOSSES[name]).parameters if p != "self"]
+def _term_params(name: str, structural: bool = False) -> list[str]:
+    """The params the registered loss ``name`` takes (with ``structural``: including STRUCTURAL_PARAMS)."""
+    return [p for p in inspect.signature(LOSSES[name]).parameters
+            if p != "self" and (structural or p not in STRUCTURAL_PARAMS)]
 
 
 def valid_params(name: str) -> list[str]:
@@ -103,8 +109,10 @@ def valid_params(name: str) -> list[str]:
     return params + [term_weight_param(term) for term in terms[1:]]
 
 
-def create_loss(name: str, **params: Any) -> nn.Module:
+def create_loss(name: str, *, none_mask: tuple[bool, ...] | None = None,
+                class_counts: tuple[float, ...] | None = None, **params: Any) -> nn.Module:
     """Build a registered loss, or a composite ``"a+b"`` of registered ones; None-valued params are dropped.
+    ``none_mask`` and ``class_counts`` (the label set's, module doc) go to every term that takes them.
 
     Raises InputError (they come from ``dsdi train`` flags) for an unknown name, naming the choices, and for
     an unknown param, naming the valid ones.
@@ -117,12 +125,14 @@ def create_loss(name: str, **params: Any) -> nn.Module:
         flags = ", ".join(f"--{param.replace('_', '-')}" for param in unknown)
         raise InputError(f"--loss {name}: does not take {', '.join(unknown)}; valid params: {', '.join(allowed)} "
                          f"(leave out {flags} or choose a loss that takes it)")
+    structural = {key: value for key, value in (("none_mask", none_mask), ("class_counts", class_counts))
+                  if value is not None}
     if len(terms) == 1:
-        return LOSSES[name](**given)
+        return LOSSES[name](**given, **{k: v for k, v in structural.items() if k in _term_params(name, True)})
     built = []
     for term in terms:
-        accepted = set(_term_params(term)) - set(COMPOSITE_PARAMS)
-        taken = {key: value for key, value in given.items() if key in accepted}
+        accepted = set(_term_params(term, structural=True)) - set(COMPOSITE_PARAMS)
+        taken = {key: value for key, value in {**given, **structural}.items() if key in accepted}
         loss = LOSSES[term](**taken)
         if not isinstance(loss, MultiLabelLoss):  # a programming mistake: composites sum per-sample losses
             raise TypeError(f"loss {term!r} is not a MultiLabelLoss and cannot be part of {name!r}")

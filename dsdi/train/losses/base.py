@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from dsdi.labels import schema
+from dsdi.labels.labelset import LADI_V1
 
 
 def log_p_hat(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -23,15 +25,16 @@ def log_p_hat(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class MultiLabelLoss(nn.Module):
     """Base: subclasses give per-class terms (B, C); this applies none_weight, drop_max and the reduction.
 
+    ``none_mask``: True at the label set's none classes (C,), the classes ``none_weight`` weighs.
+
     Reduction: per sample the sum over classes, then the mean over the batch (after dropping the
     largest per-sample loss when ``drop_max`` and the batch has more than one sample).
     """
 
-    def __init__(self, none_weight: float = 1.0, drop_max: bool = False) -> None:
+    def __init__(self, none_weight: float = 1.0, drop_max: bool = False,
+                 none_mask: Sequence[bool] = LADI_V1.none_mask) -> None:
         super().__init__()
-        weights = torch.tensor(
-            [none_weight if is_none else 1.0 for is_none in schema.NONE_CLASS_MASK], dtype=torch.float64
-        )
+        weights = torch.tensor([none_weight if is_none else 1.0 for is_none in none_mask], dtype=torch.float64)
         self.register_buffer("class_weight", weights, persistent=False)
         self.none_weight = float(none_weight)
         self.drop_max = bool(drop_max)

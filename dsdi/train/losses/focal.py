@@ -9,15 +9,16 @@ import numpy as np
 import torch
 
 from dsdi.errors import InputError
-from dsdi.labels import schema
+from dsdi.labels.labelset import LADI_V1
 from dsdi.train.losses.base import MultiLabelLoss, log_p_hat
 
 
 class FocalLoss(MultiLabelLoss):
     """-(1 - p̂)^γ log p̂ per class with p̂ = 1 - |y - p| (so 1 - p̂ = |y - p|)."""
 
-    def __init__(self, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False) -> None:
-        super().__init__(none_weight=none_weight, drop_max=drop_max)
+    def __init__(self, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False,
+                 none_mask: Sequence[bool] = LADI_V1.none_mask) -> None:
+        super().__init__(none_weight=none_weight, drop_max=drop_max, none_mask=none_mask)
         self.gamma = float(gamma)
 
     def modulation(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -46,11 +47,12 @@ class ClassBalancedFocalLoss(FocalLoss):
         self,
         gamma: float = 2.0,
         beta: float = 0.9999,
-        class_counts: Sequence[float] = schema.CLASS_COUNTS,
+        class_counts: Sequence[float] = LADI_V1.counts,
         none_weight: float = 1.0,
         drop_max: bool = False,
+        none_mask: Sequence[bool] = LADI_V1.none_mask,
     ) -> None:
-        super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max)
+        super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max, none_mask=none_mask)
         self.beta = float(beta)
         weights = torch.tensor(class_balanced_weights(self.beta, class_counts), dtype=torch.float64)
         self.register_buffer("balance_weight", weights, persistent=False)
@@ -67,8 +69,9 @@ class ReducedFocalLoss(FocalLoss):
     (:class:`XViewReducedFocalLoss`). ``rfl`` follows the paper.
     """
 
-    def __init__(self, th: float = 0.5, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False) -> None:
-        super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max)
+    def __init__(self, th: float = 0.5, gamma: float = 2.0, none_weight: float = 1.0, drop_max: bool = False,
+                 none_mask: Sequence[bool] = LADI_V1.none_mask) -> None:
+        super().__init__(gamma=gamma, none_weight=none_weight, drop_max=drop_max, none_mask=none_mask)
         if not 0.0 < th <= 1.0:
             raise InputError(f"--th {th}: the reduced focal threshold must be in (0, 1] (default 0.5)")
         self.th = float(th)
