@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from dsdi.errors import InputError
 from dsdi.files import atomic_output
 from dsdi.labels.labelset import LADI_V1, LabelSet, builtin_labelset_names, load_labelset
-from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Triple, frames_to_tensor, normalise
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, Triple, frames_to_tensor, normalise
 from dsdi.progress import progress_bar
 from dsdi.runtime import default_workers
 
@@ -78,11 +78,12 @@ def decode_image(path: str | Path, min_side: int) -> np.ndarray:
         return np.asarray(upright if upright.mode == "RGB" else upright.convert("RGB"))  # convert copies, too
 
 
-def load_image(path: str | Path, img_size: int, mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD
-               ) -> torch.Tensor:
-    """Validation preprocessing of an image file: float32 (3, S, S) normalised with ``mean``/``std`` (draft decode,
-    then as ``frames_to_tensor``)."""
-    return frames_to_tensor(decode_image(path, img_size)[None], img_size, mean, std)[0]
+def load_image(path: str | Path, img_size: int | Preprocessing, mean: Triple = IMAGENET_MEAN,
+               std: Triple = IMAGENET_STD) -> torch.Tensor:
+    """Validation preprocessing of an image file: float32 (3, S, S), as ``frames_to_tensor`` (a model's
+    ``Preprocessing``, or a square side S with ``mean``/``std``) after a draft decode to at least the resize size."""
+    min_side = img_size.resize.target if isinstance(img_size, Preprocessing) else img_size
+    return frames_to_tensor(decode_image(path, min_side)[None], img_size, mean, std)[0]
 
 
 # ---- augmentation -------------------------------------------------------------------------------------
