@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
+from dsdi.labels.labelset import LADI_V1, LabelSet  # noqa: E402
 from dsdi.models.backbones import create_backbone  # noqa: E402
 from dsdi.models.checkpoint import checkpoint_payload, read_checkpoint, save_checkpoint  # noqa: E402
 from dsdi.train.config import TrainConfig  # noqa: E402
@@ -22,11 +23,13 @@ from dsdi.train.run_folder import EpochMetrics, RunFolder  # noqa: E402
 
 def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 64, seed: int = 0,
                     head_std: tuple[float, float | None] | None = None, jitter: float = 0.0,
-                    colour_calibrated: bool = False, epoch: int = 1, **payload) -> torch.nn.Module:
+                    colour_calibrated: bool = False, epoch: int = 1, labelset: LabelSet = LADI_V1,
+                    **payload) -> torch.nn.Module:
     """Write a real dsdi checkpoint of a random (untrained) tiny timm model and return the model, in eval mode.
 
     ``path``: a ``.pt`` file, or a run folder that gets its ``best.pt`` (folders are created). The model is
-    ``create_backbone(backbone)`` built after ``torch.manual_seed(seed)``, then changed by the options:
+    ``create_backbone(backbone)`` with one output per class of ``labelset`` built after ``torch.manual_seed(seed)``,
+    then changed by the options:
     ``head_std`` (weight std, bias std or None): a random head drawn from normal distributions (a strong head
     spreads the sigmoids); ``jitter``: every parameter moved by ``jitter`` x N(0, 1), so that no fresh
     initialisation equals it; ``colour_calibrated``: batch-norm statistics averaged over 3 batches of 32 noisy
@@ -34,7 +37,7 @@ def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 
     ``img_size`` (square input side, px) and ``epoch`` go into the checkpoint; ``payload``: keys put over
     ``checkpoint_payload``'s (``classes``, ``val_lrap``, training state such as ``optimizer``...)."""
     torch.manual_seed(seed)
-    model = create_backbone(backbone)
+    model = create_backbone(backbone, num_classes=len(labelset.class_names))
     with torch.no_grad():
         if head_std is not None:
             torch.nn.init.normal_(model.get_classifier().weight, std=head_std[0])
@@ -47,7 +50,8 @@ def tiny_checkpoint(path: Path, *, backbone: str = "lcnet_050", img_size: int = 
     path = Path(path)
     file = path if path.suffix == ".pt" else path / "best.pt"
     file.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(file, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=epoch) | payload)
+    save_checkpoint(file, checkpoint_payload(model, backbone=backbone, img_size=img_size, epoch=epoch,
+                                             labelset=labelset) | payload)
     return model.eval()
 
 
