@@ -337,3 +337,7 @@ def test_prepare_writes_a_resized_cache_and_reports_broken_files(image_dir, tmp_
     assert "3 written, 0 already up to date" in bigger.output  # another size: the stale cache is rewritten
     with Image.open(out / "big.jpg") as cached:
         assert cached.size == (128, 96)
+    pd.DataFrame({"image_id": ids[:3], "split": "test", "roads_any": 1.0}).to_csv(tmp_path / "v2a.csv", index=False)
+    other = cli("prepare", "--labels", tmp_path / "v2a.csv", "--images", image_dir, "--out", tmp_path / "v2a",
+                "--short-side", "64")  # labels of any label set: only the image ids count
+    assert "3 written, 0 already up to date" in other.output

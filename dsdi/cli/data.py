@@ -147,7 +147,7 @@ def _refuse_options_of_other_kinds(given: dict, kind) -> None:
 class PrepareConfig:
     """``dsdi prepare``: which images, the cache's size and quality."""
 
-    labels: Path = option(LABELS_CSV, help="labels CSV: image_id + the 37 class columns")
+    labels: Path = option(LABELS_CSV, help="labels CSV (of any label set): its image_id column names the images")
     images: Path = option(IMAGES_DIR, help="folder of the original images")
     out: Path = option(help="cache folder to write, e.g. data/images-360")
     short_side: int = option(360, minimum=1, help="shorter side of the cached images in px (train with --img-size "

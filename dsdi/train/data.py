@@ -403,8 +403,10 @@ def prepare_image_cache(labels_csv: str | Path, image_root: str | Path, out_root
     """Write every labelled image, resized so its shorter side is ``img_size`` px (aspect kept), under
     ``out_root`` at the same relative path, so training can read ``out_root`` instead of the originals.
     Unreadable files are skipped and listed in ``out_root/prepare_failures.csv``; up-to-date outputs are
-    kept (an interrupted prepare resumes)."""
-    labels = read_labels_csv(labels_csv)
+    kept (an interrupted prepare resumes). The labels CSV may be of any label set: only its image ids are read."""
+    labels = _labels_table(Path(labels_csv))
+    if "image_id" not in labels.columns or labels["image_id"].isna().any():
+        raise InputError(f"{labels_csv}: needs an image_id column with an id on every row (see `dsdi labels`)")
     image_root, out_root = Path(image_root), Path(out_root)
     if not image_root.is_dir():
         raise InputError(f"{image_root}: image folder not found")
