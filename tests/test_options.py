@@ -79,11 +79,11 @@ def test_help_is_for_users_and_groups_the_commands_in_pipeline_order(cli):
     panels = [shown.index(f"─ {panel} ─") for panel in PANELS]
     assert panels == sorted(panels)
     order = ["synth", "labels", "prepare", "shots", "train", "sweep", "select", "export", "rank", "fuse", "eval",
-             "pool", "report", "table", "study"]
+             "eval-images", "pool", "report", "table", "study"]
     places = [shown.index(f"│ {name} ") for name in order]
     assert places == sorted(places) and set(order) == set(COMMANDS)
     assert [COMMANDS[name].rich_help_panel for name in order] == [
-        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 4 + ["Evaluation"] * 4 + ["Research"]
+        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 4 + ["Evaluation"] * 5 + ["Research"]
 
 
 def test_version_is_the_installed_package_version(cli):

@@ -1,4 +1,5 @@
-"""Evaluation commands: ``dsdi eval`` (TREC AP or xinfAP of a run), ``dsdi pool`` (NIST-style sample qrels),
+"""Evaluation commands: ``dsdi eval`` (TREC AP or xinfAP of a run), ``dsdi eval-images`` (classifiers per class on
+labelled images), ``dsdi pool`` (NIST-style sample qrels),
 ``dsdi report`` (an HTML page of a rank output) and
 ``dsdi table`` (the paper's Tables 2 and 3)."""
 
@@ -15,6 +16,7 @@ from dsdi.cli.common import EVALUATION, add_command, console, err_console
 from dsdi.errors import InputError
 from dsdi.labels.labelset import DEFAULT_LABELSET, load_labelset, read_feature_numbers
 from dsdi.options import option
+from dsdi.report.images import ImageEvalConfig
 from dsdi.workspace import RUNS_DIR
 
 
@@ -94,6 +96,29 @@ def _eval(given: dict) -> None:
     if config.out is not None:
         write_metrics_csv(config.out, evaluation)
         console.print(f"wrote {config.out}", highlight=False)
+
+
+def _print_whole(table) -> None:
+    """Print a rich table as wide as it needs (no cut numbers), also into a file or pipe."""
+    needed = console.measure(table, options=console.options.update_width(1000)).maximum
+    Console(width=max(console.width, needed)).print(table)
+
+
+def _eval_images(given: dict) -> None:
+    """Score classifiers on labelled images (e.g. LADI v2's test split) and compare them class by class: AP and F1
+    at 0.5 per class, and mAP, LRAP and macro F1 per model (with several models, also of the mean of their
+    sigmoids). Models of other label sets are scored by class name. Unreadable images are skipped and counted."""
+    from dsdi.report.images import evaluate_images, shown_tables, write_image_tables
+
+    config = options.from_values(ImageEvalConfig, given)
+    evaluation = evaluate_images(config)
+    for item in evaluation.unreadable:
+        err_console.print(f"[yellow]skipped unreadable image[/] {item.path}: {item.reason}", highlight=False)
+    for table in shown_tables(evaluation):
+        _print_whole(table)
+    if config.out is not None:
+        written = write_image_tables(config.out, evaluation)
+        console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
 
 
 def _stratum(text: str) -> tuple[int, int, float]:
@@ -183,9 +208,8 @@ def _table(given: dict) -> None:
     if config.rank and config.qrels is None:
         raise InputError("--rank needs --qrels FILE to score the submissions")
     tables = paper_tables(config.run_dirs, config.rank, config.qrels, config.topk, config.ensembles)
-    for table in shown_tables(tables):  # as wide as the table needs (no cut numbers), also into a file or pipe
-        needed = console.measure(table, options=console.options.update_width(1000)).maximum
-        Console(width=max(console.width, needed)).print(table)
+    for table in shown_tables(tables):
+        _print_whole(table)
     written = write_tables(output_prefix(config.out, config.run_dirs, config.rank), tables)
     console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
 
@@ -193,6 +217,7 @@ def _table(given: dict) -> None:
 def register(app: typer.Typer) -> None:
     """Add the evaluation commands to ``app``."""
     add_command(app, "eval", EVALUATION, EvalConfig, _eval)
+    add_command(app, "eval-images", EVALUATION, ImageEvalConfig, _eval_images)
     add_command(app, "pool", EVALUATION, PoolConfig, _pool)
     add_command(app, "report", EVALUATION, ReportConfig, _report)
     add_command(app, "table", EVALUATION, TableConfig, _table)
