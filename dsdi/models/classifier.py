@@ -76,7 +76,8 @@ def classifier_digest(path: Path) -> str:
         return file_sha256(path)
     files = sorted({file for pattern in HF_WEIGHT_FILES for file in path.glob(pattern)})
     hasher = hashlib.sha256()
-    for file in [path / "config.json", path / "preprocessor_config.json", *files]:
+    configs = [file for file in (path / "config.json", path / "preprocessor_config.json") if file.is_file()]
+    for file in [*configs, *files]:  # a missing config: loading the folder says so
         hasher.update(f"{file.name}\0{file_sha256(file)}\n".encode())
     return hasher.hexdigest()
 
@@ -85,18 +86,25 @@ def load_classifier(ref: str | Path, device: str | torch.device = "cpu") -> Clas
     """The classifier ``ref`` names (a checkpoint file, a Hugging Face folder or a cached hub name), in eval mode on
     ``device``. InputError, one line naming ``ref``, for anything else, a hub name not in the cache (with the
     command that downloads it), or a folder that is no usable image classifier."""
-    path = Path(ref)
+    path = classifier_path(ref)
     if path.is_file():
         module, info = load_model(path, device)
         return Classifier(module, info.preprocessing, info.labelset, info.backbone, path, file_sha256(path))
-    if is_hub_name(ref):
-        path = cached_hub_folder(str(ref))
-    elif not path.is_dir():
-        raise InputError(f"{ref}: no such checkpoint file, model folder or Hugging Face hub name (owner/name)")
-    elif not is_hf_folder(path):
-        raise InputError(f"{ref}: no config.json in this folder; pass a dsdi checkpoint (.pt) or a Hugging Face "
-                         "image-classification model folder")
     return _load_hf_folder(path, str(ref), torch.device(device))
+
+
+def classifier_path(ref: str | Path) -> Path:
+    """The file or folder ``ref`` names: a checkpoint file, a Hugging Face folder, or a hub name's snapshot folder
+    in the cache (``cached_hub_folder``); InputError naming ``ref`` otherwise."""
+    path = Path(ref)
+    if path.is_file() or is_hf_folder(path):
+        return path
+    if is_hub_name(ref):
+        return cached_hub_folder(str(ref))
+    if not path.is_dir():
+        raise InputError(f"{ref}: no such checkpoint file, model folder or Hugging Face hub name (owner/name)")
+    raise InputError(f"{ref}: no config.json in this folder; pass a dsdi checkpoint (.pt) or a Hugging Face "
+                     "image-classification model folder")
 
 
 def cached_hub_folder(name: str) -> Path:

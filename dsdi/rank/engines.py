@@ -1,5 +1,6 @@
-"""The engine that runs a model for ``dsdi rank --engine``: PyTorch (the checkpoint's module on the rank device) or
-ONNX Runtime on the CPU (the checkpoint's ONNX export at ``--precision``, made on first use: ``dsdi.train.export``).
+"""The engine that runs a model for ``dsdi rank --engine``: PyTorch (the model's module on the rank device: a dsdi
+checkpoint or a Hugging Face classifier, ``dsdi.models.classifier``) or ONNX Runtime on the CPU (a checkpoint's ONNX
+export at ``--precision``, made on first use: ``dsdi.train.export``).
 
 Scores of an engine other than PyTorch are stored under model keys of their own (``key_suffix``): '+ort' for ONNX
 Runtime fp32, '+ort-int8-<first 8 hex digits of the int8 model's SHA-256>' for int8 (its calibration images shape
@@ -17,7 +18,7 @@ import torch
 from dsdi.errors import InputError
 from dsdi.files import file_sha256
 from dsdi.labels.labelset import LabelSet
-from dsdi.models.checkpoint import load_model
+from dsdi.models.classifier import load_classifier
 from dsdi.models.ort import OrtModel
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import stderr_console
@@ -37,13 +38,18 @@ class LoadedModel:
 
 
 def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, device: torch.device) -> LoadedModel:
-    """The checkpoint's model on ``engine`` (torch | onnxruntime) at ``precision``; ``digest``: its SHA-256."""
+    """The model ``checkpoint`` names (a checkpoint file, a Hugging Face folder or hub name: ``load_classifier``) on
+    ``engine`` (torch | onnxruntime) at ``precision``; ``digest``: its content hash (``classifier_digest``).
+    ONNX Runtime runs dsdi's checkpoints only: InputError for a Hugging Face model."""
     if engine == "torch":
-        module, info = load_model(checkpoint, device)
+        classifier = load_classifier(checkpoint, device)
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
-            module.to(memory_format=torch.channels_last)
+            classifier.module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
-        return LoadedModel(module, info.backbone, info.preprocessing, "", info.labelset)
+        return LoadedModel(classifier.module, classifier.name, classifier.preprocessing, "", classifier.labelset)
+    if not Path(checkpoint).is_file():
+        raise InputError(f"--models {checkpoint}: --engine onnxruntime runs dsdi checkpoints only (dsdi export "
+                         "makes their ONNX files); rank this Hugging Face model with --engine torch")
     exported = current_export(checkpoint, precision, digest) or _export_now(checkpoint, precision)
     suffix = "+ort" if precision == "fp32" else f"+ort-{precision}-{file_sha256(exported.path)[:8]}"
     labelset = LabelSet.from_dict(exported.info.labelset, f"{exported.path}'s sidecar")

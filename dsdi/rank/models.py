@@ -1,9 +1,9 @@
 """The models ``dsdi rank`` scores and the options an ensemble file sets, resolved from the files that name them.
 
 ``--models``: a run folder must hold a finished run (``dsdi.train.run_folder``) and stands for its best.pt (else
-last.pt); a checkpoint file is taken as given. ``--ensemble``: its members' checkpoint files
-(``dsdi.rank.ensemble``). Neither: every finished run in ``--runs-dir``, and a one-line notice on stderr for each
-unfinished run skipped.
+last.pt); a checkpoint file, a Hugging Face model folder or hub name is taken as given. ``--ensemble``: its
+members' checkpoint files (``dsdi.rank.ensemble``). Neither: every finished run in ``--runs-dir``, and a one-line
+notice on stderr for each unfinished run skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from dsdi.errors import InputError
+from dsdi.models.classifier import is_hf_folder, is_hub_name
 from dsdi.progress import stderr_console
 from dsdi.rank.config import RankConfig, check_model_weights
 from dsdi.rank.ensemble import load_ensemble, member_checkpoints
@@ -46,13 +47,17 @@ def resolve_models(config: RankConfig) -> RankConfig:
 
 
 def model_file(ref: str | Path) -> Path:
-    """The checkpoint file of a ``--models`` entry: a file as given; a finished run's best.pt (else last.pt).
-    InputError naming the entry when it is neither a file nor a finished run."""
+    """The model of a ``--models`` entry: a checkpoint file, a Hugging Face model folder (holding config.json) or
+    hub name (``owner/name`` where no such path exists; ``dsdi.models.classifier`` finds it in the cache) as given;
+    a finished run's best.pt (else last.pt). InputError naming the entry when it is none of these."""
+    if is_hub_name(ref):
+        return Path(ref)
     ref = Path(ref)
-    if ref.is_file():
+    if ref.is_file() or is_hf_folder(ref):
         return ref
     if not ref.is_dir():
-        raise InputError(f"--models {ref}: no such checkpoint file or run directory")
+        raise InputError(f"--models {ref}: no such checkpoint file, run directory, Hugging Face model folder or "
+                         "hub name (owner/name)")
     run = RunFolder(ref)
     reason = run.unfinished_reason()
     if reason:

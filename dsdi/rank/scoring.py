@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from dsdi.errors import InputError
-from dsdi.files import file_sha256
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.labelset import LabelSet, load_labelset
-from dsdi.models.preprocess import Preprocessing
+from dsdi.models.classifier import classifier_digest, classifier_path
+from dsdi.models.preprocess import Preprocessing, Resize
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
 from dsdi.rank.engines import load_for_engine
@@ -65,12 +65,12 @@ def _forward_images(config: RankConfig, device: torch.device) -> int:
 @dataclass
 class _Model:
     key: str
-    sha256: str
-    checkpoint: Path
+    sha256: str  # classifier_digest: its index key's first 16 hex digits
+    checkpoint: Path  # as --models named it: a checkpoint file, a Hugging Face folder or hub name
     backbone: str
     img_size: int
     module: Callable[[torch.Tensor], torch.Tensor]  # the engine's model: normalised images -> logits
-    preprocessing: Preprocessing  # the checkpoint's: its mean/std normalise the model's input
+    preprocessing: Preprocessing  # the model's: its Resize makes the decoded frames' crops, its mean/std normalise
     labelset: LabelSet  # the model's classes, in output order
 
 
@@ -94,14 +94,15 @@ def _views(config: RankConfig) -> Views:
 
 
 def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model], list[float]]:
-    """Each distinct checkpoint file of the resolved config on device, run by --engine at --precision
-    (``dsdi.rank.engines``), with its index key (``model_key``: content hash, sampling rate, views, decoder,
-    engine), and its weight: checkpoints with the same content (a file given twice, or copies) are loaded and
-    scored once and their weights add up."""
+    """Each distinct model of the resolved config (a checkpoint file, a Hugging Face folder or hub name:
+    ``dsdi.models.classifier``) on device, run by --engine at --precision (``dsdi.rank.engines``), with its index
+    key (``model_key``: content hash (``classifier_digest``), sampling rate, views, decoder, engine), and its weight:
+    models with the same content (a file given twice, or copies) are loaded and scored once and their weights add
+    up."""
     models: list[_Model] = []
     weights: list[float] = []
     for checkpoint, weight in zip(config.models, config.model_weights, strict=True):
-        digest = file_sha256(checkpoint)
+        digest = classifier_digest(classifier_path(checkpoint))
         same = next((k for k, model in enumerate(models) if model.sha256 == digest), None)
         if same is not None:
             weights[same] += weight
@@ -185,11 +186,11 @@ _FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead
 @dataclass
 class DecodedChunk:
     """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames'
-    crops (the whole frame, then its tiles: Views.frame_tensors) resized to each model input size S, float32
-    (n, crops, 3, S, S) in [0, 1] (each model's scorer normalises them with its own mean/std)."""
+    crops (the whole frame, then its tiles: Views.frame_tensors) through each model's Resize to its input size S,
+    float32 (n, crops, 3, S, S) in [0, 1] (each model's scorer normalises them with its own mean/std)."""
 
     times: np.ndarray
-    tensors: dict[int, torch.Tensor]
+    tensors: dict[Resize, torch.Tensor]
 
 
 @dataclass
@@ -229,13 +230,13 @@ def _failure_reason(error: Exception) -> str:
     return error.reason if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
 
 
-def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_sizes: set[int],
+def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes: set[Resize],
                  cancelled: threading.Event) -> None:
     """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
-    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model input
-    size in one pass of the decoder's scaler (ClipChunks shrink_to); a frame smaller than that is converted at its
-    own size and resized by frames_to_tensor. With --tiles the decoder also scales it to each size's
-    Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
+    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model's resize
+    size in one pass of the decoder's scaler (ClipChunks shrink_to), then centre-cropped; a frame smaller than that
+    is converted at its own size and resized by the Resize. With --tiles the decoder also scales it to each resize
+    size's Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
     chunk_frames / crops frames (at least one), so that its bytes stay about the same."""
     def put(item: DecodedChunk | _End) -> bool:
         while not cancelled.is_set():
@@ -246,8 +247,8 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, img_size
                 pass
         return False
 
-    views, sizes = _views(config), sorted(img_sizes)
-    wanted = [(size, size) for size in sizes] + [views.tile_source_size(size) for size in sizes if views.tiles]
+    views, sizes = _views(config), list(resizes)
+    wanted = [*sizes] + [views.tile_source_size(size.target) for size in sizes if views.tiles]
     chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted,
                         backend=config.decoder)
     try:
@@ -300,7 +301,7 @@ class _ClipCollector:
                 self.open_clips[slot] = open_clip
             open_clip.times_s.append(item.times + (clip.start or 0.0))
             for model in needed:
-                self.scorers[model.key].add(slot, item.tensors[model.img_size])
+                self.scorers[model.key].add(slot, item.tensors[model.preprocessing.resize])
                 open_clip.remaining[model.key] += len(item.times)
             self.collect(flush=False)
         if not open_clip.times_s:  # nothing decoded: a failure, never scored
@@ -331,7 +332,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
     Returns (clips stored, frames scored)."""
     ahead = 2 * workers
     scorers = {m.key: _BatchScorer(m, _forward_images(config, device), device, _views(config)) for m in models}
-    img_sizes = {m.img_size for m in models}
+    resizes = {m.preprocessing.resize for m in models}
     cancelled = threading.Event()
 
     initializer = _yield_to_the_model if device.type == "cpu" else None
@@ -340,7 +341,7 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
 
         def start_decoding(clip: Clip) -> queue.Queue:
             feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
-            pool.submit(decode_clip_into, feed, clip, config, img_sizes, cancelled)
+            pool.submit(decode_clip_into, feed, clip, config, resizes, cancelled)
             return feed
 
         try:

@@ -1,14 +1,16 @@
 """What a model sees of each sampled frame in ``dsdi rank`` (``--tta``, ``--tiles``) and how a frame's score is made.
 
 The views of a frame are the whole frame and, with tiles, its R x C overlapping tiles (the SAHI idea of slicing
-for small objects), each brought to the model's input size S x S by ``resize_unit`` (the whole-frame resize), then
-normalised with the model's own mean/std (its checkpoint's ``Preprocessing``, applied by the scorer on the model's
-device). With flip TTA every view is also scored mirrored (``torch.flip`` on the width).
+for small objects), each brought to the model's input size S x S by the model's ``Resize`` (as a whole image: a
+stretch, or the shortest edge then the centre crop), then normalised with the model's own mean/std (its
+``Preprocessing``, applied by the scorer on the model's device). With flip TTA every view is also scored mirrored
+(``torch.flip`` on the width).
 Per class a frame's score is the max over its views of the view's sigmoid, a view's sigmoid being the mean of
 its own and its mirror's with flip TTA. Plain (no option) is the whole frame alone: the score of before.
 
-Tiles are cut from the frame decoded at ``tile_source_size`` (where each tile is S x S), or at its own size when
-the footage is smaller than that on a side (then each tile is upscaled to S, as a small frame is).
+Tiles are cut from the frame decoded at ``tile_source_size`` of the resize's size R (where each tile is R x R, so
+that a shortest-edge model's resize leaves it as it is and takes its centre S x S), or at its own size when the
+footage is smaller than that on a side (then each tile is upscaled, as a small frame is).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsdi.models.preprocess import resize_unit
+from dsdi.models.preprocess import Resize
 
 Box = tuple[int, int, int, int]
 
@@ -78,14 +80,14 @@ class Views:
         return (math.ceil(img_size * (cols - (cols - 1) * self.overlap) - 1e-9),
                 math.ceil(img_size * (rows - (rows - 1) * self.overlap) - 1e-9))
 
-    def frame_tensors(self, whole: np.ndarray, source: np.ndarray | None, img_size: int) -> torch.Tensor:
-        """float32 (n, crops, 3, S, S) in [0, 1], S = img_size: crop 0 the whole frames uint8 (n, h, w, 3) RGB,
-        then the tiles (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without
-        tiles), each resized by resize_unit (the model's Preprocessing.normalise makes them its input)."""
-        crops = [resize_unit(whole, img_size)]
+    def frame_tensors(self, whole: np.ndarray, source: np.ndarray | None, resize: Resize) -> torch.Tensor:
+        """float32 (n, crops, 3, S, S) in [0, 1], S = resize.img_size: crop 0 the whole frames uint8 (n, h, w, 3)
+        RGB, then the tiles (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without
+        tiles), each through ``resize.unit`` (the model's Preprocessing.normalise makes them its input)."""
+        crops = [resize.unit(whole)]
         if self.tiles:
             height, width = source.shape[1:3]
-            crops += [resize_unit(source[:, y0:y1, x0:x1], img_size)
+            crops += [resize.unit(source[:, y0:y1, x0:x1])
                       for x0, y0, x1, y1 in tile_boxes(width, height, *self.tiles, self.overlap)]
         return torch.stack(crops, dim=1) if len(crops) > 1 else crops[0].unsqueeze(1)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dsdi.errors import InputError
+from dsdi.models.preprocess import Resize
 from dsdi.video.clip import Clip
 from dsdi.video.orientation import UPRIGHT, Orientation, frame_orientation, stream_turns
 
@@ -22,7 +23,8 @@ MODEL_SCALER_FLAGS = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT")  # swscale f
 # RGB at a model's input size: bilinear widened with the ratio (antialiased, like PIL / torch), full-resolution chroma
 # and exact rounding. Against a float64 BT.601 conversion resized in torch it is the closest path measured (bias
 # 0.00, mean |diff| 0.35 levels on a limited-range 720p aerial pan at 224 px), closer than converting the whole frame
-# with the unscaled converter and then scaling (bias -1.14, 1.14; that converter sits ~1 level low), and 5x faster
+# with the unscaled converter and then scaling (bias -1.14, 1.14; that converter sits ~1 level low), and 5x faster.
+# A bicubic model (Resize interpolation "bicubic") gets the same pass with BICUBIC in place of BILINEAR
 LOOKAHEAD_PACKETS = 16  # packets demuxed ahead (and kept behind) to find a frame's successor in display order
 
 
@@ -161,11 +163,13 @@ def _pyav_frames(path: Path, begin: float, end: float | None, info: _PyavStream,
 
 
 @functools.cache
-def _model_scaler() -> object:
-    """MODEL_SCALER_FLAGS as one PyAV Interpolation value (worked out once: every sampled frame asks)."""
+def _model_scaler(interpolation: str = "bilinear") -> object:
+    """MODEL_SCALER_FLAGS, with ``interpolation`` (bilinear | bicubic) as the filter, as one PyAV Interpolation
+    value (worked out once: every sampled frame asks)."""
     from av.video.reformatter import Interpolation
 
-    return functools.reduce(operator.or_, (Interpolation[flag] for flag in MODEL_SCALER_FLAGS))
+    flags = (interpolation.upper(), *MODEL_SCALER_FLAGS[1:])
+    return functools.reduce(operator.or_, (Interpolation[flag] for flag in flags))
 
 
 def open_decord_reader(path: Path, size: tuple[int, int] | None) -> tuple[object, np.ndarray, float]:
@@ -185,6 +189,7 @@ def open_decord_reader(path: Path, size: tuple[int, int] | None) -> tuple[object
 
 
 Size = tuple[int, int]
+Target = Size | Resize  # a ClipChunks shrink_to entry: a fixed (width, height), or a model's resize
 
 
 def _stack_rgb(frames: Sequence, orientation: Orientation) -> np.ndarray:
@@ -216,14 +221,16 @@ class ClipChunks:
     does by default (dsdi.video.orientation; orientation holds it once iteration has begun), and every size is
     the shown picture's (width, height): a phone's portrait clip coded 640x272 comes out 272 wide, 640 high.
 
-    shrink_to: several (width, height) instead of size; frames is then a tuple of arrays, one per size, each
-    from the same decoded frame: converted from YUV to RGB at that size in one pass of FFmpeg's scaler (PyAV:
-    swscale in C, MODEL_SCALER_FLAGS: antialiased bilinear, exact BT.601 colours) when the frame is at least that
-    large on both sides, else converted the same way at the decoded size (the caller resizes; decord: always its
-    own converter). Raises VideoDecodeError, before the first chunk, when nothing is decodable."""
+    shrink_to: several targets instead of size, each a (width, height) or a model's ``Resize`` (its
+    ``scaled_size`` of the shown picture: the resize before its centre crop, which the caller takes); frames is
+    then a tuple of arrays, one per target, each from the same decoded frame: converted from YUV to RGB at that
+    size in one pass of FFmpeg's scaler (PyAV: swscale in C, MODEL_SCALER_FLAGS: antialiased bilinear, or bicubic
+    for a bicubic Resize, exact BT.601 colours) when the frame is at least that large on both sides, else converted
+    the same way at the decoded size (the caller resizes; decord: always its own converter). Raises
+    VideoDecodeError, before the first chunk, when nothing is decodable."""
 
     def __init__(self, clip: Clip, fps: float = 10.0, chunk_frames: int = CHUNK_FRAMES,
-                 size: Size | None = None, backend: str | None = None, shrink_to: Sequence[Size] = ()) -> None:
+                 size: Size | None = None, backend: str | None = None, shrink_to: Sequence[Target] = ()) -> None:
         if backend not in (None, *BACKENDS):
             raise InputError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if chunk_frames < 1:
@@ -276,13 +283,19 @@ class ClipChunks:
         if not self.shrink_to:  # size: PyAV's default scaler (bilinear, one pass), as before shrink_to existed
             size = dict(zip(("width", "height"), self.orientation.turned(self.size), strict=True)) if self.size else {}
             return (frame.reformat(format="rgb24", threads=1, **size),)
-        coded = [self.orientation.turned(s) for s in self.shrink_to]
-        targets = [s if frame.width >= s[0] and frame.height >= s[1] else None for s in coded]
-        done: dict[Size | None, object] = {}
-        for target in targets:  # None: smaller than the model input, RGB at its own size (the caller resizes)
-            if target not in done:
-                size = {"width": target[0], "height": target[1]} if target else {}
-                done[target] = frame.reformat(format="rgb24", interpolation=_model_scaler(), threads=1, **size)
+        shown = self.orientation.turned((frame.width, frame.height))
+        targets = []
+        for target in self.shrink_to:
+            size = self.orientation.turned(target.scaled_size(*shown) if isinstance(target, Resize) else target)
+            fits = frame.width >= size[0] and frame.height >= size[1]
+            interpolation = target.interpolation if isinstance(target, Resize) else "bilinear"
+            targets.append((size if fits else None, interpolation))
+        done: dict[tuple[Size | None, str], object] = {}
+        for size, interpolation in targets:  # None: smaller than the target, RGB at its own size (caller resizes)
+            if (size, interpolation) not in done:
+                sides = {"width": size[0], "height": size[1]} if size else {}
+                done[size, interpolation] = frame.reformat(format="rgb24", interpolation=_model_scaler(interpolation),
+                                                           threads=1, **sides)
         return tuple(done[target] for target in targets)
 
     def _needed(self, start: float, next_start: float) -> bool:
