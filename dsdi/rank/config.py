@@ -68,7 +68,8 @@ class RankConfig:
     clips: Path | None = option(None, help="folder of shot clips (recursive; shot id = file stem)")
     shots: Path | None = option(None, help="master shot table CSV video,shot_id,start,end (seconds), "
                                            "instead of --clips")
-    models: list[Path] = option([], help="run dirs or .pt files: --models runs/A --models runs/B",
+    models: list[Path] = option([], help="run dirs, .pt files, Hugging Face classifier folders or cached hub "
+                                         "names: --models runs/A --models MITLL/LADI-v2-classifier-small",
                                 shown_default="every finished run in --runs-dir")
     ensemble: Path | None = option(None, help="ensemble file (runs/ensembles/NAME.toml): members, checkpoints, "
                                               "weights, agg, fuse; not with --models/--model-weights; "
