@@ -27,7 +27,8 @@ TRAIN_IMAGES, TEST_IMAGES = 4, 10
 
 
 def v2a_checkpoint(path: Path, seed: int) -> Path:
-    """A real dsdi checkpoint of a random lcnet_050 with a ladi-v2a head whose sigmoids follow the image colours."""
+    """A real dsdi checkpoint (a .pt file, or a run folder's best.pt) of a random lcnet_050 with a ladi-v2a head
+    whose sigmoids follow the image colours."""
     tiny_checkpoint(path, img_size=SIDE, seed=seed, head_std=(1.0, 0.3), colour_calibrated=True, labelset=V2A)
     return path
 
@@ -57,12 +58,13 @@ def image_set(tmp_path_factory) -> tuple[Path, Path, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("models")
-    return [v2a_checkpoint(folder / "a.pt", seed=0), v2a_checkpoint(folder / "b.pt", seed=1)]
+    return [v2a_checkpoint(folder / "run_a", seed=0), v2a_checkpoint(folder / "b.pt", seed=1)]
 
 
 def own_sigmoids(checkpoint: Path, image_paths: list[Path]) -> np.ndarray:
-    """float32 (N, C): the checkpoint's model on each image as dsdi's validation reads it (load_image)."""
-    module, info = load_model(checkpoint)
+    """float32 (N, C): the checkpoint's model (a run folder's: its best.pt) on each image as dsdi's validation reads
+    it (load_image)."""
+    module, info = load_model(checkpoint / "best.pt" if checkpoint.is_dir() else checkpoint)
     with torch.no_grad():
         batch = torch.stack([load_image(path, info.preprocessing) for path in image_paths])
         return torch.sigmoid(module(batch)).numpy()
