@@ -59,7 +59,7 @@ def test_export_matches_the_timm_model_and_records_its_input(world, cli):
     assert info["checkpoint_sha256"] == file_sha256(world["run"] / "best.pt")
     assert info["classes"] == list(CLASSES) and info["precision"] == "fp32" and info["max_abs_diff"] < 1e-4
     assert info["preprocessing"] == {"img_size": SIDE, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                     "interpolation": "bilinear"}
+                                     "interpolation": "bilinear", "resize_mode": "square", "resize_size": 0}
 
 
 def test_bad_export_inputs_exit_2_with_one_line(world, tmp_path, cli):
