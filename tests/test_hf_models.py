@@ -236,6 +236,10 @@ def test_a_hub_name_not_in_the_cache_and_incomplete_folders_exit_2_on_one_line(w
     said = cli.said(cli("rank", "--clips", world["clips"], "--models", "MITLL/LADI-v2-classifier-small", "--out",
                         tmp_path / "o1", expect=2))
     assert "huggingface-cli download MITLL/LADI-v2-classifier-small" in said
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # runs/A with a runs/ folder here: a mistyped run folder, not a hub name
+    said = cli.said(cli("rank", "--clips", world["clips"], "--models", "runs/A", "--out", tmp_path / "o2", expect=2))
+    assert "no such checkpoint file, run directory" in said and "cache" not in said
     no_labels = shutil.copytree(world["bit"], tmp_path / "no-labels")
     config = json.loads((no_labels / "config.json").read_text())
     del config["id2label"], config["label2id"]

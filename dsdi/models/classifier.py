@@ -65,8 +65,9 @@ def is_hf_folder(path: Path) -> bool:
 
 
 def is_hub_name(ref: str | Path) -> bool:
-    """Whether ``ref`` names a hub model (``owner/name``) rather than a path: no such path exists."""
-    return bool(HUB_NAME.match(str(ref))) and not Path(ref).exists()
+    """Whether ``ref`` names a hub model (``owner/name``) rather than a path: no such path exists, nor a local folder
+    ``owner`` (``runs/A`` with a ``runs/`` folder here is a mistyped run folder, not a hub name)."""
+    return bool(HUB_NAME.match(str(ref))) and not Path(ref).exists() and not Path(ref).parent.is_dir()
 
 
 def classifier_digest(path: Path) -> str:
