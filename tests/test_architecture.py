@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "dsdi"
 # Pipeline order: a module may import its own stage and any stage before it, never a later one.
 # "base" is the top level of dsdi/ (errors, files, options, progress, runtime, workspace).
-STAGES = ("base", "labels", "models", "train", "video", "index", "trecvid", "rank", "report", "synth", "study", "cli")
+STAGES = ("base", "labels", "models", "train", "video", "index", "trecvid", "rank", "report", "search", "synth",
+          "study", "cli")
 MAX_TOP_LEVEL_MODULES = 12
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 500
