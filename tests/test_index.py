@@ -198,10 +198,10 @@ def test_v1_index_is_migrated_in_place_without_losing_scores(tmp_path):
     finally:
         index.close()
     with sqlite3.connect(out / "scores.sqlite") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
-            "clips", "models", "model_scores", "failures"}
+            "clips", "models", "model_scores", "failures", "embeddings"}
     assert not (out / "scores.sqlite-wal").exists()
 
 

@@ -228,5 +228,5 @@ def test_the_index_holds_models_of_any_class_count_and_upgrades_version_2(tmp_pa
     finally:
         index.close()
     with sqlite3.connect(tmp_path / "out" / "scores.sqlite") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         assert json.loads(db.execute("SELECT classes FROM models").fetchone()[0] or "[]") == []

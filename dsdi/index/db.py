@@ -1,8 +1,9 @@
 """The SQLite file of the score index (``store.py``): its schema, opening it (created, or migrated in place from
-version 1 or 2), reading its models without writing, and the hash a clip signature is stored as.
+version 1, 2 or 3), reading its models without writing, and the hash a clip signature is stored as.
 
 Version 3 added ``models.classes``: the model's class names in output order as a JSON list (NULL, in rows of an
-index written before: LADI v1's 37 classes)."""
+index written before: LADI v1's 37 classes). Version 4 added the ``embeddings`` table (one clip embedding per
+model and clip, ``dsdi.index.embeddings``); an index of an earlier version gains it empty."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dsdi.errors import InputError
 from dsdi.index.scores import ClipScores
 from dsdi.labels.labelset import LADI_V1
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS clips (shot_id TEXT PRIMARY KEY, clip_path TEXT NOT NULL, start REAL, "end" REAL,
     size INTEGER, mtime REAL, signature INTEGER NOT NULL)""",
@@ -29,7 +30,10 @@ SCHEMA = (
     signature INTEGER NOT NULL, frames INTEGER NOT NULL, status TEXT NOT NULL, note TEXT, scores BLOB NOT NULL,
     PRIMARY KEY (model_key, shot_id))""",
     "CREATE TABLE IF NOT EXISTS failures (clip_path TEXT NOT NULL, shot_id TEXT PRIMARY KEY, reason TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS embeddings (model_key TEXT NOT NULL, shot_id TEXT NOT NULL,
+    signature INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model_key, shot_id))""",
 )
+TABLES = {"clips", "models", "model_scores", "failures", "embeddings"}
 
 
 def signature_hash(signature: str) -> int:
@@ -80,7 +84,7 @@ def corrupt_scores(path: Path, shot: str, model_key: str) -> InputError:
 
 
 def open_database(path: Path) -> sqlite3.Connection:
-    """scores.sqlite at schema version 2 in rollback-journal mode, created or migrated as needed."""
+    """scores.sqlite at the current schema version in rollback-journal mode, created or migrated as needed."""
     db = sqlite3.connect(path, timeout=120.0, isolation_level=None)
     try:
         db.execute("PRAGMA busy_timeout = 120000")
@@ -94,8 +98,8 @@ def open_database(path: Path) -> sqlite3.Connection:
         if version < 2 and "model_scores" in tables:
             migrate_v1(db, path)
         if version < SCHEMA_VERSION and "model_scores" in tables:
-            _add_model_classes(db)
-        elif version < SCHEMA_VERSION or not {"clips", "models", "model_scores", "failures"} <= tables:
+            _upgrade_v2_v3(db)
+        elif version < SCHEMA_VERSION or not TABLES <= tables:
             db.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 db.execute(statement)
@@ -107,12 +111,14 @@ def open_database(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _add_model_classes(db: sqlite3.Connection) -> None:
-    """Version 2 to 3: the models table gains its classes column (NULL: LADI v1), in one transaction."""
+def _upgrade_v2_v3(db: sqlite3.Connection) -> None:
+    """Version 2 or 3 to 4, in one transaction: the models table gains its classes column (NULL: LADI v1), the
+    index its empty embeddings table."""
     db.execute("BEGIN IMMEDIATE")
     try:
         if "classes" not in {row[1] for row in db.execute("PRAGMA table_info(models)")}:
             db.execute("ALTER TABLE models ADD COLUMN classes TEXT")
+        db.execute(SCHEMA[-1])
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")

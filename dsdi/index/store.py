@@ -1,6 +1,6 @@
 """The persistent score index of ``dsdi rank``: OUT_DIR/scores.sqlite and the shard files its processes append to.
 
-``scores.sqlite`` (SQLite with a rollback journal, never WAL, so it works on a network filesystem; schema version 3
+``scores.sqlite`` (SQLite with a rollback journal, never WAL, so it works on a network filesystem; schema version 4
 in ``PRAGMA user_version``) is written by one process only: a lone ``dsdi rank`` / ``dsdi fuse``, or torchrun's
 process 0. Tables:
 
@@ -14,15 +14,17 @@ process 0. Tables:
   the time in seconds into ``clip_path`` of the frame with the highest sigmoid. Any aggregation can be re-fused
   later.
 - ``failures(clip_path, shot_id, reason)``: clips of the latest run that could not be decoded.
+- ``embeddings(model_key, shot_id, signature, vector)``: one clip embedding per (model, clip), d int8 codes
+  (``dsdi.index.embeddings``: at most 512 bytes), made from the same frames and forward passes as the scores.
 
 A model key is the checkpoint's SHA-256 plus the sampling rate (plus the ``--tta`` / ``--tiles`` views, each
 variant a key of its own: ``dsdi.rank.scoring.model_key``), so a retrained checkpoint is re-scored; a clip
 signature (a 64-bit hash of the clip's path, byte size, mtime and shot bounds) changes when a clip file is
 replaced, so a replaced clip is re-scored too.
 
-Shards: ``add_clip`` and ``add_failure`` append one checksummed record per clip to this process's own shard,
-OUT_DIR/scores.<shard>.shard (one ``write`` each: a killed process loses nothing it finished; a torn last record
-is ignored). No two processes ever write one file. ``merge_shards`` moves every shard into scores.sqlite in one
+Shards: ``add_clip`` (a clip's scores and its embedding) and ``add_failure`` append one checksummed record per clip
+to this process's own shard, OUT_DIR/scores.<shard>.shard (one ``write`` each: a killed process loses nothing it
+finished; a torn last record is ignored). No two processes ever write one file. ``merge_shards`` moves every shard into scores.sqlite in one
 transaction and then deletes them; ``dsdi rank`` merges at its start (what a killed run left) and at its end
 (under torchrun process 0, after every process finished). A lone process also merges its own shard on ``close``
 and before it reads.
@@ -49,6 +51,7 @@ import numpy as np
 
 from dsdi.errors import InputError
 from dsdi.index.db import corrupt_scores, model_classes, open_database, signature_hash
+from dsdi.index.embeddings import Embeddings, embedding_bytes
 from dsdi.index.scores import PARTS, ClipScores, scores_bytes, sigmoids, stored_size
 from dsdi.index.shard import read_shard, shard_record, valid_shard_length
 from dsdi.labels.labelset import LADI_V1
@@ -125,13 +128,18 @@ class ScoreIndex:
 
     # ---- writing: clips and failures to this process's shard
 
-    def add_clip(self, clip: Clip, scores_by_model: dict[str, ClipScores]) -> None:
-        """Append all models' scores of one clip to this process's shard in one write (and clear an older failure
-        of it when merged)."""
+    def add_clip(self, clip: Clip, scores_by_model: dict[str, ClipScores],
+                 embedding: tuple[str, np.ndarray] | None = None) -> None:
+        """Append all models' scores of one clip and its embedding (model key, float (d,) vector) to this
+        process's shard in one write (and clear an older failure of it when merged)."""
         items = list(scores_by_model.items())
         meta = {"kind": "clip", "shot_id": clip.shot_id, "signature": signature_hash(clip_signature(clip)),
                 "models": [[key, int(s.frames), s.status, s.note, len(s.max_scores)] for key, s in items]}
-        self._append(shard_record(meta, scores_bytes([s for _, s in items])))
+        blobs = scores_bytes([s for _, s in items]) if items else b""
+        if embedding is not None:
+            meta["embedding"] = [embedding[0], len(embedding[1])]
+            blobs += embedding_bytes(embedding[1])
+        self._append(shard_record(meta, blobs))
 
     def add_failure(self, clip: Clip, reason: str) -> None:
         self._append(shard_record({"kind": "failure", "shot_id": clip.shot_id, "clip_path": str(clip.path),
@@ -281,6 +289,25 @@ class ScoreIndex:
         return {shot: ClipScores(int(stored.frames[i]), stored.status[i], stored.notes[i] or "",
                                  *(stored.values[p][i] for p in PARTS)) for i, shot in enumerate(shots)}
 
+    def embedded_shots(self, model_key: str) -> set[str]:
+        """Shot ids of the current clip set with an embedding by this model for the same clip content."""
+        return set(self.clip_set().shots[self.stored_embeddings(model_key)[0]].tolist())
+
+    def stored_embeddings(self, model_key: str) -> tuple[np.ndarray, Embeddings]:
+        """(positions in clip_set of the clips with an embedding by this model for their current content, int64
+        (n,); their Embeddings). InputError naming the index for vectors of unequal lengths (a damaged index)."""
+        self._sync()
+        self.clip_set()  # and the clips rowid -> position map
+        with _bulk():
+            rows = self.db.execute("SELECT c.rowid, e.vector FROM embeddings e JOIN clips c ON c.shot_id = e.shot_id"
+                                   " AND c.signature = e.signature WHERE e.model_key = ?", (model_key,)).fetchall()
+        rowids, vectors = _columns(rows, 2)
+        if len({len(vector) for vector in vectors}) > 1 or (vectors and not isinstance(vectors[0], bytes)):
+            raise InputError(f"{self.path}: the stored embeddings of model {model_key} are corrupt; delete {self.path}"
+                             " and run dsdi rank again")
+        dims = len(vectors[0]) if vectors else 0
+        return self._clip_position[np.array(rowids, dtype=np.int64)], Embeddings.from_bytes(b"".join(vectors), dims)
+
     def failures(self) -> list[tuple[str, str, str]]:
         """(clip_path, shot_id, reason) of the current clip set, by shot id."""
         self._sync()
@@ -331,14 +358,17 @@ def _merge_shard(db: sqlite3.Connection, path: Path) -> int:
     """Insert one shard's records (in order: a later record of a shot wins) inside the caller's transaction, in
     batches sorted by (model, shot) so that each model's rows lie together; returns the clips merged."""
     rows: list[tuple] = []
+    embedded: list[tuple] = []
     fates: dict[str, tuple | None] = {}  # shot id -> its failure row, or None once scored
 
     def flush() -> None:
         rows.sort(key=lambda row: (row[0], row[1]))
         db.executemany("INSERT OR REPLACE INTO model_scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)", embedded)
         db.executemany("DELETE FROM failures WHERE shot_id = ?", [(s,) for s, f in fates.items() if f is None])
         db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?)", [f for f in fates.values() if f])
         rows.clear()
+        embedded.clear()
         fates.clear()
 
     clips = 0
@@ -354,6 +384,9 @@ def _merge_shard(db: sqlite3.Connection, path: Path) -> int:
             size = stored_size(classes[0] if classes else len(LADI_V1.class_names))
             rows.append((key, shot, meta["signature"], frames, status, note, blobs[offset:offset + size]))
             offset += size
+        if "embedding" in meta:  # records before embeddings: none
+            key, dims = meta["embedding"]
+            embedded.append((key, shot, meta["signature"], blobs[offset:offset + dims]))
         if len(rows) >= _MERGE_BATCH_ROWS:
             flush()
     flush()

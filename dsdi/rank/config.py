@@ -80,6 +80,9 @@ class RankConfig:
     fuse: list[tuple[Path, float]] = option([], help="OTHER_OUT_DIR:W mixes another rank output in: "
                                                      "(this + W*other)/(1+W); paper 2:1 -> :0.5",
                                             parse=parse_fuse_spec)
+    embed_model: Path | None = option(None, help="the model of --models whose pooled features make each clip's "
+                                                 "embedding (stored in the index, for dsdi search by example)",
+                                      shown_default="the highest-weight model")
     labelset: str | None = option(None, help="label set of the ranking (a built-in name or a TOML file): its "
                                              "features are ranked; models of another label set join by class name "
                                              "when they have every ranked class",

@@ -9,16 +9,18 @@ it); PyTorch's keys stay as they were.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from dsdi.errors import InputError
 from dsdi.files import file_sha256
 from dsdi.labels.labelset import LabelSet
-from dsdi.models.classifier import load_classifier
+from dsdi.models.classifier import classifier_digest, classifier_path, load_classifier
 from dsdi.models.ort import OrtModel
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import stderr_console
@@ -67,3 +69,22 @@ def _export_now(checkpoint: Path, precision: str):
             raise
         raise InputError(f"--models {checkpoint}: no int8 export yet, and making one failed ({error}); make it "
                          f"with dsdi export {checkpoint} --precision int8 --images DIR") from None
+
+
+def choose_embed_model(named: Path | None, models: Sequence[Any], weights: Sequence[float]) -> Any | None:
+    """Of the loaded ``models`` (each with ``sha256``, ``module`` and ``checkpoint``), the one whose pooled features
+    make the clip embeddings: the one ``named`` (--embed-model) by content, else the first of the highest weight;
+    None when that one runs on ONNX Runtime (it gives no features) and none was named. InputError for a named
+    model not among them, or on ONNX Runtime."""
+    if named is None:
+        chosen = models[int(np.argmax(weights))]
+        return chosen if isinstance(chosen.module, torch.nn.Module) else None
+    digest = classifier_digest(classifier_path(named))
+    chosen = next((model for model in models if model.sha256 == digest), None)
+    if chosen is None:
+        raise InputError(f"--embed-model {named}: not among the --models ranked "
+                         f"({', '.join(str(m.checkpoint) for m in models)}); name one of them")
+    if not isinstance(chosen.module, torch.nn.Module):
+        raise InputError(f"--embed-model {named}: embeddings need --engine torch (ONNX Runtime gives the logits "
+                         "only)")
+    return chosen

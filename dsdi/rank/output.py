@@ -7,6 +7,8 @@ A rank output folder holds:
   backbones, weights, agg, fps, topk, labelset (the ranking's label set, ``LabelSet.to_dict``; absent: ladi-v1),
   fuse, pid, tr_type, priority, tta, tiles ("RxC" or null), tile_overlap (null
   without tiles; the three are left out after ``dsdi fuse --models`` chose a key of another rank call),
+  embed_model and embed_model_key (the model whose clip embeddings the index holds, and its key; absent when
+  none were stored),
   clips_ranked, clips_failed, clips_scored (this call), clips_reused (taken whole from the index), index_bytes (the
   score index on disk), elapsed_s, created (and scores_from, when ``dsdi fuse --out`` made it from another folder)
 - ``clip_scores.csv``   shot_id, clip_path, frames, status and the fused score of each class of the label set, one
@@ -89,6 +91,8 @@ class RunFacts:
     tr_type: str | None = None
     priority: int | None = None
     views: ViewFacts | None = None
+    embed_model: str | None = None
+    embed_model_key: str | None = None
     clips_ranked: int | None = None
     clips_failed: int | None = None
     clips_scored: int | None = None

@@ -32,14 +32,16 @@ import numpy as np
 import torch
 
 from dsdi.errors import InputError
+from dsdi.index.embeddings import clip_embedding
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.labelset import LabelSet, load_labelset
 from dsdi.models.classifier import classifier_digest, classifier_path
+from dsdi.models.features import with_features
 from dsdi.models.preprocess import Preprocessing, Resize
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
-from dsdi.rank.engines import load_for_engine
+from dsdi.rank.engines import choose_embed_model, load_for_engine
 from dsdi.rank.fusion import fuse_and_write, fusion_labelset
 from dsdi.rank.models import resolve_models
 from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
@@ -72,6 +74,8 @@ class _Model:
     module: Callable[[torch.Tensor], torch.Tensor]  # the engine's model: normalised images -> logits
     preprocessing: Preprocessing  # the model's: its Resize makes the decoded frames' crops, its mean/std normalise
     labelset: LabelSet  # the model's classes, in output order
+    features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # the embedding model's
+    # module returning (logits, pooled features): dsdi.models.features.with_features
 
 
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
@@ -145,8 +149,9 @@ class _BatchScorer:
         self.queue.append((slot, frames))
         self.pending += len(frames)
 
-    def run(self, flush: bool) -> list[tuple[int, np.ndarray]]:
-        """Score every full batch (and, with flush, the remainder)."""
+    def run(self, flush: bool) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Score every full batch (and, with flush, the remainder): (slot, frame scores (n, C), the embedding
+        model's frame features (n, D) or None) per batch part."""
         results = []
         while self.pending >= self.batch_size or (flush and self.pending):
             parts, owners, room = [], [], self.batch_size
@@ -159,25 +164,33 @@ class _BatchScorer:
                 owners.append((slot, len(frames)))
                 room -= len(frames)
             self.pending -= self.batch_size - room
-            probs = self._forward(torch.cat(parts))
+            probs, features = self._forward(torch.cat(parts))
             start = 0
             for slot, count in owners:
-                results.append((slot, probs[start:start + count]))
+                results.append((slot, probs[start:start + count],
+                                None if features is None else features[start:start + count]))
                 start += count
         return results
 
     @torch.inference_mode()
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
-        """Frame scores float64 (B, 37) of B frames' crops (B, crops, 3, S, S) in [0, 1] (Views.frame_scores),
-        normalised on the device with the model's own mean/std (its checkpoint's Preprocessing)."""
+    def _forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame scores float64 (B, C) of B frames' crops (B, crops, 3, S, S) in [0, 1] (Views.frame_scores),
+        normalised on the device with the model's own mean/std (its checkpoint's Preprocessing); for the embedding
+        model also the pooled features float32 (B, D) of each whole frame (crop 0, not mirrored), from the same
+        pass."""
         on_gpu = self.device.type == "cuda"
         layout = torch.channels_last if on_gpu else torch.contiguous_format
         crops = batch.flatten(0, 1).to(self.device, memory_format=layout)
-        images = self.views.with_mirrors(self.model.preprocessing.normalise(crops))
+        images = self.views.with_mirrors(self.model.preprocessing.normalise(crops)).contiguous(memory_format=layout)
+        features = None
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
-            logits = self.model.module(images.contiguous(memory_format=layout))
+            if self.model.features is None:
+                logits = self.model.module(images)
+            else:
+                logits, features = self.model.features(images)
+                features = features[:len(crops)].view(len(batch), -1, features.shape[-1])[:, 0].cpu().numpy()
         # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
-        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy()
+        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy(), features
 
 
 _FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead
@@ -203,13 +216,30 @@ class _End:
 
 
 @dataclass
+class _Work:
+    """What a clip still needs: the models whose scores the index lacks, and the embedding model when it lacks
+    the clip's embedding."""
+
+    scoring: list[_Model]
+    embedding: _Model | None = None
+
+    def models(self) -> list[_Model]:
+        """The models to run on the clip's frames."""
+        extra = [self.embedding] if self.embedding is not None and self.embedding not in self.scoring else []
+        return self.scoring + extra
+
+
+@dataclass
 class _OpenClip:
-    """A clip whose frames are being decoded and scored; complete when decoding ended and every needed model
-    returned every frame."""
+    """A clip whose frames are being decoded and scored; complete when decoding ended and every model it runs
+    returned every frame. Its scores are stored for the models in ``store``, its embedding when ``embed`` is."""
 
     clip: Clip
     remaining: dict[str, int]  # model key -> frames added but not scored yet
-    parts: dict[str, list[np.ndarray]]  # model key -> sigmoids (n, 37) per scored batch part
+    parts: dict[str, list[np.ndarray]]  # model key -> sigmoids (n, C) per scored batch part
+    store: set[str]  # model keys whose scores the index lacks
+    embed: str | None = None  # the embedding model's key, when the index lacks the clip's embedding
+    features: list[np.ndarray] = field(default_factory=list)  # the embedding model's (n, D) per batch part
     times_s: list[np.ndarray] = field(default_factory=list)  # per chunk, seconds into the clip file
     end: _End | None = None
 
@@ -222,7 +252,11 @@ class _OpenClip:
     def scores(self) -> dict[str, ClipScores]:
         times = np.concatenate(self.times_s)
         return {key: ClipScores.from_frame_scores(np.concatenate(chunks), times, self.end.truncated, self.end.note)
-                for key, chunks in self.parts.items()}
+                for key, chunks in self.parts.items() if key in self.store}
+
+    def embedding(self) -> tuple[str, np.ndarray] | None:
+        """(embedding model key, the clip's embedding) when it is to be stored."""
+        return (self.embed, clip_embedding(np.concatenate(self.features))) if self.embed else None
 
 
 def _failure_reason(error: Exception) -> str:
@@ -278,24 +312,28 @@ class _ClipCollector:
     def collect(self, flush: bool) -> None:
         """Run every scorer's full batches (and with flush the remainders), then store the completed clips."""
         for key, scorer in self.scorers.items():
-            for slot, probs in scorer.run(flush):
+            for slot, probs, features in scorer.run(flush):
                 open_clip = self.open_clips[slot]
                 open_clip.parts[key].append(probs)
+                if features is not None:
+                    open_clip.features.append(features)
                 open_clip.remaining[key] -= len(probs)
                 self.model_frames += len(probs)
         rate = self.model_frames / len(self.scorers) / max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
         for slot in sorted(s for s, c in self.open_clips.items() if c.complete()):
             done = self.open_clips.pop(slot)
-            self.index.add_clip(done.clip, done.scores())
+            self.index.add_clip(done.clip, done.scores(), done.embedding())
             self.stored += 1
             self.frames_done += done.frames()
             self.bar.update(self.task, advance=1)
 
-    def feed(self, slot: int, clip: Clip, needed: list[_Model], feed: queue.Queue) -> None:
+    def feed(self, slot: int, clip: Clip, work: _Work, feed: queue.Queue) -> None:
         """Queue the clip's decoded chunks for the models that still need it until its _End arrives; a clip
         that ends before its first chunk is recorded as a failure."""
-        open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed})
+        needed = work.models()
+        open_clip = _OpenClip(clip, {m.key: 0 for m in needed}, {m.key: [] for m in needed},
+                              {m.key for m in work.scoring}, work.embedding.key if work.embedding else None)
         while isinstance(item := feed.get(), DecodedChunk):
             if not open_clip.times_s:
                 self.open_clips[slot] = open_clip
@@ -324,7 +362,7 @@ def _yield_to_the_model() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
 
 
-def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], config: RankConfig,
+def _score_clips(todo: list[tuple[Clip, _Work]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
     _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches;
@@ -346,11 +384,11 @@ def _score_clips(todo: list[tuple[Clip, list[_Model]]], models: list[_Model], co
 
         try:
             feeds = deque(start_decoding(clip) for clip, _ in todo[:ahead])
-            for slot, (clip, needed) in enumerate(todo):
+            for slot, (clip, work) in enumerate(todo):
                 feed = feeds.popleft()
                 if slot + ahead < len(todo):
                     feeds.append(start_decoding(todo[slot + ahead][0]))
-                collector.feed(slot, clip, needed, feed)
+                collector.feed(slot, clip, work, feed)
             collector.collect(flush=True)
         finally:  # an interrupted run: threads waiting on a full feed give up, queued clips never start
             cancelled.set()
@@ -371,12 +409,15 @@ def rank(config: RankConfig) -> RankResult:
     group = join_process_group("cpu")  # gloo whatever the device: only barriers, the work list and totals travel
     device = pick_device("cpu" if config.engine == "onnxruntime" else config.device, group.local_rank)
     models, weights = _load_models(config, device)
+    embedder = choose_embed_model(config.embed_model, models, weights)
+    if embedder is not None:
+        embedder.features = with_features(embedder.module, f"--embed-model {embedder.checkpoint}")
     labelset = fusion_labelset(load_labelset(config.labelset) if config.labelset else models[0].labelset,
                                [(f"--models {m.checkpoint} (label set {m.labelset.name})", m.labelset.class_names)
                                 for m in models])
     index = ScoreIndex(config.out, shard=group.world_rank)  # only process 0 opens scores.sqlite
     try:
-        todo = _work_list(index, clips, models, config.fps, group)
+        todo = _work_list(index, clips, models, embedder, config.fps, group)
         clips_reused = sum(_valid_shot_id(clip) for clip in clips) - len(todo)
         label = "rank" if not group.active else f"rank {group.world_rank}/{group.world_size}"
         workers = config.decode_threads or default_workers(RANK_DECODE_WORKERS_CAP, group.world_size)
@@ -390,7 +431,8 @@ def rank(config: RankConfig) -> RankResult:
             topk=config.topk, labelset=labelset.to_dict(), fuse=[FusedRun(str(p), w) for p, w in config.fuse],
             pid=config.pid, tr_type=config.tr_type, priority=config.priority,
             views=ViewFacts(config.tta, f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
-                            config.tile_overlap if config.tiles else None))
+                            config.tile_overlap if config.tiles else None),
+            embed_model=str(embedder.checkpoint) if embedder else None, embed_model_key=embedder and embedder.key)
         result = RankResult(config.out, config.run_id, 0, 0, clips_scored, frames_scored, 0.0,
                             clips_reused=clips_reused)
         if group.is_main:
@@ -409,14 +451,16 @@ def _valid_shot_id(clip: Clip) -> bool:
     return clip.shot_id.split() == [clip.shot_id]
 
 
-def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: float,
-               group: ProcessGroup) -> list[tuple[Clip, list[_Model]]]:
-    """(clip, the models still to score it) for every clip with a valid shot id, the same in every process.
+def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], embedder: _Model | None, fps: float,
+               group: ProcessGroup) -> list[tuple[Clip, _Work]]:
+    """(clip, what it still needs) for every clip with a valid shot id that needs something, the same in every
+    process.
 
     Process 0 alone reads and writes scores.sqlite: it first merges the shards a killed run left (so that no clip
     a killed process finished is scored again), registers the models and the clip set, records shot ids with
     whitespace as failures and works the list out; the others receive it over gloo (as clip positions and a
-    clip x model mask), with a digest of the shot ids to check that every process found the same clips."""
+    clip x (models + embedding) mask), with a digest of the shot ids to check that every process found the same
+    clips."""
     digest = hashlib.sha256("\n".join(clip.shot_id for clip in clips).encode()).hexdigest()
     plan = None
     if group.is_main:
@@ -429,9 +473,10 @@ def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: 
             if not _valid_shot_id(clip):
                 index.add_failure(clip, "shot id contains whitespace (TRECVID shot ids cannot); rename the file")
         valid = np.fromiter((_valid_shot_id(c) for c in clips), dtype=bool, count=len(clips))
-        needed = np.zeros((len(clips), len(models)), dtype=bool)
-        for k, model in enumerate(models):
-            done = index.scored_shots(model.key)
+        needed = np.zeros((len(clips), len(models) + 1), dtype=bool)  # last column: the embedding
+        stored = [index.scored_shots(m.key) for m in models] + [index.embedded_shots(embedder.key) if embedder
+                                                                 else {c.shot_id for c in clips}]
+        for k, done in enumerate(stored):
             needed[:, k] = valid & np.fromiter((c.shot_id not in done for c in clips), dtype=bool, count=len(clips))
         positions = np.flatnonzero(needed.any(axis=1))
         plan = (digest, positions, np.packbits(needed[positions], axis=1))
@@ -439,6 +484,7 @@ def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], fps: 
     if their_digest != digest:
         raise InputError(f"torchrun process {group.world_rank} found other clips than process 0; every process "
                          "must see the same --clips folder or --shots table")
-    needed = np.unpackbits(packed, axis=1, count=len(models)).astype(bool)
-    return [(clips[p], [m for m, need in zip(models, row, strict=True) if need])
+    needed = np.unpackbits(packed, axis=1, count=len(models) + 1).astype(bool)
+    return [(clips[p], _Work([m for m, need in zip(models, row[:-1], strict=True) if need],
+                             embedder if row[-1] else None))
             for p, row in zip(positions.tolist(), needed, strict=True)]
