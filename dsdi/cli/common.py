@@ -20,8 +20,9 @@ from dsdi.options import config_command
 console = Console()
 err_console = Console(stderr=True)
 
-DATA, TRAINING, RANKING, EVALUATION, RESEARCH = "Data", "Training", "Ranking", "Evaluation", "Research"
-PANELS = (DATA, TRAINING, RANKING, EVALUATION, RESEARCH)
+DATA, TRAINING, RANKING, EVALUATION, SEARCH, RESEARCH = (
+    "Data", "Training", "Ranking", "Evaluation", "Search", "Research")
+PANELS = (DATA, TRAINING, RANKING, EVALUATION, SEARCH, RESEARCH)
 """The ``dsdi --help`` panels in pipeline order."""
 
 

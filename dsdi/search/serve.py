@@ -20,6 +20,7 @@ Routes (JSON errors are ``{"error": "..."}`` with a 4xx status; the page shows t
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -30,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image, ImageOps
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -46,8 +49,10 @@ from dsdi.trecvid.submission import Topic, write_trec_run
 
 PAGE_FILES = {"index.html": "text/html", "serve.js": "text/javascript", "serve.css": "text/css"}
 """The page's files (in dsdi/data_files/serve/) and their content types: all that /assets serves."""
-EXAMPLES_KEPT = 64
+EXAMPLES_KEPT = 32
 """Uploaded examples kept for searches, the oldest dropped first."""
+EXAMPLE_SIDE = 1024
+"""An example's longest side as kept (larger ones are scaled down; the models see a few hundred pixels)."""
 MAX_TOPK = 1000
 SEARCH_RUNS = "search_runs"
 RUN_ID = "dsdi_serve"
@@ -83,7 +88,7 @@ class SearchSession:
         self.clips = {str(shot): _resolved_clip(str(path), rank_dir) for shot, path in clip_paths.items()}
         self.judgments = JudgmentFile(judgments_path)
         self.thumbnails = Thumbnails()
-        self.examples: OrderedDict[str, Any] = OrderedDict()
+        self.examples: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -100,11 +105,15 @@ class SearchSession:
         return path
 
     def add_example(self, data: bytes) -> dict[str, Any]:
+        """Keep an uploaded example image for searches (at most EXAMPLE_SIDE px a side); its id and size as sent.
+        Embedded once here, so that an index without embeddings refuses it now."""
         pixels = example_pixels(data)
+        kept = np.asarray(ImageOps.contain(Image.fromarray(pixels), (EXAMPLE_SIDE, EXAMPLE_SIDE), Image.LANCZOS)) \
+            if max(pixels.shape[:2]) > EXAMPLE_SIDE else pixels
         with self._lock:
-            embedding = self.index.embed_image(pixels)
+            self.index.embed_image(kept)
             example_id = secrets.token_hex(8)
-            self.examples[example_id] = embedding
+            self.examples[example_id] = kept
             while len(self.examples) > EXAMPLES_KEPT:
                 self.examples.popitem(last=False)
         height, width = pixels.shape[:2]
@@ -125,18 +134,25 @@ class SearchSession:
         if query is None and not examples and not like_shots:
             raise RequestRefused(400, "type a query, pick a feature or drop an example image")
         topic = checked_topic(str(body.get("topic") or default_topic(query, self.topics)))
-        feedback = self.judgments.of_topic(topic) if body.get("feedback", True) else {}
+        feedback = self.feedback(topic) if body.get("feedback", True) else {}
         topk = _bounded_topk(body.get("topk", 100))
         with self._lock:
             hits = self.index.search(query=query, like_images=examples, like_shots=like_shots,
                                      feedback=feedback or None, topk=topk)
         return topic, hits
 
+    def feedback(self, topic: Topic) -> dict[str, bool]:
+        """{shot id: relevant?} of the topic's judged shots of this index; {} when the index holds no embeddings
+        (feedback re-ranks by them)."""
+        if self.index.embeddings is None or not len(self.index.embeddings):
+            return {}
+        return {shot: rel > 0 for shot, rel in self.judgments.of_topic(topic).items() if shot in self.clips}
+
     def hit_rows(self, topic: Topic, hits: list) -> list[dict[str, Any]]:
         judged = self.judgments.of_topic(topic)
         return [{"rank": rank, "shot_id": hit.shot_id, "score": float(hit.score), "video": Path(hit.clip_path).name,
-                 "time": float(hit.peak_time), "judged": judged.get(hit.shot_id),
-                 "features": _top_features(hit.feature_scores)} for rank, hit in enumerate(hits, start=1)]
+                 "time": hit.peak_s, "judged": judged.get(hit.shot_id), "features": _top_features(hit.features)}
+                for rank, hit in enumerate(hits, start=1)]
 
     def judge(self, body: dict[str, Any]) -> dict[str, Any]:
         """Save a judgment request's ``{topic, shot_id, relevant}``; the topic's judgments after it."""
@@ -185,9 +201,9 @@ def _bounded_topk(value: Any) -> int:
     return value
 
 
-def _top_features(scores: Any, count: int = 3) -> list[list]:
-    """The ``count`` highest feature scores of a hit as [name, score] pairs."""
-    pairs = sorted(((str(name), float(score)) for name, score in dict(scores).items()), key=lambda p: -p[1])
+def _top_features(scores: dict[str, float], count: int = 3) -> list[list]:
+    """The ``count`` highest feature scores of a hit as [name, score] pairs (NaN scores left out)."""
+    pairs = sorted(((name, score) for name, score in scores.items() if math.isfinite(score)), key=lambda p: -p[1])
     return [list(pair) for pair in pairs[:count]]
 
 
