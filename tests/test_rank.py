@@ -250,10 +250,10 @@ def test_resume_after_interruption_and_incremental_add(world, tmp_path, monkeypa
     models = [shutil.copytree(m, tmp_path / m.name) for m in world["models"]]
     stored, real_add = [], ScoreIndex.add_clip
 
-    def add_then_die(self, clip, scores):
+    def add_then_die(self, clip, scores, embedding=None):
         if len(stored) == 2:
             raise KeyboardInterrupt("simulated kill after 2 clips")
-        real_add(self, clip, scores)
+        real_add(self, clip, scores, embedding)
         stored.append(clip.shot_id)
 
     args = ("rank", "--clips", clips, *cli.repeated("--models", models), "--topk", 3, "--out", out, "--run-id", "t1",
@@ -391,8 +391,8 @@ import os, time
 from dsdi.index.store import ScoreIndex
 from dsdi.index.shard import read_shard
 store = ScoreIndex.add_clip
-def store_then_sleep(self, clip, scores):
-    store(self, clip, scores)
+def store_then_sleep(self, clip, scores, embedding=None):
+    store(self, clip, scores, embedding)
     time.sleep(float(os.environ.get("DSDI_TEST_CLIP_SLEEP", "0")))
 ScoreIndex.add_clip = store_then_sleep
 from dsdi.cli.app import app

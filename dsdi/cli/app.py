@@ -1,6 +1,6 @@
 """The ``dsdi`` command: the typer app, ``--version`` and every command, in pipeline order. The commands live in
-one module per pipeline group (data, training, ranking, evaluation, research); each is a config dataclass and a
-thin body (``dsdi.cli.common``)."""
+one module per pipeline group (data, training, ranking, evaluation, searching, serving, research); each is a config
+dataclass and a thin body (``dsdi.cli.common``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from importlib import metadata
 
 import typer
 
-from dsdi.cli import data, evaluation, ranking, research, training
+from dsdi.cli import data, evaluation, ranking, research, searching, serving, training
 from dsdi.cli.common import console
 
 HELP = """dsdi trains multi-label classifiers of disaster features on LADI aerial photos and ranks video shot clips
@@ -33,5 +33,5 @@ def main(version: bool = typer.Option(False, "--version", is_eager=True, callbac
     """(options of dsdi itself; HELP is the app's help)"""
 
 
-for group in (data, training, ranking, evaluation, research):
+for group in (data, training, ranking, evaluation, searching, serving, research):
     group.register(app)
