@@ -24,6 +24,7 @@ from dsdi.models.classifier import classifier_digest, classifier_path, load_clas
 from dsdi.models.ort import OrtModel
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import stderr_console
+from dsdi.rank.models import model_file
 from dsdi.train.export import current_export, export_checkpoint
 
 
@@ -73,13 +74,13 @@ def _export_now(checkpoint: Path, precision: str):
 
 def choose_embed_model(named: Path | None, models: Sequence[Any], weights: Sequence[float]) -> Any | None:
     """Of the loaded ``models`` (each with ``sha256``, ``module`` and ``checkpoint``), the one whose pooled features
-    make the clip embeddings: the one ``named`` (--embed-model) by content, else the first of the highest weight;
-    None when that one runs on ONNX Runtime (it gives no features) and none was named. InputError for a named
-    model not among them, or on ONNX Runtime."""
+    make the clip embeddings: the one ``named`` (--embed-model, as --models takes them) by content, else the first
+    of the highest weight; None when that one runs on ONNX Runtime (it gives no features) and none was named.
+    InputError for a named model not among them, or on ONNX Runtime."""
     if named is None:
         chosen = models[int(np.argmax(weights))]
         return chosen if isinstance(chosen.module, torch.nn.Module) else None
-    digest = classifier_digest(classifier_path(named))
+    digest = classifier_digest(classifier_path(model_file(named)))
     chosen = next((model for model in models if model.sha256 == digest), None)
     if chosen is None:
         raise InputError(f"--embed-model {named}: not among the --models ranked "
