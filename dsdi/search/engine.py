@@ -197,36 +197,38 @@ class SearchIndex:
             self._exact = self.embeddings.unit()
         return self._exact
 
-    def _cosines(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """float64 cosines of the clips at ``positions`` to ``vector``; -inf for clips without an embedding."""
+    def _cosines(self, vector: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """float64 cosines to ``vector`` of the clips at ``positions`` (None: every clip, exact up to EXACT_LIMIT
+        clips); -inf for clips without an embedding."""
+        if positions is None:
+            cosines = np.full(len(self), -np.inf)
+            cosines[self.embedded] = self._exact_vectors() @ vector
+            return cosines
         cosines = np.full(len(positions), -np.inf)
         has = self.embedded[positions]
-        rows = self._row[positions[has]]
-        vectors = self._exact_vectors()[rows] if len(self) <= EXACT_LIMIT else self.embeddings.unit(rows)
-        cosines[has] = vectors @ vector
+        cosines[has] = self.embeddings.unit(self._row[positions[has]]) @ vector
         return cosines
 
     def _nearest(self, vector: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, cosines) of the topk clips nearest to ``vector``: exact, or FAISS above EXACT_LIMIT."""
         if len(self) <= EXACT_LIMIT:
-            cosines = np.full(len(self), -np.inf)
-            cosines[self.embedded] = self._exact_vectors() @ vector
-            keep = np.isfinite(cosines)
-            return _top(cosines[keep], np.flatnonzero(keep), topk)
-        rows = self._approximate_rows(vector, topk)
-        positions = np.flatnonzero(self.embedded)[rows]
+            positions = np.flatnonzero(self.embedded)
+            return _top(self._cosines(vector)[positions], positions, topk)
+        positions = np.sort(np.flatnonzero(self.embedded)[self._approximate_rows(vector, topk)])  # ties: by position
         return _top(self._cosines(vector, positions), positions, topk)
 
     def _mixed(self, values: np.ndarray, vector: np.ndarray, topk: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, scores) of the topk clips by query value x (1 + cosine) / 2 (clips with an embedding)."""
         if len(self) <= EXACT_LIMIT:
             positions = np.flatnonzero(self.embedded)
+            cosines = self._cosines(vector)[positions]
         else:
             wanted = max(10 * topk, CANDIDATES)
             by_query, _ = _top(np.where(self.embedded, values, -np.inf), np.arange(len(self)), wanted)
             by_example = np.flatnonzero(self.embedded)[self._approximate_rows(vector, wanted)]
             positions = np.union1d(by_query, by_example)
-        return _top(values[positions] * (1.0 + self._cosines(vector, positions)) / 2.0, positions, topk)
+            cosines = self._cosines(vector, positions)
+        return _top(values[positions] * (1.0 + cosines) / 2.0, positions, topk)
 
     def _approximate_rows(self, vector: np.ndarray, count: int) -> np.ndarray:
         """Rows of embeddings of the approximate ``count`` nearest to ``vector`` (FAISS)."""
