@@ -79,11 +79,11 @@ def test_help_is_for_users_and_groups_the_commands_in_pipeline_order(cli):
     panels = [shown.index(f"─ {panel} ─") for panel in PANELS]
     assert panels == sorted(panels)
     order = ["synth", "labels", "prepare", "shots", "train", "sweep", "select", "export", "rank", "fuse", "eval",
-             "eval-images", "pool", "report", "table", "study"]
+             "eval-images", "pool", "report", "table", "search", "serve", "study"]
     places = [shown.index(f"│ {name} ") for name in order]
     assert places == sorted(places) and set(order) == set(COMMANDS)
     assert [COMMANDS[name].rich_help_panel for name in order] == [
-        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 4 + ["Evaluation"] * 5 + ["Research"]
+        "Data"] * 4 + ["Training"] * 2 + ["Ranking"] * 4 + ["Evaluation"] * 5 + ["Search"] * 2 + ["Research"]
 
 
 def test_version_is_the_installed_package_version(cli):
@@ -95,7 +95,7 @@ def test_one_word_per_concept_across_commands():
     for old in ("--k", "--top", "--out-root", "--out-dir", "--image-size", "--clip-size", "--decode-workers",
                 "--rank-dir", "--short-side-px"):
         assert not [name for name, flags in declared.items() if old in flags], old
-    depth = {"rank", "fuse", "eval", "report", "table"}  # ranking depth, or clips shown per feature
+    depth = {"rank", "fuse", "eval", "report", "table", "search"}  # ranking depth, or clips shown per feature
     assert {name for name, flags in declared.items() if "--topk" in flags} == depth
     assert {name for name, flags in declared.items() if "--workers" in flags} == {"train"}  # loader processes
     assert {name for name, flags in declared.items() if "--decode-threads" in flags} == {"rank", "prepare"}
