@@ -104,7 +104,7 @@ async function judge(hit, relevant) {
     const count = Object.keys(answer.judged).length;
     $("topic").value = answer.topic;
     await search();
-    say(`${count} judgments for topic ${answer.topic} saved in ${answer.file}; re-ranked by them`);
+    say(`${count} judgment${count === 1 ? "" : "s"} for topic ${answer.topic} saved in ${answer.file}; re-ranked by them`);
   } catch (error) {
     say(error.message, true);
   }
