@@ -229,6 +229,8 @@ def test_search_by_feature_and_refusals(served, ranked):
     assert hit["rank"] == 1 and hit["video"] == f"{hit['shot_id']}.mp4" and 0 <= hit["time"] <= 4
     scores = [row["score"] for row in answer["hits"]]
     assert scores == sorted(scores, reverse=True)
+    assert _search(served, query=f'"{feature.upper()}"')["topic"] == feature  # one feature, however written
+    assert _search(served, query=f"{feature} NOT water_any")["topic"] == f"{feature}_NOT_water_any"
     for body, message in (({"query": "flooding_any AND volcano"}, "volcano"),
                           ({}, "type a query, pick a feature or drop an example image"),
                           ({"query": feature, "topic": "two words"}, "name it with 1-64 letters"),

@@ -45,6 +45,7 @@ from dsdi.rank.output import RankOutput
 from dsdi.search.engine import SearchIndex
 from dsdi.search.judgments import JUDGMENTS_NAME, JudgmentFile, checked_topic
 from dsdi.search.media import FRAME_ERRORS, MAX_UPLOAD_BYTES, Thumbnails, example_pixels, too_large
+from dsdi.search.query import Feature, Query
 from dsdi.trecvid.submission import Topic, write_trec_run
 
 PAGE_FILES = {"index.html": "text/html", "serve.js": "text/javascript", "serve.css": "text/css"}
@@ -66,13 +67,13 @@ class RequestRefused(Exception):
         self.status = status
 
 
-def default_topic(query: str | None, features: dict[str, Topic]) -> str:
+def default_topic(query: Query | None, features: dict[str, Topic]) -> str:
     """The topic judgments of a search go under unless the analyst names one: the feature's topic for a one-feature
-    query, else the query's words joined by ``_`` ("debris NOT water" -> ``debris_NOT_water``), ``example`` for
-    examples alone."""
-    text = (query or "").strip()
-    if text in features:
-        return str(features[text])
+    query, else the query's words joined by ``_`` ("debris_any NOT water_any" -> ``debris_any_NOT_water_any``),
+    ``example`` for examples alone."""
+    if query is not None and isinstance(query.root, Feature):
+        return str(features[query.root.name])
+    text = query.text if query is not None else ""
     return re.sub(r"[^A-Za-z0-9_.:+-]+", "_", text).strip("_")[:64] or "example"
 
 
@@ -121,7 +122,8 @@ class SearchSession:
 
     def search(self, body: dict[str, Any]) -> tuple[Topic, list]:
         """(the topic, the hits) of a search request's body (module docstring)."""
-        query = str(body.get("query") or "").strip() or None
+        text = str(body.get("query") or "").strip()
+        query = self.index.parse(text) if text else None
         like_shots = [str(shot) for shot in body.get("like_shots") or ()]
         unknown = [shot for shot in like_shots if shot not in self.clips]
         if unknown:

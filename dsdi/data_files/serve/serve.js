@@ -164,9 +164,16 @@ async function addExamples(files) {
   }
 }
 
+function queryName(name) {
+  // a feature as the query language takes it: bare, or quoted when it has spaces, brackets, quotes or * or is a
+  // keyword
+  if (!/[\s()"'*]/.test(name) && !/^(and|or|not)$/i.test(name)) return name;
+  return name.includes('"') ? `'${name}'` : `"${name}"`;
+}
+
 function addFeature(name) {
   const query = $("query");
-  query.value = query.value.trim() ? `${query.value.trim()} AND ${name}` : name;
+  query.value = query.value.trim() ? `${query.value.trim()} AND ${queryName(name)}` : queryName(name);
   $("topic").value = "";
   search();
 }
@@ -175,6 +182,8 @@ async function start() {
   state.info = await api("/api/info");
   $("facts").textContent = `${state.info.clips} clips · label set ${state.info.labelset} · judgments: ` +
     state.info.judgments;
+  const [a, b, c] = state.info.features.map((feature) => queryName(feature.name));
+  $("query").placeholder = `a query: ${a} AND ${b} · ${a} NOT ${c} · 2*${b} OR ${c} · or pick features below`;
   $("features").replaceChildren(...state.info.features.map((feature) => {
     const button = document.createElement("button");
     button.type = "button";
