@@ -24,10 +24,10 @@ replaced, so a replaced clip is re-scored too.
 
 Shards: ``add_clip`` (a clip's scores and its embedding) and ``add_failure`` append one checksummed record per clip
 to this process's own shard, OUT_DIR/scores.<shard>.shard (one ``write`` each: a killed process loses nothing it
-finished; a torn last record is ignored). No two processes ever write one file. ``merge_shards`` moves every shard into scores.sqlite in one
-transaction and then deletes them; ``dsdi rank`` merges at its start (what a killed run left) and at its end
-(under torchrun process 0, after every process finished). A lone process also merges its own shard on ``close``
-and before it reads.
+finished; a torn last record is ignored). No two processes ever write one file. ``merge_shards`` moves every
+shard into scores.sqlite in one transaction and then deletes them; ``dsdi rank`` merges at its start (what a
+killed run left) and at its end (under torchrun process 0, after every process finished). A lone process also
+merges its own shard on ``close`` and before it reads.
 
 An index written before version 2 (JSON text scores, WAL journal) is migrated in place on first open, in one
 transaction (a killed migration leaves the old index as it was): every stored score is kept.
