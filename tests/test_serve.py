@@ -212,11 +212,11 @@ def test_uploads_that_are_not_images_or_too_large_are_refused(served):
 
 
 def test_example_upload_finds_the_clip_it_was_grabbed_from(served, ranked):
-    grab = frame_at(ranked["clips"] / "Shot3_001.mp4", 0.5)
+    grab = frame_at(ranked["clips"] / "Shot1_002.mp4", 0.5)
     example = served.json("POST", "/api/examples", _jpeg(grab), headers={"Content-Type": "image/jpeg"})
     assert (example["width"], example["height"]) == (160, 120)
     answer = _search(served, examples=[example["id"]])
-    assert answer["topic"] == "example" and answer["hits"][0]["shot_id"] == "Shot3_001"
+    assert answer["topic"] == "example" and answer["hits"][0]["shot_id"] == "Shot1_002"
     gone = served.json("POST", "/api/search", {"examples": ["0123456789abcdef"]}, expect=400)
     assert "drop it again" in gone["error"]
 
@@ -397,6 +397,17 @@ def test_the_page_in_chromium_searches_plays_and_judges(ranked, tmp_path):
         if SCREENSHOT:
             driver.execute_script("window.scrollTo(0, 0)")
             driver.save_screenshot(SCREENSHOT)
+
+        # an example chosen in the drop zone's file dialog: searched for alone, its own clip first
+        grab = tmp_path / "grab.jpg"
+        grab.write_bytes(_jpeg(frame_at(ranked["clips"] / "Shot2_002.mp4", 0.5)))
+        driver.find_element(By.ID, "query").clear()
+        driver.find_element(By.ID, "file").send_keys(str(grab))
+        _wait(driver, "return document.querySelectorAll('#examples img').length == 1 && "
+                      "document.getElementById('message').textContent.includes('topic example')", "the example search",
+              seconds=10)
+        assert driver.execute_script("return document.querySelector('.hit').dataset.shot") == "Shot2_002", \
+            driver.find_element(By.ID, "message").text
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == []
     finally:

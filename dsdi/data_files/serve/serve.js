@@ -74,6 +74,7 @@ function hitCard(hit) {
   caption.querySelector(".mark-not").addEventListener("click", () => judge(hit, hit.judged === 0 ? null : false));
   caption.querySelector(".more-like").addEventListener("click", () => {
     state.likeShots = [hit.shot_id];
+    $("topic").value = "";
     showExamples();
     search();
   });
@@ -141,7 +142,7 @@ function showExamples() {
     remove.type = "button";
     remove.textContent = "×";
     remove.title = "stop searching like this";
-    remove.addEventListener("click", () => { item.drop(); showExamples(); });
+    remove.addEventListener("click", () => { item.drop(); $("topic").value = ""; showExamples(); });
     figure.append(image, remove);
     return figure;
   }));
@@ -156,6 +157,7 @@ async function addExamples(files) {
     try {
       const answer = await api("/api/examples", file, file.type || "application/octet-stream");
       state.examples.push({ id: answer.id, url: URL.createObjectURL(file), name: file.name });
+      $("topic").value = "";
       showExamples();
       await search();
     } catch (error) {
