@@ -26,6 +26,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             projected time to score 180,000 frames with the models of runs/*.toml.
 - cpu_inference: each paper backbone (random init) at its input size, batch 8, on the CPU: PyTorch eager vs ONNX
             Runtime fp32 and int8 as dsdi export makes them (about 5 minutes on 2 cores): images/s and ratios.
+- search, search_world: dsdi search's latency, recall and index size, and whether it finds what the synthetic
+            world's qrels say (bench/search_bench.py).
 - gpu_decode (--device cuda): a GPU video decoder (torchcodec's CUDA decoder, else decord's GPU build) vs dsdi's
             CPU path, 10 fps of a 1080p clip at 360 px.
 
@@ -53,6 +55,7 @@ import torch
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from search_bench import bench_search, bench_search_world
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES_TO_PROJECT = 180_000
@@ -657,7 +660,7 @@ def bench_index(work: Path, device: str) -> dict:
 SECTIONS: dict[str, Callable[[Path, str], dict]] = {
     "decode": bench_decode, "rank": bench_rank, "views": bench_views, "image": bench_image, "train": bench_train,
     "backbones": bench_backbones, "gpu_decode": bench_gpu_decode, "index": bench_index,
-    "cpu_inference": bench_cpu_inference,
+    "cpu_inference": bench_cpu_inference, "search": bench_search, "search_world": bench_search_world,
 }
 
 
