@@ -12,7 +12,8 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
             vs model-only forward on pre-decoded, pre-processed tensors: frames/s; vs the serial bound (decode, then
             model, on the same cores: what doing things in turn reaches); cores each one kept busy. CPU: lcnet_050 at
-            224 px (decoding a large share of the work) and resnet10t at 160 px (the model dominates).
+            224 px (decoding a large share of the work), resnet10t at 160 px (the model dominates) and the paper's
+            resnest50d at 360 px with PyTorch and with ONNX Runtime fp32 (--engine onnxruntime).
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.train.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
@@ -224,6 +225,7 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    from dsdi.models.preprocess import Resize
     from dsdi.rank.scoring import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into
     from dsdi.runtime import default_workers
 
@@ -232,7 +234,7 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
         with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
             feeds = [queue.Queue(4) for _ in clips]
             for feed, clip in zip(feeds, clips, strict=True):
-                pool.submit(decode_clip_into, feed, clip, config, {img_size}, threading.Event())
+                pool.submit(decode_clip_into, feed, clip, config, {Resize(img_size)}, threading.Event())
             for feed in feeds:
                 while isinstance(item := feed.get(), DecodedChunk):
                     counts[-1] += len(item.times)
@@ -240,8 +242,10 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
     return run
 
 
-RANK_CPU_MODELS = (("lcnet_050", 224, 32, 12), ("resnet10t", 160, 32, 6))  # backbone, px, batch, clips: a tiny
-# model where decoding is a large share of the work, and one where the model dominates
+RANK_CPU_MODELS = (("lcnet_050", 224, 32, 12, "torch"), ("resnet10t", 160, 32, 6, "torch"),
+                   ("resnest50d", 360, 8, 2, "torch"), ("resnest50d", 360, 8, 2, "onnxruntime"))
+# backbone, px, batch, clips, engine: a tiny model where decoding is a large share of the work, one where the model
+# dominates, and a paper backbone at its input size with each CPU engine
 
 
 def bench_rank(work: Path, device: str) -> dict:
@@ -249,22 +253,26 @@ def bench_rank(work: Path, device: str) -> dict:
     clips of 5 s (CUDA: 24 of 10 s)."""
     if device == "cuda":
         backbone, img_size, batch_size = tiny_or_real(device)
-        models = ((backbone, img_size, batch_size, 24),)
+        models = ((backbone, img_size, batch_size, 24, "torch"),)
     else:
         models = RANK_CPU_MODELS
     results = {}
-    for backbone, img_size, batch_size, n_clips in models:
+    for backbone, img_size, batch_size, n_clips, engine in models:
         seconds = 10 if device == "cuda" else 5
-        clips_dir = make_shot_clips(work / f"clips_{backbone}", n_clips, 640, 360, seconds)
-        results[f"{backbone} at {img_size} px"] = rank_versus_parts(work / backbone, clips_dir, backbone, img_size,
-                                                                    batch_size, device)
+        clips_dir = work / f"clips_{backbone}"
+        if not clips_dir.is_dir():
+            make_shot_clips(clips_dir, n_clips, 640, 360, seconds)
+        name = f"{backbone} at {img_size} px" + ("" if engine == "torch" else f", {engine}")
+        results[name] = rank_versus_parts(work / f"{backbone}-{engine}", clips_dir, backbone, img_size, batch_size,
+                                          device, engine)
     return results
 
 
 def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int, batch_size: int,
-                      device: str) -> dict:
+                      device: str, engine: str = "torch") -> dict:
     """`dsdi rank` end to end on the clips of clips_dir vs decode-only and model-only, called in turn: frames/s,
-    the serial bound of the two parts (decode, then model, on the same cores), the ratios, cores kept busy."""
+    the serial bound of the two parts (decode, then model, on the same cores), the ratios, cores kept busy.
+    engine onnxruntime: the checkpoint's fp32 export (made first, as dsdi export does) in rank and model-only."""
     from dsdi.models.checkpoint import load_model
     from dsdi.models.preprocess import frames_to_tensor
     from dsdi.rank.config import RankConfig
@@ -278,14 +286,20 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
 
     def rank_fresh() -> None:  # a new OUT_DIR each time: nothing reused from a previous index
         config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / f"rank_out{len(runs)}", run_id="bench",
-                            device=device, batch_size=batch_size, runs_dir=work / "runs")
+                            device=device, batch_size=batch_size, runs_dir=work / "runs", engine=engine)
         runs.append(rank(config))
 
     model, _ = load_model(checkpoint, device)
     tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank.scoring uses
     n_batches = max(1, len(frames) // batch_size)
-    forward = forward_runner(model, tensors, device, n_batches, dtype)
+    if engine == "onnxruntime":
+        from dsdi.models.ort import OrtModel
+        from dsdi.train.export import export_checkpoint
+
+        forward = ort_runner(OrtModel(export_checkpoint(checkpoint, "fp32").path), tensors, n_batches)
+    else:
+        forward = forward_runner(model, tensors, device, n_batches, dtype)
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
     config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / "unused", device=device).resolved()
     decoded: list[int] = []
@@ -299,7 +313,8 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
     if any(result.frames_scored != len(frames) for result in runs) or set(decoded) != {len(frames)}:
         raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, decoding alone {decoded}, "
                            f"sample_frames {len(frames)}")
-    return {"batch": batch_size, "clips": len(clips), "clip_size": "640x360 30 fps", "frames_scored": len(frames),
+    return {"engine": engine, "batch": batch_size, "clips": len(clips), "clip_size": "640x360 30 fps",
+            "frames_scored": len(frames),
             "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
             "decode_only": "rank's decoding threads: decode, scale, preprocess to model input, no model",
             "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
