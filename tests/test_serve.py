@@ -327,7 +327,7 @@ def test_serve_command_listens_and_refuses_a_busy_port(ranked, cli):
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = os.environ.get("DSDI_SERVE_SCREENSHOT")
-"""Where the browser test saves its screenshot of the page with results (docs/images/serve.png), when set."""
+"""Where the browser test saves its screenshot of the page with results, when set (to look at the page)."""
 
 
 def _chromium(work: Path):
