@@ -102,7 +102,7 @@ def test_a_users_label_set_goes_through_train_rank_eval_and_report(tmp_path, cli
     assert says(cli.said(result), "no TRECVID XML: label set wildfire has no TRECVID feature numbers")
     assert not (out / "fire.xml").exists()
     facts = RankOutput(out).read_facts()
-    assert facts.label_set().name == "wildfire"
+    assert facts.label_set().name == "wildfire" and facts.working_dir == str(Path.cwd())
     scores = pd.read_csv(out / "clip_scores.csv")
     assert list(scores.columns)[4:] == ["smoke", "burn_scar", "fire: none"]
     rankings = read_run(out / "fire.trec")

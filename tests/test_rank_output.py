@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,17 @@ def test_views_are_three_keys_or_none():
     assert facts.to_json() == {"schema_version": 1, "run_id": "r", "tta": "none", "tiles": None,
                                "tile_overlap": None}
     assert facts.missing(("run_id", "models")) == ["models"]
+
+
+def test_relative_clip_paths_resolve_from_where_rank_ran(tmp_path, monkeypatch):
+    workspace = tmp_path / "workspace"
+    (workspace / "clips").mkdir(parents=True)
+    (workspace / "clips" / "a.mp4").write_bytes(b"a clip")
+    output = RankOutput(workspace / "out")
+    ranked_here = RunFacts(working_dir=str(workspace))
+    monkeypatch.chdir(tmp_path)  # report / serve started from another folder
+    assert output.clip_file("clips/a.mp4", ranked_here) == workspace / "clips" / "a.mp4"
+    assert output.clip_file("clips/a.mp4", RunFacts()) == workspace / "out" / "clips" / "a.mp4"  # no record
+    assert output.clip_file(str(workspace / "clips" / "a.mp4"), RunFacts()) == workspace / "clips" / "a.mp4"
+    monkeypatch.chdir(workspace)
+    assert output.clip_file("clips/a.mp4", RunFacts(working_dir="/elsewhere")) == Path("clips/a.mp4")

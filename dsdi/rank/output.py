@@ -10,7 +10,8 @@ A rank output folder holds:
   embed_model and embed_model_key (the model whose clip embeddings the index holds, and its key; absent when
   none were stored),
   clips_ranked, clips_failed, clips_scored (this call), clips_reused (taken whole from the index), index_bytes (the
-  score index on disk), elapsed_s, created (and scores_from, when ``dsdi fuse --out`` made it from another folder)
+  score index on disk), elapsed_s, created (and scores_from, when ``dsdi fuse --out`` made it from another folder),
+  working_dir (where dsdi rank ran: relative clip paths are relative to it)
 - ``clip_scores.csv``   shot_id, clip_path, frames, status and the fused score of each class of the label set, one
   row per ranked clip
 - ``peak_frames.csv``   shot_id and per feature the time (s, into clip_path) of the highest-weight model's best frame
@@ -101,6 +102,7 @@ class RunFacts:
     elapsed_s: float | None = None
     created: str | None = None
     scores_from: str | None = None
+    working_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """run.json's object: the keys in field order (views as its three keys), absent (None) ones left out."""
@@ -280,6 +282,15 @@ class RankOutput:
 
     def trec(self, run_id: str) -> Path:
         return self.path / f"{run_id}.trec"
+
+    def clip_file(self, clip_path: str, facts: RunFacts) -> Path:
+        """The file of a clip_scores.csv ``clip_path``: as written when absolute or found from here, else relative
+        to the folder dsdi rank ran in (run.json's working_dir), else to this output folder."""
+        path = Path(clip_path)
+        if path.is_absolute() or path.exists():
+            return path
+        ran_in = Path(facts.working_dir) / path if facts.working_dir else None
+        return ran_in if ran_in is not None and ran_in.exists() else self.path / path
 
     def read_facts(self, needed: tuple[str, ...] = ()) -> RunFacts:
         """run.json's record; InputError when it is missing, not a JSON object, has a value of the wrong type, or

@@ -429,7 +429,7 @@ def rank(config: RankConfig) -> RankResult:
             run_id=config.run_id, models=[str(m.checkpoint) for m in models], model_keys=[m.key for m in models],
             backbones=[m.backbone for m in models], weights=weights, agg=config.agg, fps=config.fps,
             topk=config.topk, labelset=labelset.to_dict(), fuse=[FusedRun(str(p), w) for p, w in config.fuse],
-            pid=config.pid, tr_type=config.tr_type, priority=config.priority,
+            pid=config.pid, working_dir=str(Path.cwd()), tr_type=config.tr_type, priority=config.priority,
             views=ViewFacts(config.tta, f"{config.tiles[0]}x{config.tiles[1]}" if config.tiles else None,
                             config.tile_overlap if config.tiles else None),
             embed_model=str(embedder.checkpoint) if embedder else None, embed_model_key=embedder and embedder.key)

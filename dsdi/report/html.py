@@ -91,13 +91,6 @@ def thumbnail_data_uri(frame: np.ndarray, width: int = 160) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _resolve_clip(clip_path: str, out_dir: Path) -> Path:
-    path = Path(clip_path)
-    if path.is_absolute() or path.exists():
-        return path
-    return out_dir / path
-
-
 def _thumbnail_html(clip_path: Path, time_s: float, cache: dict) -> str:
     key = (clip_path, time_s)
     if key not in cache:
@@ -118,7 +111,8 @@ def _feature_section(feature: str, fnum: Topic, run: RankedRun, folder: Path, to
         score = float(run.clip_scores.at[shot_id, feature]) if known else run_score
         time_s = float(run.peak_times.at[shot_id, feature]) if shot_id in run.peak_times.index else math.nan
         if known and math.isfinite(time_s):
-            picture = _thumbnail_html(_resolve_clip(run.clip_scores.at[shot_id, "clip_path"], folder), time_s, cache)
+            clip_file = RankOutput(folder).clip_file(run.clip_scores.at[shot_id, "clip_path"], run.facts)
+            picture = _thumbnail_html(clip_file, time_s, cache)
         else:
             picture = '<div class="noframe">no peak frame recorded</div>'
         css_class, tag = "", ""

@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
-from dsdi.rank.output import RankOutput
+from dsdi.rank.output import RankOutput, RunFacts
 from dsdi.search.engine import SearchIndex
 from dsdi.search.judgments import JUDGMENTS_NAME, JudgmentFile, checked_topic
 from dsdi.search.media import FRAME_ERRORS, MAX_UPLOAD_BYTES, Thumbnails, example_pixels, too_large
@@ -85,8 +85,10 @@ class SearchSession:
         self.index = SearchIndex.open(rank_dir)
         self.labelset = self.index.labelset
         self.topics = {feature: self.labelset.topics()[feature] for feature in self.labelset.features}
-        clip_paths = RankOutput(rank_dir).read_clip_scores()["clip_path"]
-        self.clips = {str(shot): _resolved_clip(str(path), rank_dir) for shot, path in clip_paths.items()}
+        output = RankOutput(rank_dir)
+        facts = output.read_facts() if output.run_json.is_file() else RunFacts()
+        clip_paths = output.read_clip_scores()["clip_path"]
+        self.clips = {str(shot): output.clip_file(str(path), facts).resolve() for shot, path in clip_paths.items()}
         self.judgments = JudgmentFile(judgments_path)
         self.thumbnails = Thumbnails()
         self.examples: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -188,13 +190,6 @@ class SearchSession:
         else:
             write_text_atomic(path, "")
         return path
-
-
-def _resolved_clip(clip_path: str, rank_dir: Path) -> Path:
-    """A clip_scores.csv path as a file: as written (absolute, or relative to where the server runs), else
-    relative to the rank output."""
-    path = Path(clip_path)
-    return (path if path.is_absolute() or path.exists() else rank_dir / path).resolve()
 
 
 def _bounded_topk(value: Any) -> int:
