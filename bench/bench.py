@@ -295,9 +295,9 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
     n_batches = max(1, len(frames) // batch_size)
     if engine == "onnxruntime":
         from dsdi.models.ort import OrtModel
-        from dsdi.train.export import export_checkpoint
+        from dsdi.train.export import export_model
 
-        forward = ort_runner(OrtModel(export_checkpoint(checkpoint, "fp32").path), tensors, n_batches)
+        forward = ort_runner(OrtModel(export_model(checkpoint, "fp32").path), tensors, n_batches)
     else:
         forward = forward_runner(model, tensors, device, n_batches, dtype)
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]

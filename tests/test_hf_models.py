@@ -58,14 +58,15 @@ def swin_processor(side: int = 64):
                              image_std=list(IMAGENET_STD))
 
 
-def save_bit(folder: Path, seed: int = 0) -> Path:
-    """A tiny random BitForImageClassification with the ladi-v2a id2label and its processor, saved to folder."""
+def save_bit(folder: Path, seed: int = 0, **settings) -> Path:
+    """A tiny random BitForImageClassification with the ladi-v2a id2label and its processor, saved to folder;
+    ``settings``: more BitConfig settings."""
     from transformers import BitConfig, BitForImageClassification
 
     torch.manual_seed(seed)
     config = BitConfig(num_labels=12, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
                        hidden_sizes=[8, 16], depths=[1, 1], embedding_size=8, num_groups=2,
-                       layer_type="bottleneck", problem_type="multi_label_classification")
+                       layer_type="bottleneck", problem_type="multi_label_classification", **settings)
     model = BitForImageClassification(config)
     with torch.no_grad():  # a strong head spreads the sigmoids, so that frames score apart
         torch.nn.init.normal_(model.classifier[-1].weight, std=BIT_HEAD_STD)
@@ -253,8 +254,4 @@ def test_a_hub_name_not_in_the_cache_and_incomplete_folders_exit_2_on_one_line(w
         with pytest.raises(InputError, match=says) as caught:
             load_classifier(folder)
         assert "\n" not in str(caught.value)
-    with pytest.raises(InputError, match="--engine onnxruntime runs dsdi checkpoints only"):
-        from dsdi.rank.engines import load_for_engine
-
-        load_for_engine(world["bit"], "0" * 64, "onnxruntime", "fp32", torch.device("cpu"))
     assert load_classifier(world["bit"]).labelset == LADI_V2A

@@ -1,4 +1,4 @@
-"""Ranking commands: ``dsdi select`` (an ensemble on the hold-out), ``dsdi export`` (a checkpoint for ONNX Runtime),
+"""Ranking commands: ``dsdi select`` (an ensemble on the hold-out), ``dsdi export`` (a model for ONNX Runtime),
 ``dsdi rank`` (clips per feature, options from ``RankConfig``) and ``dsdi fuse`` (re-rank stored scores)."""
 
 from __future__ import annotations
@@ -63,35 +63,38 @@ def _select(given: dict) -> None:
 class ExportConfig:
     """``dsdi export``: the model, the precision and, for int8, the calibration images."""
 
-    model: Path = option(help="a run folder (its best.pt, else last.pt) or a .pt checkpoint", argument=True)
+    model: Path = option(help="a run folder (its best.pt, else last.pt), a .pt checkpoint, a Hugging Face "
+                              "image-classification folder or a hub name in the Hugging Face cache (owner/name)",
+                         argument=True)
     precision: str = option("fp32", choices=PRECISIONS, help="fp32, or int8 (static quantisation calibrated on "
                                                              "training images; dynamic without any)")
-    images: Path | None = option(None, help="int8: a folder of images to calibrate on",
-                                 shown_default="the run's training images (its config.toml)")
+    images: Path | None = option(None, help="int8: a folder of images to calibrate on (required for a Hugging Face "
+                                            "model)", shown_default="the run's training images (its config.toml)")
     calibration_images: int = option(200, minimum=1, help="int8: images calibrated on")
     tolerance: float = option(EXPORT_TOLERANCE, above=0.0, help="largest |logit difference| from PyTorch on sample "
                                                                  "inputs that an fp32 export may have (times the "
                                                                  "largest |logit| when above 1)")
     out: Path | None = option(None, help="ONNX model file to write (its sidecar: the same name + .json); rank "
                                          "--engine onnxruntime uses the default place's",
-                              shown_default="RUN/export/best.onnx (int8: best.int8.onnx)")
+                              shown_default="RUN/export/best.onnx (int8: best.int8.onnx); a Hugging Face model: "
+                                            "$DSDI_EXPORT_CACHE/DIGEST16.PRECISION.onnx (default cache "
+                                            "~/.cache/dsdi/exports)")
 
 
 def _export(given: dict) -> None:
-    """Export a checkpoint to an ONNX model for ONNX Runtime (dsdi rank --engine onnxruntime), into RUN/export/.
+    """Export a model to an ONNX model for ONNX Runtime (dsdi rank --engine onnxruntime): a checkpoint into
+    RUN/export/, a Hugging Face model into the export cache.
 
     Checked against PyTorch on sample inputs; with --precision int8 the hold-out mAP it costs is measured on the
     run's stored hold-out predictions."""
-    from dsdi.train.export import export_checkpoint
-    from dsdi.train.run_folder import model_checkpoint
+    from dsdi.train.export import export_model, model_to_export
 
     config = options.from_values(ExportConfig, given)
-    checkpoint = model_checkpoint(config.model)
-    done = export_checkpoint(checkpoint, config.precision, images=config.images,
-                             calibration_images=config.calibration_images, tolerance=config.tolerance,
-                             out=config.out)
+    model = model_to_export(config.model)
+    done = export_model(model, config.precision, images=config.images, calibration_images=config.calibration_images,
+                        tolerance=config.tolerance, out=config.out)
     how = f"{done.info.precision}, {done.info.quantisation}" if done.info.quantisation else done.info.precision
-    console.print(f"exported {checkpoint} -> {done.path} ({how}; max |logit - PyTorch's| "
+    console.print(f"exported {model} -> {done.path} ({how}; max |logit - PyTorch's| "
                   f"{done.info.max_abs_diff:.3g} on sample inputs)", highlight=False)
     if done.holdout is not None:
         cost = done.holdout

@@ -1,18 +1,23 @@
-"""A dsdi classifier as an ONNX model run by ONNX Runtime's CPU provider: export, check, int8 quantisation, inference.
+"""A classifier (a dsdi checkpoint's or a Hugging Face model's logits module) as an ONNX model run by ONNX Runtime's
+CPU provider: export, check, int8 quantisation, inference.
 
-Exported models take float32 (N, 3, S, S) normalised images (input ``images``, N free) and give float32 (N, 37)
+Exported models take float32 (N, 3, S, S) normalised images (input ``images``, N free) and give float32 (N, C)
 logits (output ``logits``), as the PyTorch module does. Beside each model ``<file>.json`` (``ExportInfo``) records
-what it was exported from (the checkpoint's SHA-256), its classes and preprocessing, its precision and how far it
-was from PyTorch on the export's check. Where the files live is ``dsdi.train.run_folder.export_file``'s.
+what it was exported from (the checkpoint's SHA-256, a Hugging Face folder's content digest), its classes and
+preprocessing, its precision and how far it was from PyTorch on the export's check. Where the files live is
+``dsdi.train.export.export_location``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +41,9 @@ CHECK_IMAGES = 4  # sample inputs of the export check
 
 @dataclass(frozen=True)
 class ExportInfo:
-    """The sidecar of an exported model: checkpoint_sha256 of the .pt it came from; classes in output order and
+    """The sidecar of an exported model: checkpoint_sha256: the SHA-256 of the .pt it came from, or the content digest
+    of the Hugging Face folder (``dsdi.models.classifier.classifier_digest``); backbone: the timm backbone or Hugging
+    Face architecture; classes in output order and
     labelset, the label set (``LabelSet.to_dict``; a sidecar written before label sets were recorded: ladi-v1);
     preprocessing (side, mean, std, interpolation) its input needs; precision fp32 | int8; max_abs_diff: largest
     |logit difference| from PyTorch on the check's sample inputs (and logit_scale: PyTorch's largest |logit| there);
@@ -82,10 +89,28 @@ def sample_inputs(preprocessing: Preprocessing, count: int = CHECK_IMAGES, seed:
     return preprocessing.normalise(torch.rand(count, 3, side, side, generator=generator))
 
 
+@contextlib.contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 to the null device inside: torch.onnx's TorchScript exporter turns its C++ log on (to
+    stdout, past sys.stdout) whatever ``verbose`` says, and when an operator does not export it prints the whole
+    graph there before raising."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def export_onnx(module: nn.Module, preprocessing: Preprocessing, path: Path) -> None:
     """Write ``module`` (on the CPU, eval mode) as an ONNX model (opset OPSET, TorchScript exporter, batch axis
-    free) to ``path`` atomically."""
-    with atomic_output(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False):
+    free) to ``path`` atomically. torch.onnx's errors (an operator without an ONNX form at OPSET:
+    ``torch.onnx.errors.UnsupportedOperatorError``, a RuntimeError) pass through, with no file written."""
+    with atomic_output(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), \
+            native_stdout_silenced():
         warnings.simplefilter("ignore")  # the exporter's notes on the dynamo exporter and traced control flow
         torch.onnx.export(module, (sample_inputs(preprocessing, 2),), str(tmp), input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
@@ -140,7 +165,7 @@ def ort_threads() -> int:
 
 class OrtModel:
     """An exported model in an ONNX Runtime CPU session, called like the PyTorch module: float32 (N, 3, S, S)
-    normalised images (a CPU tensor) -> float32 (N, 37) logits (a CPU tensor).
+    normalised images (a CPU tensor) -> float32 (N, C) logits (a CPU tensor).
 
     Its ``threads`` intra-op threads (default ``ort_threads``) sleep when idle unless ``spinning``: next to rank's
     decoding threads a spinning pool takes the core a decoder needs (see docs/benchmarks.md)."""

@@ -1,6 +1,7 @@
 """The engine that runs a model for ``dsdi rank --engine``: PyTorch (the model's module on the rank device: a dsdi
-checkpoint or a Hugging Face classifier, ``dsdi.models.classifier``) or ONNX Runtime on the CPU (a checkpoint's ONNX
-export at ``--precision``, made on first use: ``dsdi.train.export``).
+checkpoint or a Hugging Face classifier, ``dsdi.models.classifier``) or ONNX Runtime on the CPU (the model's ONNX
+export at ``--precision``: a checkpoint's in its ``export/`` folder, a Hugging Face model's in the export cache; made
+on first use: ``dsdi.train.export``).
 
 Scores of an engine other than PyTorch are stored under model keys of their own (``key_suffix``): '+ort' for ONNX
 Runtime fp32, '+ort-int8-<first 8 hex digits of the int8 model's SHA-256>' for int8 (its calibration images shape
@@ -25,7 +26,7 @@ from dsdi.models.ort import OrtModel
 from dsdi.models.preprocess import Preprocessing
 from dsdi.progress import stderr_console
 from dsdi.rank.models import model_file
-from dsdi.train.export import current_export, export_checkpoint
+from dsdi.train.export import current_export, export_model
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,13 @@ class LoadedModel:
 def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, device: torch.device) -> LoadedModel:
     """The model ``checkpoint`` names (a checkpoint file, a Hugging Face folder or hub name: ``load_classifier``) on
     ``engine`` (torch | onnxruntime) at ``precision``; ``digest``: its content hash (``classifier_digest``).
-    ONNX Runtime runs dsdi's checkpoints only: InputError for a Hugging Face model."""
+    ONNX Runtime runs the model's current export (``current_export``), exporting it first when there is none."""
     if engine == "torch":
         classifier = load_classifier(checkpoint, device)
         if device.type == "cuda":  # fp16 tensor-core convolutions run fastest on NHWC
             classifier.module.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True  # full batches: one shape, tuned once
         return LoadedModel(classifier.module, classifier.name, classifier.preprocessing, "", classifier.labelset)
-    if not Path(checkpoint).is_file():
-        raise InputError(f"--models {checkpoint}: --engine onnxruntime runs dsdi checkpoints only (dsdi export "
-                         "makes their ONNX files); rank this Hugging Face model with --engine torch")
     exported = current_export(checkpoint, precision, digest) or _export_now(checkpoint, precision)
     suffix = "+ort" if precision == "fp32" else f"+ort-{precision}-{file_sha256(exported.path)[:8]}"
     labelset = LabelSet.from_dict(exported.info.labelset, f"{exported.path}'s sidecar")
@@ -60,11 +58,16 @@ def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, 
 
 
 def _export_now(checkpoint: Path, precision: str):
-    """Export on first use, saying so on stderr; an int8 export needs the run's training images."""
+    """Export on first use, saying so on stderr; an int8 export needs the run's training images (a Hugging Face
+    model has none: ``dsdi export --images`` makes its int8 export)."""
+    if precision != "fp32" and not Path(checkpoint).is_file():
+        raise InputError(f"--models {checkpoint}: no {precision} export of this Hugging Face model yet; make it "
+                         f"with dsdi export {checkpoint} --precision {precision} --images DIR (images to calibrate "
+                         "on)")
     stderr_console.print(f"exporting {checkpoint} for ONNX Runtime ({precision}): first use", markup=False,
                          highlight=False, soft_wrap=True)
     try:
-        return export_checkpoint(checkpoint, precision)
+        return export_model(checkpoint, precision)
     except InputError as error:
         if precision == "fp32":
             raise
