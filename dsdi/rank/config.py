@@ -110,7 +110,8 @@ class RankConfig:
     engine: str = option("torch", choices=ENGINES,
                          help="what runs the models: torch (PyTorch on --device; fp16 on a GPU) or onnxruntime (ONNX "
                               "Runtime on the CPU, about 1.2-2x PyTorch's speed there: each model's ONNX export, made "
-                              "into RUN/export/ on first use); scores stored under their own model key")
+                              "into RUN/export/ on first use, a Hugging Face model's into the export cache); scores "
+                              "stored under their own model key")
     precision: str = option("fp32", choices=PRECISIONS,
                             help="with --engine onnxruntime: fp32, or int8 (the export quantised; calibrated on the "
                                  "run's training images, or see dsdi export --images)")
