@@ -11,12 +11,13 @@ import typer
 from dsdi.cli import data, evaluation, ranking, research, searching, serving, training
 from dsdi.cli.common import console
 
-HELP = """dsdi trains multi-label classifiers of disaster features on LADI aerial photos and ranks video shot clips
-by those features for TRECVID DSDI (Disaster Scene Description and Indexing).
+HELP = """dsdi trains multi-label classifiers of disaster features on LADI aerial photos (LADI v1's 37 classes by
+default, LADI v2's or a team's own label set), ranks video shot clips by those features for TRECVID DSDI (Disaster
+Scene Description and Indexing), and searches what it ranked.
 
-A typical run: dsdi labels -> dsdi prepare -> dsdi train -> dsdi rank -> dsdi eval / dsdi report. To try it
-without data: dsdi synth --out world, then the same commands on the world's files. Every option of every command:
-docs/cli.md, or dsdi COMMAND --help."""
+A typical run: dsdi labels -> dsdi prepare -> dsdi train -> dsdi rank -> dsdi eval / dsdi report / dsdi serve.
+To try it without data: dsdi synth --out world, then the same commands on the world's files. Every option of
+every command: docs/cli.md, or dsdi COMMAND --help."""
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
 

@@ -115,7 +115,7 @@ def _print_rank_summary(result) -> None:
 
 
 def _rank(given: dict) -> None:
-    """Rank shot clips per disaster feature with one or more models: a TRECVID submission in the folder --out.
+    """Rank shot clips per disaster feature with one or more models: a TREC run (and TRECVID XML) in --out.
 
     Paper 2.5: 10 fps frames, max of sigmoids, fused models, top-k. Resumable: scores are kept in
     OUT/scores.sqlite per model and clip, and re-running skips scored clips."""

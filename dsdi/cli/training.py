@@ -16,7 +16,7 @@ from dsdi.train.config import TrainConfig
 
 
 def _train(given: dict, config: Path | None, resume: bool) -> None:
-    """Train a multi-label classifier of the 37 LADI classes into the run folder --out.
+    """Train a multi-label classifier of a label set's classes (LADI v1's 37 by default) into the run folder --out.
 
     Writes config.toml, metrics.csv, last.pt, best.pt (+ snapshot_K.pt). Precedence: defaults < the run's own
     config.toml (with --resume) < --config recipe < flags."""
