@@ -72,7 +72,10 @@ def test_shipped_table3_files():
     ('members = [{run = "A", checkpoint = "epoch_3"}]', r"members\[0\].checkpoint 'epoch_3'"),
     ('members = [{run = "A", weight = -1}]', r"members\[0\].weight must be"),
     ('members = [{run = "A", wieght = 1}]', r"members\[0\]: unknown key\(s\) wieght"),
-    ('members = [{checkpoint = "best"}]', r"members\[0\]: lacks run"),
+    ('members = [{checkpoint = "best"}]', r"members\[0\]: give run .* or model"),
+    ('members = [{run = "A", model = "B"}]', r"members\[0\]: give run .* or model .*one of the two"),
+    ('members = [{model = "org/m", checkpoint = "last"}]', r"members\[0\]: checkpoint goes with run"),
+    ('members = [{model = "org/m"}, {model = "org/m"}]', "member org/m is listed twice"),
     ('members = []', "members is empty"),
     ('name = "x"', "lacks members"),
     ('members = [{run = "A"}, {run = "A"}]', "member A is listed twice"),
@@ -92,7 +95,8 @@ def test_malformed_file_names_file_and_key(tmp_path, text, message):
 
 
 def test_write_and_load_round_trip(tmp_path):
-    ensemble = Ensemble("mine", [Member(Path("A01"), "best", 3.0), Member(Path("/abs/C10"), "snapshot_2", 1.0)],
+    ensemble = Ensemble("mine", [Member(Path("A01"), "best", 3.0), Member(Path("/abs/C10"), "snapshot_2", 1.0),
+                                 Member(None, weight=2.0, model="MITLL/LADI-v2-classifier-small")],
                         agg="top3", fuse=[(Path("submissions/other"), 0.5)], description='say "hi"',
                         paper_map=0.36, holdout_map=0.41)
     write_ensemble(tmp_path / "mine.toml", ensemble, comment="two\nlines")
@@ -327,3 +331,13 @@ def test_select_refuses_an_unfinished_run_before_selecting(tmp_path, cli):
     result = cli("select", *runs, "--size", 2, "--out", tmp_path / "S.toml", expect=None)
     assert result.exit_code == 2 and says(result.output, f"not finished: {runs[1]} (no last.pt)")
     assert says(result.output, "dsdi train --out RUN --resume") and not (tmp_path / "S.toml").exists()
+
+
+def test_a_model_member_is_taken_as_written_and_a_missing_one_is_named(tmp_path):
+    checkpoint = tmp_path / "v2a.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    ensemble = Ensemble("mixed", [Member(None, model=str(checkpoint)), Member(None, model=str(tmp_path / "gone.pt"))])
+    with pytest.raises(InputError, match=r"1 of 2 members not ready: .*gone.pt: no such checkpoint file, Hugging Face "
+                                         "model folder or hub name"):
+        member_checkpoints(ensemble, tmp_path)
+    assert member_checkpoints(Ensemble("one", ensemble.members[:1]), tmp_path) == [checkpoint]

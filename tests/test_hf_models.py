@@ -230,6 +230,11 @@ def test_a_hugging_face_model_fuses_with_a_ladi_v2a_checkpoint_by_class_name(wor
     expected = (2 * alone["hf"][columns] + alone["dsdi"].loc[alone["hf"].index, columns]) / 3
     np.testing.assert_allclose(fused.loc[expected.index, columns].to_numpy(float), expected.to_numpy(float),
                                atol=1e-6)
+    ensemble = tmp_path / "mixed.toml"  # the same two as an ensemble file: the HF folder a model member
+    ensemble.write_text(f'members = [{{model = "{world["bit"]}", weight = 2.0}}, {{model = "{checkpoint}"}}]\n')
+    cli("rank", "--clips", world["clips"], "--ensemble", ensemble, "--out", tmp_path / "file", "--device", "cpu")
+    from_file = pd.read_csv(tmp_path / "file" / "clip_scores.csv").set_index("shot_id")
+    np.testing.assert_allclose(from_file[columns].to_numpy(float), fused[columns].to_numpy(float), atol=1e-9)
 
 
 def test_a_hub_name_not_in_the_cache_and_incomplete_folders_exit_2_on_one_line(world, tmp_path, cli, monkeypatch):

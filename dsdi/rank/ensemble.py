@@ -9,7 +9,8 @@ An ensemble file (``runs/ensembles/NAME.toml``; the paper's Table 3 rows ship th
     members = [                # run folders under --runs-dir (default runs/; absolute paths as they are)
       {run = "A01", checkpoint = "best", weight = 1.0},   # checkpoint: best | last | snapshot_K (default best)
       {run = "C10", checkpoint = "last"},                 # weight default 1.0
-    ]
+      {model = "MITLL/LADI-v2-classifier-small", weight = 2.0},  # or a model as --models takes it: a checkpoint
+    ]                                                     # file, a Hugging Face folder or a cached hub name
     fuse = [{out_dir = "submissions/VAS3", weight = 1.0}] # optional: (1*this + W*other)/(1+W); --fuse replaces it
 
 ``load_ensemble`` reads and checks a file (InputError naming the file and key), ``member_checkpoints`` finds
@@ -29,27 +30,32 @@ from typing import Any
 from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.index.scores import AGGREGATIONS
+from dsdi.models.classifier import is_hf_folder, is_hub_name
 from dsdi.options import read_toml
 from dsdi.train.run_folder import RunFolder
 from dsdi.workspace import RUNS_DIR
 
 CHECKPOINT_STEM = re.compile(r"best|last|snapshot_[1-9][0-9]*")
 _TOP_KEYS = ("name", "description", "paper_map", "holdout_map", "agg", "members", "fuse")
-_MEMBER_KEYS = ("run", "checkpoint", "weight")
+_MEMBER_KEYS = ("run", "checkpoint", "model", "weight")
 _FUSE_KEYS = ("out_dir", "weight")
 
 
 @dataclass(frozen=True)
 class Member:
-    """One model of an ensemble: a run folder, the checkpoint it contributes (``<stem>.pt``) and its weight."""
+    """One model of an ensemble and its weight: a run folder and the checkpoint it contributes (``<stem>.pt``), or
+    ``model``, a model as ``--models`` takes it (a checkpoint file, a Hugging Face folder or hub name; run None)."""
 
-    run: Path
+    run: Path | None
     checkpoint: str = "best"
     weight: float = 1.0
+    model: str | None = None
 
     @property
     def label(self) -> str:
-        """How messages name the member: the run, plus the checkpoint when it is not ``best``."""
+        """How messages name the member: the model, or the run plus the checkpoint when it is not ``best``."""
+        if self.model is not None:
+            return self.model
         return str(self.run) if self.checkpoint == "best" else f"{self.run} ({self.checkpoint})"
 
 
@@ -102,13 +108,18 @@ def _list(value: Any, where: str) -> list:
 
 def _member(value: Any, where: str) -> Member:
     table = _table(value, where, _MEMBER_KEYS)
-    if "run" not in table:
-        raise InputError(f"{where}: lacks run (the run folder, e.g. run = \"A01\")")
+    if ("run" in table) == ("model" in table):
+        raise InputError(f"{where}: give run (a run folder, e.g. run = \"A01\") or model (a checkpoint file, Hugging "
+                         "Face folder or hub name), one of the two")
+    weight = _number(table.get("weight", 1.0), f"{where}.weight", 0.0)
+    if "model" in table:
+        if "checkpoint" in table:
+            raise InputError(f"{where}: checkpoint goes with run, not with model")
+        return Member(None, weight=weight, model=_text(table["model"], f"{where}.model"))
     checkpoint = table.get("checkpoint", "best")
     if not isinstance(checkpoint, str) or not CHECKPOINT_STEM.fullmatch(checkpoint):
         raise InputError(f"{where}.checkpoint {checkpoint!r}: choose best, last or snapshot_K (K = 1, 2, ...)")
-    return Member(Path(_text(table["run"], f"{where}.run")), checkpoint,
-                  _number(table.get("weight", 1.0), f"{where}.weight", 0.0))
+    return Member(Path(_text(table["run"], f"{where}.run")), checkpoint, weight)
 
 
 def ensemble_from_dict(data: dict, source: str, default_name: str) -> Ensemble:
@@ -125,11 +136,11 @@ def ensemble_from_dict(data: dict, source: str, default_name: str) -> Ensemble:
     members = [_member(item, f"{source}: members[{i}]") for i, item in enumerate(items)]
     if not members:
         raise InputError(f"{source}: members is empty; list at least one {{run = \"A01\"}}")
-    seen: set[tuple[Path, str]] = set()
+    seen: set[tuple[Path | None, str, str | None]] = set()
     for member in members:
-        if (member.run, member.checkpoint) in seen:
+        if (member.run, member.checkpoint, member.model) in seen:
             raise InputError(f"{source}: member {member.label} is listed twice; give it once with the summed weight")
-        seen.add((member.run, member.checkpoint))
+        seen.add((member.run, member.checkpoint, member.model))
     if sum(member.weight for member in members) <= 0:
         raise InputError(f"{source}: members' weights sum to 0; give at least one a positive weight")
     agg = data.get("agg", "max")
@@ -160,13 +171,20 @@ def load_ensemble(path: str | Path) -> Ensemble:
 
 
 def member_checkpoints(ensemble: Ensemble, runs_dir: str | Path = RUNS_DIR) -> list[Path]:
-    """Each member's checkpoint file ``runs_dir/<run>/<checkpoint>.pt`` (an absolute run path as it is).
+    """Each member's checkpoint file ``runs_dir/<run>/<checkpoint>.pt`` (an absolute run path as it is), or its
+    ``model`` as written.
 
     One InputError lists every member that is not ready: its run folder is missing, its checkpoint file is
     missing, or the run is not finished (``RunFolder.is_finished``: a ``last`` or ``best`` of an unfinished run is
-    not the model the ensemble means). Of the checkpoints it reads last.pt's epoch only."""
+    not the model the ensemble means); a model that is no file, Hugging Face folder or hub name. Of the checkpoints
+    it reads last.pt's epoch only (a hub name is looked up in the cache when the model is loaded)."""
     paths, problems = [], []
     for member in ensemble.members:
+        if member.model is not None:
+            paths.append(Path(member.model))
+            if not (Path(member.model).is_file() or is_hf_folder(Path(member.model)) or is_hub_name(member.model)):
+                problems.append(f"{member.label}: no such checkpoint file, Hugging Face model folder or hub name")
+            continue
         run = RunFolder(Path(runs_dir) / member.run)
         checkpoint = run.checkpoint(member.checkpoint)
         paths.append(checkpoint)
@@ -199,7 +217,8 @@ def write_ensemble(path: str | Path, ensemble: Ensemble, comment: str = "") -> N
         if getattr(ensemble, key) is not None:
             lines.append(f"{key} = {getattr(ensemble, key)!r}")
     lines += [f"agg = {_toml_text(ensemble.agg)}", "members = ["]
-    lines += [f"  {{run = {_toml_text(m.run.as_posix())}, checkpoint = {_toml_text(m.checkpoint)}, "
+    lines += [f"  {{model = {_toml_text(m.model)}, weight = {float(m.weight)!r}}}," if m.model is not None else
+              f"  {{run = {_toml_text(m.run.as_posix())}, checkpoint = {_toml_text(m.checkpoint)}, "
               f"weight = {float(m.weight)!r}}}," for m in ensemble.members]
     lines.append("]")
     if ensemble.fuse:
