@@ -192,9 +192,10 @@ def bench_search_world(work: Path, device: str) -> dict:
         if not relevant or not showing:
             continue
         images = [np.asarray(Image.open(world / "images" / Path(name).name).convert("RGB")) for name in showing]
+        vectors = [index.embed_image(image) for image in images]
         ways = {"class_scores": index.search(feature, topk=len(index)),
-                "example": index.search(like_images=images, topk=len(index)),
-                "mixed": index.search(feature, like_images=images, topk=len(index))}
+                "example": index.search(like_vectors=vectors, topk=len(index)),
+                "mixed": index.search(feature, like_vectors=vectors, topk=len(index))}
         row = {way: average_precision([h.shot_id for h in hits], relevant, None) for way, hits in ways.items()}
         row["random"] = average_precision(rng.permutation(index.shots).tolist(), relevant, None)
         row["relevant_clips"], row["examples"] = len(relevant), len(images)

@@ -24,6 +24,7 @@ from conftest import finish_run, tiny_checkpoint
 from PIL import Image
 
 from dsdi.labels.labelset import load_labelset
+from dsdi.search.engine import SearchIndex
 from dsdi.search.judgments import JudgmentFile
 from dsdi.search.media import MAX_UPLOAD_BYTES
 from dsdi.search.serve import create_app, listening_socket
@@ -211,12 +212,17 @@ def test_uploads_that_are_not_images_or_too_large_are_refused(served):
     assert "8000x7000 pixels; the limit is 50 megapixels" in answer["error"]
 
 
-def test_example_upload_finds_the_clip_it_was_grabbed_from(served, ranked):
+def test_example_upload_finds_the_clip_it_was_grabbed_from(served, ranked, monkeypatch):
+    embedded = []
+    embed_image = SearchIndex.embed_image
+    monkeypatch.setattr(SearchIndex, "embed_image", lambda self, pixels: embedded.append(1) or embed_image(self, pixels))
     grab = frame_at(ranked["clips"] / "Shot1_002.mp4", 0.5)
     example = served.json("POST", "/api/examples", _jpeg(grab), headers={"Content-Type": "image/jpeg"})
     assert (example["width"], example["height"]) == (160, 120)
     answer = _search(served, examples=[example["id"]])
     assert answer["topic"] == "example" and answer["hits"][0]["shot_id"] == "Shot1_002"
+    _search(served, examples=[example["id"]], query=LABELSET.features[0])
+    assert len(embedded) == 1  # the upload embeds it; searches reuse the embedding
     gone = served.json("POST", "/api/search", {"examples": ["0123456789abcdef"]}, expect=400)
     assert "drop it again" in gone["error"]
 

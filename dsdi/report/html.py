@@ -82,13 +82,18 @@ def ap_chart_svg(ap_by_feature: list[tuple[str, float]], mean_ap: float, width: 
     return "".join(parts)
 
 
-def thumbnail_data_uri(frame: np.ndarray, width: int = 160) -> str:
-    """uint8 (H,W,3) RGB frame -> 'data:image/jpeg;base64,...' of a JPEG resized to `width` pixels wide."""
+def thumbnail_jpeg(frame: np.ndarray, width: int = 160) -> bytes:
+    """uint8 (H,W,3) RGB frame -> the bytes of a JPEG of it resized to `width` pixels wide."""
     image = Image.fromarray(frame)
     height = max(1, round(image.height * width / image.width))
     buffer = io.BytesIO()
     image.resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def thumbnail_data_uri(frame: np.ndarray, width: int = 160) -> str:
+    """uint8 (H,W,3) RGB frame -> 'data:image/jpeg;base64,...' of ``thumbnail_jpeg``."""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(frame, width)).decode("ascii")
 
 
 def _thumbnail_html(clip_path: Path, time_s: float, cache: dict) -> str:

@@ -110,14 +110,15 @@ class SearchIndex:
         """``query`` parsed over this index's label set (InputError as ``parse_query``)."""
         return parse_query(query, self._labelset)
 
-    def search(self, query: str | Query | None = None, like_images: Sequence[np.ndarray] = (),
+    def search(self, query: str | Query | None = None, like_vectors: Sequence[np.ndarray] = (),
                like_shots: Sequence[str] = (), feedback: Mapping[str, bool] | None = None,
                topk: int = 100) -> list[Hit]:
-        """The best ``topk`` clips for a feature query, examples (uint8 (H, W, 3) RGB images; shot ids of the
-        index), relevance feedback, or a mix (see the module docstring), best first, ties by shot id. InputError
-        when nothing is asked, for an unknown shot id, or for examples when the index holds no embeddings."""
+        """The best ``topk`` clips for a feature query, examples (unit embeddings (d,) of images, ``embed_image``,
+        made once by the caller; shot ids of the index), relevance feedback, or a mix (see the module docstring),
+        best first, ties by shot id. InputError when nothing is asked, for an unknown shot id, or for examples when
+        the index holds no embeddings."""
         parsed = self.parse(query) if isinstance(query, str) else query
-        vector = self._example_vector(like_images, like_shots, feedback or {})
+        vector = self._example_vector(like_vectors, like_shots, feedback or {})
         if parsed is None and vector is None:
             raise InputError("nothing to search for: give a --query, a --like image or a --like-shot")
         values = parsed.scores(dict(zip(self._labelset.features, self.feature_scores.T, strict=True))) \
@@ -130,12 +131,12 @@ class SearchIndex:
             positions, scores = self._mixed(values, vector, topk)
         return self._hits(positions, scores, parsed.features() if parsed is not None else [])
 
-    def _example_vector(self, images: Sequence[np.ndarray], shots: Sequence[str],
+    def _example_vector(self, vectors: Sequence[np.ndarray], shots: Sequence[str],
                         feedback: Mapping[str, bool]) -> np.ndarray | None:
         """The unit example vector (d,) of the examples and the feedback, or None when there are neither."""
-        if not (images or shots or feedback):
+        if not (len(vectors) or shots or feedback):
             return None
-        examples = [self.embed_image(image) for image in images] + [self.shot_embedding(s) for s in shots]
+        examples = list(vectors) + [self.shot_embedding(s) for s in shots]
         relevant = [self.shot_embedding(s) for s, judged in feedback.items() if judged]
         other = [self.shot_embedding(s) for s, judged in feedback.items() if not judged]
         vector = np.zeros(self.embeddings.dims, dtype=np.float32)

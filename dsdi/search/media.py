@@ -3,7 +3,6 @@ clips, each decoded once and kept in memory."""
 
 from __future__ import annotations
 
-import base64
 import io
 import threading
 from collections import OrderedDict
@@ -13,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dsdi.errors import InputError
-from dsdi.report.html import thumbnail_data_uri
+from dsdi.report.html import thumbnail_jpeg
 from dsdi.video.decode import VideoDecodeError, frame_at
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -75,8 +74,7 @@ class Thumbnails:
             if key in self._kept:
                 self._kept.move_to_end(key)
                 return self._kept[key]
-        uri = thumbnail_data_uri(frame_at(clip_path, key[1]), width=THUMBNAIL_WIDTH)
-        data = base64.b64decode(uri.split(",", 1)[1])
+        data = thumbnail_jpeg(frame_at(clip_path, key[1]), width=THUMBNAIL_WIDTH)
         with self._lock:
             self._kept[key] = data
             while len(self._kept) > THUMBNAILS_KEPT:

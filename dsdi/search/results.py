@@ -24,14 +24,14 @@ def search_folder(index: SearchIndex, query: Query | None, like: Sequence[Path],
                   topk: int) -> list[Hit]:
     """The best ``topk`` hits of a search of ``index`` by a parsed query, example image files and example shots;
     InputError naming an unreadable image file."""
-    images = []
+    vectors = []
     for path in like:
         try:
             data = Path(path).read_bytes()
         except OSError as error:
             raise InputError(f"--like {path}: cannot read ({error.strerror or error})") from None
-        images.append(example_pixels(data, f"--like {path}"))
-    return index.search(query, like_images=images, like_shots=like_shots, topk=topk)
+        vectors.append(index.embed_image(example_pixels(data, f"--like {path}")))
+    return index.search(query, like_vectors=vectors, like_shots=like_shots, topk=topk)
 
 
 def hits_table(hits: list[Hit], labelset: LabelSet) -> pd.DataFrame:

@@ -51,9 +51,9 @@ from dsdi.trecvid.submission import Topic, write_trec_run
 PAGE_FILES = {"index.html": "text/html", "serve.js": "text/javascript", "serve.css": "text/css"}
 """The page's files (in dsdi/data_files/serve/) and their content types: all that /assets serves."""
 EXAMPLES_KEPT = 32
-"""Uploaded examples kept for searches, the oldest dropped first."""
+"""Uploaded examples' embeddings kept for searches, the oldest dropped first."""
 EXAMPLE_SIDE = 1024
-"""An example's longest side as kept (larger ones are scaled down; the models see a few hundred pixels)."""
+"""An example's longest side as embedded (larger ones are scaled down first; the models see a few hundred pixels)."""
 MAX_TOPK = 1000
 SEARCH_RUNS = "search_runs"
 RUN_ID = "dsdi_serve"
@@ -91,7 +91,7 @@ class SearchSession:
         self.clips = {str(shot): output.clip_file(str(path), facts).resolve() for shot, path in clip_paths.items()}
         self.judgments = JudgmentFile(judgments_path)
         self.thumbnails = Thumbnails()
-        self.examples: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.examples: OrderedDict[str, np.ndarray] = OrderedDict()  # example id -> its unit embedding (d,)
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
@@ -108,15 +108,15 @@ class SearchSession:
         return path
 
     def add_example(self, data: bytes) -> dict[str, Any]:
-        """Keep an uploaded example image for searches (at most EXAMPLE_SIDE px a side); its id and size as sent.
-        Embedded once here, so that an index without embeddings refuses it now."""
+        """Embed an uploaded example image once (at most EXAMPLE_SIDE px a side) and keep its embedding for
+        searches; its id and size as sent. An index without embeddings refuses it here."""
         pixels = example_pixels(data)
         kept = np.asarray(ImageOps.contain(Image.fromarray(pixels), (EXAMPLE_SIDE, EXAMPLE_SIDE), Image.LANCZOS)) \
             if max(pixels.shape[:2]) > EXAMPLE_SIDE else pixels
         with self._lock:
-            self.index.embed_image(kept)
+            vector = self.index.embed_image(kept)
             example_id = secrets.token_hex(8)
-            self.examples[example_id] = kept
+            self.examples[example_id] = vector
             while len(self.examples) > EXAMPLES_KEPT:
                 self.examples.popitem(last=False)
         height, width = pixels.shape[:2]
@@ -141,7 +141,7 @@ class SearchSession:
         feedback = self.feedback(topic) if body.get("feedback", True) else {}
         topk = _bounded_topk(body.get("topk", 100))
         with self._lock:
-            hits = self.index.search(query=query, like_images=examples, like_shots=like_shots,
+            hits = self.index.search(query=query, like_vectors=examples, like_shots=like_shots,
                                      feedback=feedback or None, topk=topk)
         return topic, hits
 
