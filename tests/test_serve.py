@@ -215,7 +215,8 @@ def test_uploads_that_are_not_images_or_too_large_are_refused(served):
 def test_example_upload_finds_the_clip_it_was_grabbed_from(served, ranked, monkeypatch):
     embedded = []
     embed_image = SearchIndex.embed_image
-    monkeypatch.setattr(SearchIndex, "embed_image", lambda self, pixels: embedded.append(1) or embed_image(self, pixels))
+    monkeypatch.setattr(SearchIndex, "embed_image",
+                        lambda self, pixels: embedded.append(1) or embed_image(self, pixels))
     grab = frame_at(ranked["clips"] / "Shot1_002.mp4", 0.5)
     example = served.json("POST", "/api/examples", _jpeg(grab), headers={"Content-Type": "image/jpeg"})
     assert (example["width"], example["height"]) == (160, 120)
