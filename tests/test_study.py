@@ -1,5 +1,5 @@
-"""The claims study: its statistics against scipy and hand computations, its measurements against sklearn and hand-made
-qrels, and a tiny end-to-end `dsdi study` (worlds -> sweep -> rank -> report) that resumes to the same tables."""
+"""The claims study: its measurements against sklearn and hand-made qrels (its statistics: test_study_stats.py), and
+a tiny end-to-end `dsdi study` (worlds -> sweep -> rank -> report) that resumes to the same tables."""
 
 import math
 import re
@@ -8,64 +8,13 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 from sklearn.metrics import average_precision_score
 
 from dsdi.labels.labelset import LADI_V1
 from dsdi.labels.schema import FEATURES
 from dsdi.study.measure import ClipJudge, image_ap
-from dsdi.study.stats import (
-    INCONCLUSIVE,
-    MEANINGFUL_GAIN,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    Difference,
-    Interval,
-    bootstrap_interval,
-    difference,
-    seed_interval,
-)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_seed_interval_is_scipys_student_t_interval():
-    values = np.array([0.012, -0.004, 0.031])
-    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
-    got = seed_interval(values)
-    assert got.low == pytest.approx(low, abs=1e-12) and got.high == pytest.approx(high, abs=1e-12)
-    assert math.isnan(seed_interval(np.array([0.1])).low)  # one seed: no interval
-
-
-def test_bootstrap_interval_matches_the_normal_approximation_for_many_features():
-    values = np.random.default_rng(5).normal(0.02, 0.05, size=400)
-    got = bootstrap_interval(values)
-    half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
-    assert got.low == pytest.approx(values.mean() - half, abs=0.0015)
-    assert got.high == pytest.approx(values.mean() + half, abs=0.0015)
-    constant = bootstrap_interval(np.array([0.03, 0.03, np.nan, 0.03]))  # NaNs dropped
-    assert constant.low == pytest.approx(0.03) and constant.high == pytest.approx(0.03)
-
-
-def test_difference_pairs_seeds_and_features_and_skips_missing_aps():
-    a = np.array([[0.5, 0.6, np.nan], [0.4, 0.7, 0.9]])
-    b = np.array([[0.4, 0.6, 0.2], [0.5, 0.5, np.nan]])
-    got = difference(a, b)
-    assert got.per_seed == pytest.approx((0.05, 0.05))  # seed 0: (0.1 + 0) / 2; seed 1: (-0.1 + 0.2) / 2
-    assert got.features == 2  # the third feature has no AP pair in either seed
-    assert got.mean == pytest.approx(((0.1 - 0.1) / 2 + (0.0 + 0.2) / 2) / 2)
-
-
-@pytest.mark.parametrize(("interval", "per_seed", "verdict"), [
-    ((0.004, 0.03), (0.01, 0.02, 0.01), REPRODUCED),
-    ((0.004, 0.03), (0.01, -0.002, 0.01), INCONCLUSIVE),  # one seed disagrees
-    ((-0.02, MEANINGFUL_GAIN * 0.9), (0.0, 0.01, -0.01), NOT_REPRODUCED),  # any gain worth having is ruled out
-    ((-0.05, -0.01), (-0.02, -0.03, -0.01), NOT_REPRODUCED),  # worse
-    ((-0.01, 0.04), (0.02, 0.01, 0.03), INCONCLUSIVE),
-])
-def test_verdicts(interval, per_seed, verdict):
-    diff = Difference(float(np.mean(per_seed)), per_seed, Interval(-1, 1), Interval(*interval), 10)
-    assert diff.verdict == verdict
 
 
 def test_image_ap_is_sklearns_on_the_common_images():
