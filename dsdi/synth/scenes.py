@@ -39,7 +39,27 @@ def render_still(elements: list[int], rng: np.random.Generator, width: int = 640
                  render_scale: float = RENDER_SCALE, looks: LookSet = FEATURE_LOOKS) -> np.ndarray:
     """A uint8 (height, width, 3) scene showing exactly the given elements (ids into looks), drawn at
     render_scale x the output resolution and upsampled; object boxes scale with min(width / 640, height / 480)."""
-    cv = Canvas(rng, height, width, track_cover=False, scale=render_scale)
+    return _draw_still(elements, rng, width, height, render_scale, looks, track_cover=False).picture()
+
+
+def render_still_with_cover(elements: list[int], rng: np.random.Generator, width: int = 640, height: int = 480,
+                            render_scale: float = RENDER_SCALE,
+                            looks: LookSet = FEATURE_LOOKS) -> tuple[np.ndarray, np.ndarray]:
+    """render_still's picture (the same pixels for the same rng state) and cover: float64 (len(looks.looks),)
+    the fraction of the picture each element's drawn pixels cover (alpha > 0.5 on the canvas's cover grid of
+    COVER_STEP picture pixels; later layers drawn over an element do not lower its cover)."""
+    cv = _draw_still(elements, rng, width, height, render_scale, looks, track_cover=True)
+    rows, cols = -(-cv.height // cv.cover_step), -(-cv.width // cv.cover_step)  # cover cells on the canvas
+    cover = np.zeros(len(looks.looks))
+    for element, mask in (cv.cover or {}).items():
+        cover[element] = mask[:rows, :cols].sum() / (rows * cols)
+    return cv.picture(), cover
+
+
+def _draw_still(elements: list[int], rng: np.random.Generator, width: int, height: int, render_scale: float,
+                looks: LookSet, track_cover: bool) -> Canvas:
+    """The canvas of render_still's scene; track_cover records each element's cover (it draws nothing from rng)."""
+    cv = Canvas(rng, height, width, track_cover=track_cover, scale=render_scale)
     cells = _regions(elements, looks) or [-1]
     cells = cells + [-1] * int(rng.integers(0, 2))
     draw_regions(cv, cells, rng.uniform(0, width, len(cells)), rng.uniform(0, height, len(cells)), looks)
@@ -53,7 +73,7 @@ def render_still(elements: list[int], rng: np.random.Generator, width: int = 640
         return x0, int(rng.integers(-h // 5, max(1, height - h * 4 // 5))), w, h
 
     draw_objects(cv, elements, place, looks)
-    return cv.picture()
+    return cv
 
 
 @dataclass(frozen=True)

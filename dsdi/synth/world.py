@@ -97,7 +97,7 @@ def _write_v1_images(world: World, n_images: int, seed: int, image_size: tuple[i
         kind = OUTLIER_KINDS[k % len(OUTLIER_KINDS)]
         return render_outlier(kind, np.random.default_rng([seed, _SEED_OUTLIER_IMAGES, k]), *image_size)
 
-    _write_images(world.images_dir, names, render)
+    write_images(world.images_dir, names, render)
     write_text_atomic(world.true_labels, _true_labels_csv(image_ids, labels, outlier_rate > 0))
     answers = _crowd_answers(image_ids, labels, seed, miss_rate, false_rate, workers_per_category)
     write_text_atomic(world.annotations, answers.to_csv(sep="\t", index=False))
@@ -120,7 +120,7 @@ def _write_v2a_images(world: World, n_images: int, seed: int, image_size: tuple[
         event = ladi_v2a.LATER if later[i] else ladi_v2a.EARLIER
         return ladi_v2a.render_picture(scenes[i], np.random.default_rng([seed, _SEED_IMAGES, i]), *image_size, event)
 
-    _write_images(world.images_dir, names, render)
+    write_images(world.images_dir, names, render)
     write_text_atomic(world.true_labels, ladi_v2a.labels_csv(names, splits, ladi_v2a.derive_labels(scenes)))
     voted = ladi_v2a.vote(scenes, np.random.default_rng([seed, _SEED_WORKERS]), miss_rate, false_rate)
     write_text_atomic(world.labels, ladi_v2a.labels_csv(names, splits, voted))
@@ -171,7 +171,7 @@ def outlier_count(n_images: int, outlier_rate: float) -> int:
     return int(round(outlier_rate * n_images / (1.0 - outlier_rate)))
 
 
-def _write_images(images_dir: Path, names: list[str], render) -> None:
+def write_images(images_dir: Path, names: list[str], render) -> None:
     """Save render(i) (uint8 RGB) as JPEG quality 90 under images_dir / names[i], with a progress bar."""
     with progress_bar("images") as bar:
         task = bar.add_task("synth images", total=len(names), info="")
