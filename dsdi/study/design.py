@@ -1,147 +1,117 @@
-"""What the claims study trains: its synthetic worlds, its size, and the training variants (one recipe each).
+"""What the claims study trains and compares, fixed before anything runs: its size, the head recipes, the members
+(recipe x split) every seed trains, the ensembles, and the pre-registered headline comparisons (the only rows that
+get a verdict; Holm's correction runs over exactly these).
 
-Every variant differs from the baseline (focal loss, soft labels, the default noise, no technique) in exactly
-the setting its claim is about; everything else (backbone, size, optimiser, epochs, hold-out) is shared, so a
-difference between two variants of the same seed is the effect of that setting.
+Every recipe differs from the baseline (``focal``: focal loss on the LADI-noise crowd's soft labels, none weight 1,
+no outliers, HEAD_EPOCHS epochs) in exactly the setting its claim is about. Member ``m`` of a seed trains on its own
+80% split of the training images (``dsdi.study.heads``), so an ensemble's members differ in split as the paper's do.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
 
-from dsdi.options import updated, write_toml
-from dsdi.train.config import TrainConfig
-from dsdi.train.run_folder import BEST_NAME
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    """One synthetic world of the study (``dsdi synth`` arguments that differ between worlds)."""
-
-    name: str
-    miss_rate: float = 0.2
-    false_rate: float = 0.02
-    outlier_rate: float = 0.0
-    with_clips: bool = False
-    label_modes: tuple[str, ...] = ("soft",)
-
-
-WORLDS = (
-    WorldSpec("default", with_clips=True, label_modes=("soft", "hard", "majority")),
-    WorldSpec("heavy-noise", miss_rate=0.4, false_rate=0.05, label_modes=("soft", "hard", "majority")),
-    WorldSpec("outliers", outlier_rate=0.1),
-)
-"""The same seed draws the same normal images in every world (and the default world's clips rank every model):
-``heavy-noise`` changes only the crowd answers, ``outliers`` appends 10% outlier images with crowd answers."""
+from dsdi.study.heads import HeadRecipe
 
 
 @dataclass(frozen=True)
 class StudySize:
-    """How big the study is: worlds, training and seeds. The defaults fit ``make study`` in under 90 minutes on
-    2 CPU cores; tests shrink them."""
+    """How big the study is. The defaults fit ``make study`` in well under 90 minutes on 2 CPU cores; tests shrink
+    them. Images are rendered at ``image_size`` (width, height) and seen by the trunk at ``img_size`` px."""
 
-    images: int = 1500
-    clips: int = 60
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 5
-    backbone: str = "resnet10t"
-    img_size: int = 64
-    batch_size: int = 32
-    image_size: tuple[int, int] = (320, 240)
+    seeds: tuple[int, ...] = tuple(range(10))
+    train_images: int = 4000
+    holdout_images: int = 3000
+    outliers: int = 444
+    """Outlier images among the training images (10% of 4444: paper Fig. 5's kind, crowd-labelled as normal)."""
+    holdout_min_positives: int = 20
+    clips: int = 100
+    image_size: tuple[int, int] = (192, 144)
     clip_size: tuple[int, int] = (320, 180)
     clip_seconds: tuple[float, float] = (3.0, 6.0)
-    holdout_fraction: float = 0.2
     world_seed: int = 0
+    trunk_images: int = 6000
+    trunk_epochs: int = 6
+    backbone: str = "resnet10t"
+    img_size: int = 96
+    views: int = 5
+    """Cached features per training image: the plain view and views - 1 augmented ones."""
+    head_epochs: int = 12
+    long_factor: int = 4
+    """The long run (paper C10: the last epoch of a 300-epoch run beside 40-epoch members) is this many times longer."""
+    snapshot_cycles: int = 4
+
+
+CROWDS = ("ladi", "independent")
+"""The world's two crowds: ``ladi`` (workers with LADI's kind of noise, ``dsdi.synth.annotators``) and ``independent``
+(every worker misses 20% and imagines 2% of features independently: the model that cannot favour soft labels)."""
+LABEL_MODES = ("soft", "hard", "majority")
+
+
+def recipes(size: StudySize) -> dict[str, HeadRecipe]:
+    """Every recipe of the study by name."""
+    base = HeadRecipe("focal", epochs=size.head_epochs)
+    listed = [base, replace(base, name="bce", loss="bce"), replace(base, name="cbfl", loss="cbfl"),
+              replace(base, name="rfl", loss="rfl"),
+              replace(base, name="none0.1", loss_settings={"none_weight": 0.1}),
+              replace(base, name="none0.01", loss_settings={"none_weight": 0.01}),
+              replace(base, name="dropmax", loss_settings={"drop_max": True}),
+              replace(base, name="long", epochs=size.head_epochs * size.long_factor),
+              replace(base, name="snapshots", snapshots=size.snapshot_cycles),
+              replace(base, name="outliers-focal", outliers=True),
+              replace(base, name="outliers-dropmax", outliers=True, loss_settings={"drop_max": True}),
+              replace(base, name="tiles", tiles=True)]
+    listed += [replace(base, name=f"{crowd}-{mode}", labels=f"{crowd}-{mode}")
+               for crowd in CROWDS for mode in LABEL_MODES if (crowd, mode) != ("ladi", "soft")]
+    return {recipe.name: recipe for recipe in listed}
+
+
+Member = tuple[str, int]
+"""(recipe name, split number)."""
+
+TRIO = (("focal", 0), ("focal", 1), ("focal", 2))
+"""The reference ensemble of claims 3-5: three baseline members on three splits."""
+ADDED_MEMBER = {"none0.01": ("none0.01", 2), "long": ("long", 2)}
+"""Claims 3 and 5: the trio with its third member replaced by this recipe on the same split."""
+OUTLIER_TRIO = (("outliers-focal", 0), ("outliers-focal", 1), ("outliers-focal", 2))
+OUTLIER_ADDED = ("outliers-dropmax", 2)
+PAPER_POOL = (("focal", 0), ("cbfl", 1), ("rfl", 2), ("none0.1", 3), ("none0.01", 4), ("dropmax", 5), ("long", 6))
+"""Claim 6's ensemble, as the paper's: members of different recipes, each on its own split, equal weights."""
+
+
+def members(size: StudySize) -> list[Member]:
+    """Every (recipe, split) each seed trains, each once: every recipe on split 0, then the ensembles' others."""
+    wanted = [(name, 0) for name in recipes(size)] + list(TRIO) + list(ADDED_MEMBER.values())
+    wanted += list(OUTLIER_TRIO) + [OUTLIER_ADDED] + list(PAPER_POOL)
+    return list(dict.fromkeys(wanted))
+
+
+SMALL_OBJECT_FEATURES = ("car", "truck", "boat", "aircraft", "water tower", "pipes")
+INFERENCE_OPTIONS = ("plain", "flip", "tiles")
+"""How a clip frame is scored (``dsdi rank``'s views): the whole frame; mean with its mirror; max over it and its
+2 x 2 tiles."""
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One training recipe of the study: the world and label mode it learns from and its own settings."""
+class Headline:
+    """A pre-registered comparison: the claim it decides, its row (comparison, measure) and whether the paper
+    makes the claim (False: a technique beyond the paper)."""
 
-    name: str
-    world: str
-    labels: str = "soft"
-    settings: dict[str, Any] = field(default_factory=dict)
+    claim: int
+    comparison: str
+    measure: str
+    in_paper: bool = True
 
 
-BASELINE = "default-focal"
-VARIANTS = (
-    Variant(BASELINE, "default"),
-    Variant("default-hard", "default", labels="hard"),
-    Variant("default-majority", "default", labels="majority"),
-    Variant("default-bce", "default", settings={"loss": "bce"}),
-    Variant("default-cbfl", "default", settings={"loss": "cbfl"}),
-    Variant("default-rfl", "default", settings={"loss": "rfl"}),
-    Variant("default-none0.1", "default", settings={"none_weight": 0.1}),
-    Variant("default-none0.01", "default", settings={"none_weight": 0.01}),
-    Variant("default-dropmax", "default", settings={"drop_max_loss": True}),
-    Variant("default-snapshots", "default", settings={"snapshots": -1}),  # -1: one snapshot per epoch
-    Variant("heavy-noise-focal", "heavy-noise"),
-    Variant("heavy-noise-hard", "heavy-noise", labels="hard"),
-    Variant("heavy-noise-majority", "heavy-noise", labels="majority"),
-    Variant("outliers-focal", "outliers"),
-    Variant("outliers-dropmax", "outliers", settings={"drop_max_loss": True}),
+HEADLINES = (
+    Headline(1, "soft − majority", "image mAP, LADI-noise crowd"),
+    Headline(2, "focal − bce", "image mAP, rarest third"),
+    Headline(3, "trio with a none ×0.01 member − trio", "image mAP"),
+    Headline(4, "outlier trio with a drop-max member − outlier trio", "image mAP, 10% outliers"),
+    Headline(5, "trio with a long-run member − trio", "image mAP"),
+    Headline(6, "paper ensemble − best single member", "image mAP, judging half"),
+    Headline(7, "snapshot ensemble − one run", "image mAP"),
+    Headline(8, "max − mean", "clip mAP, features on screen < 1 s"),
+    Headline(9, "greedy selection − equal weights", "image mAP, judging half", in_paper=False),
+    Headline(10, "--tiles 2x2 − plain", "clip mAP, small objects", in_paper=False),
 )
-ENSEMBLE_POOL = tuple(v.name for v in VARIANTS if v.world == "default")
-"""Claim 6's candidates: every model trained on the default world (one seed's pool per ensemble)."""
-
-SMALL_OBJECT_FEATURES = ("car", "truck", "boat", "aircraft", "water tower", "pipes")
-
-INFERENCE_OPTIONS = {"plain": {}, "flip": {"tta": "flip"}, "tiles": {"tiles": (2, 2)}}
-"""Claim 8's rank calls over the baseline models (rank/<option>): option name -> RankConfig fields."""
-
-
-def variant(name: str) -> Variant:
-    """The variant called ``name`` (KeyError for a name the study does not train)."""
-    return {v.name: v for v in VARIANTS}[name]
-
-
-def labels_path(root: Path, world: str, mode: str) -> Path:
-    return root / "labels" / f"{world}-{mode}.csv"
-
-
-def world_path(root: Path, world: str) -> Path:
-    return root / "worlds" / world
-
-
-def recipe_values(v: Variant, size: StudySize, root: Path) -> dict[str, Any]:
-    """The TrainConfig fields of variant ``v`` (the seed comes from the sweep; the split follows the seed and the
-    hold-out is common to every run of a world)."""
-    settings = dict(v.settings)
-    if settings.get("snapshots") == -1:
-        settings["snapshots"] = size.epochs
-    return {
-        "labels": str(labels_path(root, v.world, v.labels)), "images": str(world_path(root, v.world) / "images"),
-        "backbone": size.backbone, "loss": "focal", "img_size": size.img_size, "epochs": size.epochs,
-        "batch_size": size.batch_size, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "workers": 1,
-        "device": "cpu", "pretrained": False, "split_seed": -1, "holdout_fraction": size.holdout_fraction,
-        "holdout_seed": 0, **settings,
-    }
-
-
-def write_recipes(root: Path, size: StudySize) -> list[Path]:
-    """Write ``root/recipes/<variant>.toml`` for every variant and return their paths (in VARIANTS order)."""
-    paths = []
-    for v in VARIANTS:
-        path = root / "recipes" / f"{v.name}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_toml(path, updated(TrainConfig(), recipe_values(v, size, root), source=f"study variant {v.name}"))
-        paths.append(path)
-    return paths
-
-
-def run_dir(root: Path, name: str, seed: int) -> Path:
-    """Where ``dsdi sweep --out root/models`` trains variant ``name`` with ``seed``."""
-    return root / "models" / f"{name}-s{seed}"
-
-
-def ranked_checkpoints(root: Path, size: StudySize) -> list[Path]:
-    """Every run's best.pt, then the snapshot variants' snapshot_K.pt files (rank/all's models, in this order)."""
-    checkpoints = [run_dir(root, v.name, seed) / BEST_NAME for v in VARIANTS for seed in size.seeds]
-    for v in VARIANTS:
-        if v.settings.get("snapshots"):
-            checkpoints += [run_dir(root, v.name, seed) / f"snapshot_{k}.pt"
-                            for seed in size.seeds for k in range(1, size.epochs + 1)]
-    return checkpoints

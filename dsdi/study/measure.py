@@ -1,91 +1,129 @@
-"""The study's two measurements, as average precision per feature (32,), NaN where a feature has no positive:
+"""The study's measurements: per arm (one member, or an ensemble of members with weights) and seed, mAP on a test set,
+and the same on the item resamples of the two-level bootstrap (``dsdi.study.stats``).
 
-- **image AP** of a run's stored hold-out sigmoids (``predictions/<stem>.holdout.csv``) against the world's
-  **true** labels (``true_labels.csv``, not the crowd's), on the held-out images that are not outliers;
-- **clip AP** of fused clip scores from a score index (``dsdi.rank.fusion.fused_scores``), TREC AP against the qrels
-  (``trecvid.evaluation.evaluate_run``); optionally only on the *brief* appearances: a relevant (feature, clip) pair
-  counts only when the feature is on screen under ``BRIEF_SECONDS`` in all (``clip_truth.csv``), and the
-  feature's other relevant clips are taken out of its ranking.
+Test sets:
+- ``holdout``: the world's held-out images, against their **true** labels (never the crowd's), 32 features;
+- ``choosing`` / ``judging``: the even / odd rows of the hold-out (selection picks on one half, is judged on the other);
+- ``clips``: every clip of the world, AP over the full ranking of all clips (equal to trec_eval's AP of a ranking
+  that lists every clip) against the qrels;
+- ``brief``: the same, counting a relevant (feature, clip) pair only when the feature is on screen under
+  BRIEF_SECONDS in all (``clip_truth.csv``); the feature's other relevant clips are ranked last (taken out).
+
+A head's scores are stored per member and seed (``scores/<recipe>-m<split>-s<seed>.npz``: ``holdout`` (n, 37) and
+``clips`` (options, aggregations, clips, 37)); an ensemble's are the weighted mean of its members' sigmoids (clip
+aggregates fused as ``dsdi rank`` fuses them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dsdi.index.store import ScoreIndex
+from dsdi.index.scores import AGGREGATIONS
 from dsdi.labels.labelset import LADI_V1
-from dsdi.labels.schema import CLASSES, FEATURES
-from dsdi.rank.fusion import fused_scores
-from dsdi.rank.output import ranked_by_score
-from dsdi.train.metrics import per_class_average_precision
-from dsdi.train.predictions import read_predictions
-from dsdi.trecvid.evaluation import evaluate_run
+from dsdi.labels.schema import FEATURES
+from dsdi.study.design import INFERENCE_OPTIONS, Member
+from dsdi.study.resampling import image_resamples, resampled_map, weighted_average_precision
+from dsdi.study.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from dsdi.trecvid.qrels import read_qrels
 
 BRIEF_SECONDS = 1.0
+TEST_SETS = ("holdout", "choosing", "judging", "clips", "brief")
 
 
-def read_truth(world_dir: Path) -> pd.DataFrame:
-    """true_labels.csv of a world: index image_id, the 32 FEATURES columns (0/1), outlier images left out."""
-    table = pd.read_csv(world_dir / "true_labels.csv", dtype={"image_id": str}).set_index("image_id")
-    if "outlier" in table.columns:
-        table = table[table["outlier"] == 0]
-    return table[list(FEATURES)]
+def scores_path(root: Path, member: Member, seed: int) -> Path:
+    return root / "scores" / f"{member[0]}-m{member[1]}-s{seed}.npz"
 
 
-def image_ap(scores: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
-    """AP per feature (32,) of ``scores`` (index image_id, CLASSES columns) on the images of both tables."""
-    ids = scores.index.intersection(truth.index)
-    ap, _ = per_class_average_precision(truth.loc[ids].to_numpy(np.float64),
-                                        scores.loc[ids, list(FEATURES)].to_numpy(np.float64))
-    return ap
+def read_holdout_truth(world_dir: Path) -> pd.DataFrame:
+    """The hold-out images' true labels: index image_id, the 32 FEATURES columns (0/1), in file order."""
+    table = pd.read_csv(world_dir / "true_labels.csv", dtype={"image_id": str})
+    return table[table["split"] == "holdout"].set_index("image_id")[list(FEATURES)]
 
 
-def holdout_scores(run_dir: Path, stem: str = "best") -> pd.DataFrame:
-    """A run's stored hold-out sigmoids of checkpoint ``stem`` (index image_id, the 37 CLASSES columns)."""
-    return read_predictions(run_dir, stem, "holdout")
+def clip_truth(world_dir: Path, shots: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(relevant (clips, 32), brief (clips, 32), lasting (clips, 32)) bool for the clips ``shots`` in that order:
+    relevant from the qrels; brief the relevant pairs on screen under BRIEF_SECONDS, lasting the others."""
+    qrels, numbers = read_qrels(world_dir / "qrels.txt"), LADI_V1.feature_numbers
+    relevant = np.array([[qrels.get(numbers[name], {}).get(shot, 0) > 0 for name in FEATURES] for shot in shots])
+    truth = pd.read_csv(world_dir / "clip_truth.csv", dtype={"shot_id": str})
+    seconds = (truth["end_s"] - truth["start_s"]).groupby([truth["shot_id"], truth["fnum"]]).sum()
+    on_screen = np.array([[seconds.get((shot, numbers[name]), np.inf) for name in FEATURES] for shot in shots])
+    brief = relevant & (on_screen < BRIEF_SECONDS)
+    return relevant, brief, relevant & ~brief
 
 
-def mean_scores(tables: list[pd.DataFrame], weights: list[float] | None = None) -> pd.DataFrame:
-    """The weighted mean of several score tables over their common rows (the ensemble's sigmoids)."""
-    ids = tables[0].index
-    for table in tables[1:]:
-        ids = ids.intersection(table.index)
-    weight = np.ones(len(tables)) if weights is None else np.asarray(weights, dtype=np.float64)
-    total = sum(w * table.loc[ids, list(CLASSES)].to_numpy(np.float64) for w, table in zip(weight, tables, strict=True))
-    return pd.DataFrame(total / weight.sum(), index=ids, columns=list(CLASSES))
+@dataclass(frozen=True)
+class Arm:
+    """Members with weights; ``option`` and ``agg`` say how clip frames are scored and aggregated."""
+
+    members: tuple[Member, ...]
+    weights: tuple[float, ...] | None = None
+    option: str = "plain"
+    agg: str = "max"
+
+    @classmethod
+    def single(cls, recipe: str, split: int = 0, **how: str) -> Arm:
+        return cls(((recipe, split),), **how)
 
 
-class ClipJudge:
-    """The default world's qrels and brief appearances; scores fused clip rankings per feature."""
+class Measurements:
+    """Reads the study's stored scores and measures arms on test sets, caching each (arm, seed) once."""
 
-    def __init__(self, world_dir: Path) -> None:
-        self.qrels = read_qrels(world_dir / "qrels.txt")
-        self.fnums = LADI_V1.feature_numbers
-        truth = pd.read_csv(world_dir / "clip_truth.csv")
-        seconds = (truth["end_s"] - truth["start_s"]).groupby([truth["fnum"], truth["shot_id"]]).sum()
-        relevant = {(fnum, shot) for fnum, shots in self.qrels.items() for shot, rel in shots.items() if rel > 0}
-        self.brief = {pair for pair, total in seconds.items() if total < BRIEF_SECONDS and pair in relevant}
-        self.lasting = relevant - self.brief
+    def __init__(self, root: Path, world_dir: Path, seeds: list[int], shots: list[str]) -> None:
+        self.root, self.seeds = root, seeds
+        truth = read_holdout_truth(world_dir).to_numpy(np.int8)
+        relevant, brief, lasting = clip_truth(world_dir, shots)
+        self.truth = {"holdout": truth, "choosing": truth[0::2], "judging": truth[1::2],
+                      "clips": relevant.astype(np.int8), "brief": brief.astype(np.int8)}
+        self.lasting = lasting
+        self.weights = {name: image_resamples(len(t), BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+                        for name, t in self.truth.items()}
+        self._stored: dict[tuple[Member, int], dict[str, np.ndarray]] = {}
+        self._measured: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
-    def ap(self, clip_scores: pd.DataFrame, brief_only: bool = False) -> np.ndarray:
-        """TREC AP per feature (32,) of clip scores (index shot_id, FEATURES columns); NaN without relevant clips.
-        ``brief_only``: judged on the brief appearances alone (module docstring)."""
-        rankings, qrels = ranked_by_score(clip_scores), self.qrels
-        if brief_only:
-            rankings = {fnum: [(shot, s) for shot, s in ranking if (fnum, shot) not in self.lasting]
-                        for fnum, ranking in rankings.items()}
-            qrels = {fnum: {shot: int((fnum, shot) in self.brief) for shot in shots} for fnum, shots in qrels.items()}
-        table, _ = evaluate_run(rankings, qrels, k=None)
-        ap_by_fnum = dict(zip(table["fnum"], table["ap"], strict=True))
-        return np.array([ap_by_fnum.get(self.fnums[name], np.nan) for name in FEATURES], dtype=np.float64)
+    def stored(self, member: Member, seed: int) -> dict[str, np.ndarray]:
+        if (member, seed) not in self._stored:
+            with np.load(scores_path(self.root, member, seed)) as data:
+                self._stored[member, seed] = {key: data[key] for key in data.files}
+        return self._stored[member, seed]
 
+    def scores(self, arm: Arm, seed: int, test_set: str) -> np.ndarray:
+        """(items, 32) float64 scores of the arm on a test set for one seed (brief: lasting pairs ranked last)."""
+        weights = np.ones(len(arm.members)) if arm.weights is None else np.asarray(arm.weights, dtype=np.float64)
+        if test_set in ("clips", "brief"):
+            o, a = INFERENCE_OPTIONS.index(arm.option), AGGREGATIONS.index(arm.agg)
+            parts = [self.stored(m, seed)["clips"][o, a] for m in arm.members]
+        else:
+            parts = [self.stored(m, seed)["holdout"] for m in arm.members]
+        fused = sum(w * p.astype(np.float64) for w, p in zip(weights, parts, strict=True)) / weights.sum()
+        fused = fused[:, : len(FEATURES)]
+        if test_set == "brief":
+            fused = np.where(self.lasting, -1.0, fused)
+        return {"choosing": fused[0::2], "judging": fused[1::2]}.get(test_set, fused)
 
-def clip_scores(index: ScoreIndex, keys: list[str], weights: list[float] | None = None,
-                agg: str = "max") -> pd.DataFrame:
-    """Fused clip scores (index shot_id, 37 CLASSES columns) of the models ``keys`` in ``index``."""
-    table, _ = fused_scores(index, keys, weights or [1.0] * len(keys), agg, [], LADI_V1)
-    return table[list(CLASSES)]
+    def ap(self, arm: Arm | dict[int, Arm], test_set: str) -> np.ndarray:
+        """(seeds, 32) AP per seed and feature (NaN without positives); ``arm`` may differ per seed (a dict)."""
+        per_seed = [self._arm(arm, seed) for seed in self.seeds]
+        ones = np.ones((1, len(self.truth[test_set])), np.int64)
+        return np.stack([weighted_average_precision(self.scores(a, s, test_set), self.truth[test_set], ones)[0]
+                         for a, s in zip(per_seed, self.seeds, strict=True)])
+
+    def maps(self, arm: Arm | dict[int, Arm], test_set: str, features: tuple[str, ...] = FEATURES
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(mAP per seed (S,), mAP per item resample and seed (B, S)) over ``features``."""
+        key = (repr(arm), test_set, features)
+        if key not in self._measured:
+            mask = np.isin(np.array(FEATURES), features)
+            stacked = np.stack([self.scores(self._arm(arm, s), s, test_set) for s in self.seeds])
+            ones = np.ones((1, len(self.truth[test_set])), np.int64)
+            self._measured[key] = (resampled_map(stacked, self.truth[test_set], ones, mask)[0],
+                                   resampled_map(stacked, self.truth[test_set], self.weights[test_set], mask))
+        return self._measured[key]
+
+    @staticmethod
+    def _arm(arm: Arm | dict[int, Arm], seed: int) -> Arm:
+        return arm[seed] if isinstance(arm, dict) else arm

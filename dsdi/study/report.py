@@ -1,6 +1,7 @@
-"""The study's report: ``docs/study.md`` (a summary table, then each claim's table, verdict and notes) and one figure
-next to it (``study.svg``: every comparison's mean difference and 95% paired-bootstrap interval, by claim).
-The SVG is written by hand (no plotting library): one row per comparison, a zero line, the interval as a bar."""
+"""The study's report: ``docs/study.md`` (the pre-registered headlines and their verdicts, the world and its crowd
+beside the paper's figures, the method, then each claim's table and notes) and one figure next to it (``study.svg``:
+every comparison's mean difference and two-level bootstrap interval, by claim). The SVG is written by hand (no
+plotting library): one row per comparison, a zero line and the equivalence margin, the interval as a bar."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ from pathlib import Path
 
 from dsdi.files import write_text_atomic
 from dsdi.study.claims import Claim, Row, measure_claims
-from dsdi.study.design import VARIANTS, WORLDS, StudySize, run_dir
+from dsdi.study.design import PAPER_POOL, StudySize, members, recipes
+from dsdi.study.heads import BATCH, DROPOUT, HIDDEN, LR, TRAIN_SHARE, WEIGHT_DECAY
+from dsdi.study.measure import Measurements
 from dsdi.study.stats import (
+    ALPHA,
     BOOTSTRAP_RESAMPLES,
+    EQUIVALENCE_MARGIN,
+    EQUIVALENT,
     INCONCLUSIVE,
-    MEANINGFUL_GAIN,
-    NOT_REPRODUCED,
     REPRODUCED,
-    verdict_text,
+    REVERSED,
 )
-from dsdi.train.run_folder import RunFolder, read_metrics
+from dsdi.study.world_report import world_section
 
-VERDICT_COLOURS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e"}
-INCONCLUSIVE_COLOUR = "#6e7781"
+VERDICT_COLOURS = {REPRODUCED: "#1a7f37", REVERSED: "#cf222e", EQUIVALENT: "#0969da", INCONCLUSIVE: "#6e7781"}
+DESCRIPTIVE_COLOUR = "#8c959f"
 
 
 def _number(value: float, signed: bool = False) -> str:
@@ -33,11 +37,20 @@ def _number(value: float, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
+def _p(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 else "<0.001"
+
+
+def _ahead(row: Row) -> str:
+    deltas = row.result.per_seed
+    return f"{sum(d > 0 for d in deltas)}/{len(deltas)}"
+
+
 def _row_cells(row: Row) -> list[str]:
-    d = row.diff
-    seeds = " ".join(_number(v, signed=True) for v in d.per_seed)
-    return [row.comparison, row.measure, _number(row.a), _number(row.b), f"**{_number(d.mean, signed=True)}**",
-            d.over_features.text(), d.over_seeds.text(), seeds, str(d.features), verdict_text(d)]
+    r = row.result
+    verdict = f"**{row.judged.verdict}**" if row.judged else "(descriptive)"
+    return [row.comparison, row.measure, _number(row.a), _number(row.b), f"**{_number(r.mean, signed=True)}**",
+            r.interval.text(), _ahead(row), _p(r.p_difference), _p(r.p_equivalence), verdict]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -46,19 +59,30 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def headline_text(claim: Claim) -> str:
-    row = claim.rows[claim.headline]
-    d = row.diff
-    agree = sum(v > 0 for v in d.per_seed)
-    return (f"{row.comparison}, {row.measure}: {_number(d.mean, signed=True)} (95% CI over features "
-            f"{d.over_features.text()}, over seeds {d.over_seeds.text()}; A ahead in {agree}/{len(d.per_seed)} seeds)")
+def headline_text(row: Row) -> str:
+    r, j = row.result, row.judged
+    return (f"{row.comparison}, {row.measure}: {_number(r.mean, signed=True)} (95% CI {r.interval.text()}; A ahead in "
+            f"{_ahead(row)} seeds; Holm p {_p(j.p_difference_adjusted)}, equivalence p {_p(j.p_equivalence_adjusted)})")
+
+
+def summary_table(claims: list[Claim]) -> str:
+    header = ["claim", "in the paper", "headline comparison", "measure", "Δ", "95% CI", "A ahead", "p (Holm)",
+              "p equiv. (Holm)", "verdict"]
+    rows = []
+    for claim in claims:
+        row = claim.headline
+        r, j = row.result, row.judged
+        rows.append([f"{claim.number}. {claim.title}", "yes" if claim.in_paper else "no, beyond", row.comparison,
+                     row.measure, f"**{_number(r.mean, signed=True)}**", r.interval.text(), _ahead(row),
+                     _p(j.p_difference_adjusted), _p(j.p_equivalence_adjusted), f"**{j.verdict}**"])
+    return _table(header, rows)
 
 
 def claim_section(claim: Claim) -> str:
-    header = ["A − B", "measure", "A", "B", "Δ", "95% CI, features", "95% CI, seeds", "Δ per seed", "features",
-              "verdict"]
-    parts = [f"## {claim.number}. {claim.title}", f"*Claim:* {claim.claim}",
-             f"**Verdict: {claim.verdict}** — {headline_text(claim)}.",
+    header = ["A − B", "measure", "A", "B", "Δ", "95% CI", "A ahead", "p", "p equiv.", "verdict"]
+    parts = [f"## {claim.number}. {claim.title}" + ("" if claim.in_paper else " — beyond the paper"),
+             f"*Claim:* {claim.claim}",
+             f"**Verdict: {claim.headline.judged.verdict}** — {headline_text(claim.headline)}.",
              _table(header, [_row_cells(row) for row in claim.rows])]
     if claim.notes:
         parts.append("\n".join(f"- {note}" for note in claim.notes))
@@ -66,23 +90,26 @@ def claim_section(claim: Claim) -> str:
 
 
 def figure_svg(claims: list[Claim]) -> str:
-    """Forest plot: one line per comparison (grouped by claim), mean Δ as a dot, the features interval as a bar."""
+    """Forest plot: one line per comparison (grouped by claim), the mean Δ as a dot, its 95% interval as a bar, the
+    ±margin band shaded; headline rows coloured by verdict, descriptive rows grey."""
     rows = [(claim, row) for claim in claims for row in claim.rows]
-    ends = [v for _, row in rows for v in (row.diff.over_features.low, row.diff.over_features.high)
-            if math.isfinite(v)]
-    span = max([0.02, *map(abs, ends)]) * 1.1
-    label_w, plot_w, line_h, top = 430, 360, 17, 50
+    ends = [v for _, row in rows for v in (row.result.interval.low, row.result.interval.high) if math.isfinite(v)]
+    span = max([0.03, *map(abs, ends)]) * 1.1
+    label_w, plot_w, line_h, top = 470, 360, 17, 50
     height = top + line_h * (len(rows) + len(claims)) + 30
 
     def x(value: float) -> float:
         return label_w + plot_w * (value + span) / (2 * span)
 
+    legend = [*VERDICT_COLOURS.items(), ("descriptive", DESCRIPTIVE_COLOUR)]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 20}" height="{height}" '
            'font-family="sans-serif" font-size="11">', '<rect width="100%" height="100%" fill="white"/>',
-           '<text x="10" y="18" font-size="13" font-weight="bold">Δ mAP (A − B), mean over seeds, 95% paired '
-           'bootstrap over features</text>',
-           *[f'<text x="{label_w + 120 * k}" y="{top - 14}" fill="{colour}">● {verdict}</text>' for k, (verdict, colour)
-             in enumerate([*VERDICT_COLOURS.items(), (INCONCLUSIVE, INCONCLUSIVE_COLOUR)])],
+           '<text x="10" y="18" font-size="13" font-weight="bold">Δ mAP (A − B), mean over seeds, 95% two-level '
+           'bootstrap (seeds × test items); band: ±equivalence margin</text>',
+           *[f'<text x="{label_w - 60 + 85 * k}" y="{top - 14}" fill="{colour}">● {name}</text>'
+             for k, (name, colour) in enumerate(legend)],
+           f'<rect x="{x(-EQUIVALENCE_MARGIN):.1f}" y="{top - 8}" height="{height - top - 17}" '
+           f'width="{x(EQUIVALENCE_MARGIN) - x(-EQUIVALENCE_MARGIN):.1f}" fill="#ddf4ff"/>',
            f'<line x1="{x(0):.1f}" y1="{top - 8}" x2="{x(0):.1f}" y2="{height - 25}" stroke="#888"/>']
     for tick in (-span / 1.1, -span / 2.2, span / 2.2, span / 1.1):
         out.append(f'<text x="{x(tick):.1f}" y="{height - 10}" text-anchor="middle" fill="#555">{tick:+.3f}</text>')
@@ -91,22 +118,15 @@ def figure_svg(claims: list[Claim]) -> str:
         if claim is not last:
             out.append(f'<text x="10" y="{y + 4}" font-weight="bold">{claim.number}. {escape(claim.title)}</text>')
             y, last = y + line_h, claim
-        colour = VERDICT_COLOURS.get(row.diff.verdict, INCONCLUSIVE_COLOUR)
-        out.append(f'<text x="22" y="{y + 4}">{escape(row.comparison)}; {escape(row.measure)}</text>')
-        low, high = row.diff.over_features.low, row.diff.over_features.high
-        if math.isfinite(low) and math.isfinite(row.diff.mean):
-            out.append(f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" stroke="{colour}" '
-                       'stroke-width="3"/>')
-            out.append(f'<circle cx="{x(row.diff.mean):.1f}" cy="{y}" r="3.5" fill="{colour}"/>')
+        colour = VERDICT_COLOURS[row.judged.verdict] if row.judged else DESCRIPTIVE_COLOUR
+        weight = ' font-weight="bold"' if row.judged else ""
+        out.append(f'<text x="22" y="{y + 4}"{weight}>{escape(row.comparison)}; {escape(row.measure)}</text>')
+        low, high, mean = row.result.interval.low, row.result.interval.high, row.result.mean
+        out.append(f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" stroke="{colour}" stroke-width="3"/>')
+        out.append(f'<circle cx="{x(mean):.1f}" cy="{y}" r="3.5" fill="{colour}"/>')
         y += line_h
     out.append("</svg>")
     return "\n".join(out) + "\n"
-
-
-def _training_seconds(root: Path, size: StudySize) -> float:
-    """Training time of every run, from the seconds column of their metrics.csv."""
-    return sum(read_metrics(RunFolder(run_dir(root, v.name, seed)).metrics_csv).train_seconds
-               for v in VARIANTS for seed in size.seeds)
 
 
 def _commit() -> str:
@@ -118,50 +138,56 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def _method(size: StudySize, root: Path) -> str:
-    worlds = "; ".join(f"`{w.name}` (miss {w.miss_rate}, false {w.false_rate}, outliers {w.outlier_rate:.0%}"
-                       f"{', clips' if w.with_clips else ''})" for w in WORLDS)
+def _method(size: StudySize) -> str:
+    seeds = f"{size.seeds[0]}-{size.seeds[-1]}" if list(size.seeds) == list(range(size.seeds[0], size.seeds[-1] + 1)) \
+        else ", ".join(map(str, size.seeds))
+    names = ", ".join(f"`{name}`" for name in recipes(size))
     return "\n".join([
         "## Method",
-        f"- Worlds (`dsdi synth`, seed {size.world_seed}, {size.images} images at {size.image_size[0]}x"
-        f"{size.image_size[1]}; the same normal images in each): {worlds}. The default world has {size.clips} "
-        f"clips ({size.clip_size[0]}x{size.clip_size[1]}, {size.clip_seconds[0]:g}-{size.clip_seconds[1]:g} s) "
-        "that every model ranks.",
-        f"- Training: {len(VARIANTS)} variants x seeds {', '.join(map(str, size.seeds))} ({size.backbone}, random "
-        f"init, {size.img_size} px, AdamW lr 3e-3, {size.epochs} epochs, cosine, batch {size.batch_size}); the seed "
-        f"sets the init, augmentation and train/validation split; a common {size.holdout_fraction:.0%} hold-out "
-        "per world is never trained on. Recipes: `recipes/*.toml` in the study folder. Training took "
-        f"{_training_seconds(root, size) / 60:.0f} min of the run (sum of metrics.csv seconds).",
-        "- **Image mAP**: the best checkpoint's sigmoids on the hold-out images (outliers excluded) against the "
-        "**true** labels; AP per feature over the 32 features with a positive. **Clip mAP**: TREC AP per feature "
-        "of the default world's clips (max over 10 fps frames unless stated) against its qrels.",
-        "- **Δ** is A − B per seed and feature, averaged. *95% CI, features*: paired bootstrap over features of "
-        f"the seed-averaged Δ ({BOOTSTRAP_RESAMPLES:,} resamples). *95% CI, seeds*: Student t over the per-seed "
-        f"mean Δ (wide with {len(size.seeds)} seeds). *features*: features with an AP in both.",
-        f"- **Verdict** of a comparison: *reproduced* when the features interval lies above 0 and A is ahead in "
-        f"every seed; *not reproduced* when the interval lies below +{MEANINGFUL_GAIN} (no gain of a mAP point "
-        "or more); otherwise *inconclusive at this size*. A claim's verdict is its headline comparison's (the "
-        "first line under it); *(B better)* marks an interval wholly below 0.",
-        f"- **Scope.** Small models trained from scratch for {size.epochs} epochs at {size.img_size} px on about "
-        f"{round(size.images * (1 - size.holdout_fraction)):,} synthetic images per run; the paper fine-tuned "
-        "ImageNet-pretrained ResNeSt, IBN-Net and HRNet for up to 40 epochs at 360 px on about 40,000 LADI images. "
-        "A verdict here says what holds in this regime, not what holds at the paper's.",
+        f"- **Trunk.** `{size.backbone}` trained once by `dsdi train` ({size.trunk_epochs} epochs, {size.img_size} px, "
+        f"BCE on true labels) on its own synthetic world of {size.trunk_images:,} images (independent features, "
+        "another seed), then frozen and reused by every run. Its pooled features are cached for every image: the "
+        f"plain view and {size.views - 1} views augmented as `dsdi train` augments (flips, rotation, colour "
+        "jitter), the 2 x 2 tiles of each training image, and every clip frame's whole view and tiles, mirrored.",
+        f"- **Models.** Each model is a head (Linear {HIDDEN} - ReLU - Dropout {DROPOUT} - Linear 37) on those "
+        f"features, trained with dsdi's losses and cosine schedule (AdamW lr {LR:g}, weight decay {WEIGHT_DECAY:g}, "
+        f"batch {BATCH}, {size.head_epochs} epochs; an augmented view per image per epoch). Member *m* of seed *s* "
+        f"trains on its own {TRAIN_SHARE:.0%} split of the training images; the seed sets the initialisation, batch "
+        f"order and views. Recipes: {names}. Each seed trains {len(members(size))} members.",
+        f"- **Seeds**: {seeds} ({len(size.seeds)}). **Image mAP**: sigmoids on the {size.holdout_images:,} hold-out "
+        "images against their **true** labels, AP per feature over the 32 features (every feature has at least "
+        f"{size.holdout_min_positives} positives there). **Clip mAP**: AP per feature over the full ranking of the "
+        f"world's {size.clips} clips (max over 10 fps frames unless stated) against the qrels.",
+        "- **Statistics** (`dsdi/study/stats.py`, fixed before the run): the unit is the seed. Δ is the mean over "
+        "seeds of mAP(A) − mAP(B). *95% CI*: two-level percentile bootstrap, seeds and test items (images or clips) "
+        f"resampled together, the same item resample for A and B ({BOOTSTRAP_RESAMPLES:,} draws). *p*: exact paired "
+        f"sign-flip test over seeds (two-sided); *p equiv.*: TOST with the same test against ±{EQUIVALENCE_MARGIN} "
+        "mAP. Headlines only (one per claim, pre-registered in `dsdi/study/design.py`): Holm over the ten difference "
+        "p's and, separately, the ten equivalence p's; verdict at α = "
+        f"{ALPHA}: *equivalent* when p equiv. < α (checked first), else *reproduced* / *reversed* when p < α with Δ "
+        "above / below 0, else *inconclusive*. The four regions do not overlap. Other rows are descriptive.",
+        f"- **Ensembles.** *Trio*: three baseline members on three splits. *Paper ensemble*: {len(PAPER_POOL)} members "
+        "of different recipes on their own splits, equal weights (" + ", ".join(n for n, _ in PAPER_POOL) + "). "
+        "Selection picks on the even rows of the hold-out with true labels over the 32 features and is judged on "
+        "the odd rows.",
+        "- **Scope.** Heads on a frozen trunk pretrained on synthetic images, 96 px, thousands of images; the paper "
+        "fine-tuned whole ImageNet-pretrained ResNeSt, IBN-Net and HRNet networks for 40 epochs at 360 px on about "
+        "40,000 LADI images. A verdict here says what holds in this regime, not what holds at the paper's.",
     ])
 
 
-def write_report(root: Path, size: StudySize, path: Path) -> Path:
+def write_report(root: Path, size: StudySize, path: Path, measurements: Measurements) -> Path:
     """Measure every claim and write the report (and its figure, ``<path stem>.svg``); returns ``path``."""
-    claims = measure_claims(root, size)
+    claims = measure_claims(measurements)
     figure = path.with_suffix(".svg")
-    summary = _table(["claim", "verdict", "headline comparison"],
-                     [[f"{c.number}. {c.title}", f"**{c.verdict}**", headline_text(c)] for c in claims])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n\n".join([
         "# Do the paper's techniques work? The claims study",
-        f"Written by `make study` (`dsdi study {root}`) at commit {_commit()}, {stamp}. Every number below is "
-        "measured on dsdi's synthetic world, where the true labels are known; rerun `make study` to reproduce it.",
-        summary, f"![Every comparison's Δ and 95% interval]({figure.name})", _method(size, root),
-        *[claim_section(claim) for claim in claims],
+        f"Written by `make study` (`dsdi study --out {root}`) at commit {_commit()}, {stamp}. Every number below is "
+        "measured on dsdi's synthetic world, where the true labels are known; rerun `make study` to reproduce it, "
+        "`make study SEEDS=10-19` to replicate it with other seeds.",
+        summary_table(claims), f"![Every comparison's Δ and 95% interval]({figure.name})",
+        world_section(root / "world"), _method(size), *[claim_section(claim) for claim in claims],
     ]) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(figure, figure_svg(claims))

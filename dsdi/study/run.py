@@ -1,16 +1,16 @@
-"""``dsdi study``: build the worlds, train every variant with every seed, rank the clips, measure the claims and
-write the report. Every stage resumes: a world whose spec file matches is kept, ``dsdi sweep`` skips finished runs
-and resumes broken ones, ``dsdi rank`` re-uses the scores in its index; so an interrupted study is continued by
-running the same command again.
+"""``dsdi study``: pretrain the trunk, build the LADI-shaped world, cache the trunk's features, train every member with
+every seed as a head on them, measure the claims and write the report. Every stage resumes: a world or feature cache
+whose spec file matches is kept, the trunk's ``dsdi sweep`` run skips or resumes, a member's scores file is kept, so an
+interrupted study continues when the same command runs again (and new seeds add only their own heads).
 
 Layout under the study folder (``runs/study`` by ``make study``)::
 
-    worlds/<world>/            dsdi synth output (+ spec.json, written last)
-    labels/<world>-<mode>.csv  dsdi labels output
-    recipes/<variant>.toml     one TrainConfig per variant (dsdi.study.design)
-    models/<variant>-s<seed>/  dsdi sweep output
-    rank/all/                  dsdi rank: every model's best.pt (and the snapshot checkpoints) on the default world
-    rank/{plain,flip,tiles}/   dsdi rank: the baseline models plain, with --tta flip, with --tiles 2x2
+    trunk/                     the pretraining world, its labels, trunk.toml and models/trunk-s0/ (dsdi sweep)
+    world/                     dsdi.synth.build_ladi_world output, clips/, clips.csv, clip_truth.csv, qrels.txt
+    labels/<crowd>-<mode>.csv  dsdi labels output of each crowd's answers
+    features/images.npz        the trunk's features of the training images (views, tiles) and hold-out images
+    features/clips.npz         the trunk's features of every clip frame's views (dsdi.study.trunk.clip_features)
+    scores/<recipe>-m<split>-s<seed>.npz   a member's hold-out sigmoids and clip scores (dsdi.study.measure)
 """
 
 from __future__ import annotations
@@ -20,32 +20,29 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
 from rich.console import Console
 
 from dsdi.errors import InputError
-from dsdi.files import write_text_atomic
+from dsdi.files import atomic_output, write_text_atomic
+from dsdi.index.scores import AGGREGATIONS, ClipScores
 from dsdi.labels.crowd import make_labels
-from dsdi.rank.config import RankConfig
-from dsdi.rank.scoring import rank
-from dsdi.study.design import (
-    BASELINE,
-    INFERENCE_OPTIONS,
-    VARIANTS,
-    WORLDS,
-    StudySize,
-    WorldSpec,
-    labels_path,
-    ranked_checkpoints,
-    run_dir,
-    world_path,
-    write_recipes,
-)
+from dsdi.labels.schema import CLASSES
+from dsdi.progress import progress_bar
+from dsdi.rank.views import Views
+from dsdi.study.design import CROWDS, LABEL_MODES, StudySize, members, recipes
+from dsdi.study.heads import HeadData, head_scores, train_head
+from dsdi.study.measure import Measurements, scores_path
 from dsdi.study.report import write_report
-from dsdi.synth import build_world
-from dsdi.train.run_folder import BEST_NAME
-from dsdi.train.sweep import sweep
+from dsdi.study.trunk import Trunk, clip_features, image_features, pretrain_trunk
+from dsdi.synth.clips import build_clips
+from dsdi.synth.ladi_world import build_ladi_world
 
 console = Console(stderr=True)
+TRUNK_WORLD_SEED = 1000
+OPTION_VIEWS = {"plain": Views(), "flip": Views(flip=True), "tiles": Views(tiles=(2, 2))}
 
 
 class Stage:
@@ -58,69 +55,137 @@ class Stage:
         console.print(f"\n== [{time.perf_counter() - self.started:5.0f} s] study: {text}", highlight=False)
 
 
-def build_worlds(root: Path, size: StudySize) -> None:
-    """Synthesise every world of WORLDS and its label tables (skipping a world built with the same spec, and its
-    label tables unless one is missing)."""
-    for spec in WORLDS:
-        folder = world_path(root, spec.name)
-        wanted = json.dumps({"world": asdict(spec), "size": asdict(size)}, sort_keys=True)
-        spec_file = folder / "spec.json"
-        rebuilt = not (spec_file.is_file() and spec_file.read_text() == wanted)
-        if rebuilt:
-            _build_world(folder, spec, size)
-            write_text_atomic(spec_file, wanted)
-        for mode in spec.label_modes:
-            labels = labels_path(root, spec.name, mode)
-            if rebuilt or not labels.is_file():
-                make_labels(folder / "ladi_aggregated_responses_url.tsv", labels, mode)
+def _fresh(spec_file: Path, wanted: dict) -> bool:
+    """True when spec_file holds ``wanted`` (the output beside it was made with these settings)."""
+    return spec_file.is_file() and spec_file.read_text() == json.dumps(wanted, sort_keys=True)
 
 
-def _build_world(folder: Path, spec: WorldSpec, size: StudySize) -> None:
-    build_world(folder, n_images=size.images, n_clips=size.clips if spec.with_clips else 0, seed=size.world_seed,
-                image_size=size.image_size, clip_size=size.clip_size, clip_seconds=size.clip_seconds,
-                miss_rate=spec.miss_rate, false_rate=spec.false_rate, outlier_rate=spec.outlier_rate)
+def _world_spec(size: StudySize) -> dict:
+    keys = ("train_images", "holdout_images", "outliers", "holdout_min_positives", "clips", "image_size", "clip_size",
+            "clip_seconds", "world_seed")
+    return {key: asdict(size)[key] for key in keys}
 
 
-def train_variants(root: Path, size: StudySize) -> None:
-    """``dsdi sweep`` over every variant's recipe and seed; InputError naming every failed run."""
-    result = sweep(write_recipes(root, size), seeds=list(size.seeds), out_root=root / "models")
-    if not result.ok:
-        failed = "; ".join(f"{run.name}: {run.error}" for run in result.failures)
-        raise InputError(f"study: {len(result.failures)} training run(s) failed ({failed}); fix the cause and run "
-                         "the study again (finished runs are kept)")
+def build_study_world(root: Path, size: StudySize) -> Path:
+    """The LADI-shaped world with its clips and label tables under root/world and root/labels (kept when its spec
+    matches)."""
+    folder, spec = root / "world", _world_spec(size)
+    if not _fresh(folder / "spec.json", spec):
+        world = build_ladi_world(folder, size.train_images, size.holdout_images, size.outliers, size.world_seed,
+                                 image_size=size.image_size, holdout_min_positives=size.holdout_min_positives)
+        clips = build_clips(folder / "clips", size.clips, [size.world_seed, 2], size.clip_size, size.clip_seconds)
+        for name, text in (("clips.csv", clips.clips_csv), ("clip_truth.csv", clips.truth_csv),
+                           ("qrels.txt", clips.qrels)):
+            write_text_atomic(folder / name, text)
+        answers = {"ladi": world.annotations, "independent": world.independent_annotations}
+        for crowd in CROWDS:
+            for mode in LABEL_MODES:
+                make_labels(answers[crowd], root / "labels" / f"{crowd}-{mode}.csv", mode)
+        write_text_atomic(folder / "spec.json", json.dumps(spec, sort_keys=True))
+    return folder
 
 
-def rank_clips(root: Path, size: StudySize) -> None:
-    """Rank the default world's clips with every checkpoint (rank/all), then the baseline models plain, flipped
-    and tiled (rank/<option>), recording each call's sampled frames per second (every model scoring each frame) in
-    rank/<option>/speed.json."""
-    clips = world_path(root, "default") / "clips"
-    common = {"clips": clips, "device": "cpu", "run_id": "study", "topk": 1000}
-    rank(RankConfig(models=ranked_checkpoints(root, size), out=root / "rank" / "all", **common).resolved())
-    baseline = [run_dir(root, BASELINE, seed) / BEST_NAME for seed in size.seeds]
-    for name, settings in INFERENCE_OPTIONS.items():
-        out = root / "rank" / name
-        speed = out / "speed.json"
-        result = rank(RankConfig(models=baseline, out=out, **common, **settings).resolved())
-        if result.frames_scored and not result.clips_reused:  # only a call that scored every clip times it
-            write_text_atomic(speed, json.dumps({"frames": result.frames_scored, "models": len(baseline),
-                                                 "seconds": result.elapsed_s,
-                                                 "frames_per_s": result.frames_scored / result.elapsed_s}))
+def _trunk(root: Path, size: StudySize) -> Trunk:
+    world = {"n_images": size.trunk_images, "n_clips": 0, "seed": size.world_seed + TRUNK_WORLD_SEED,
+             "image_size": list(size.image_size)}
+    training = {"backbone": size.backbone, "loss": "bce", "img_size": size.img_size, "epochs": size.trunk_epochs,
+                "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "workers": 1,
+                "device": "cpu", "pretrained": False, "holdout_fraction": 0.0, "val_fraction": 0.1}
+    return Trunk(pretrain_trunk(root / "trunk", {**world, "image_size": tuple(size.image_size)}, training))
+
+
+def cache_features(root: Path, size: StudySize, trunk: Trunk) -> None:
+    """features/images.npz and features/clips.npz (kept when their spec matches the world and the trunk)."""
+    world = root / "world"
+    spec = {**_world_spec(size), "views": size.views, "trunk": (root / "trunk" / "models" / "trunk-s0" /
+                                                                 "metrics.csv").read_text()}
+    if _fresh(root / "features" / "spec.json", spec):
+        return
+    table = pd.read_csv(world / "true_labels.csv", dtype={"image_id": str})
+    pool = table[table["split"] != "holdout"]
+    holdout = table[table["split"] == "holdout"]
+    views, tiles = image_features(trunk, pool["image_id"].tolist(), world / "images", size.views, size.world_seed,
+                                  tiles=True, label="training image features")
+    plain, _ = image_features(trunk, holdout["image_id"].tolist(), world / "images", 1, size.world_seed,
+                              label="hold-out image features")
+    _save(root / "features" / "images.npz", ids=pool["image_id"].to_numpy(str), views=views, tiles=tiles,
+          outlier=(pool["split"] == "outlier").to_numpy(), holdout=plain[:, 0])
+    clips = pd.read_csv(world / "clips.csv", dtype={"shot_id": str})
+    features, shots, times = clip_features(trunk, clips, world / "clips")
+    _save(root / "features" / "clips.npz", features=features, shots=shots, times=times)
+    write_text_atomic(root / "features" / "spec.json", json.dumps(spec, sort_keys=True))
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **arrays)
+
+
+def _head_data(root: Path) -> tuple[HeadData, np.ndarray, dict[str, np.ndarray]]:
+    """(what heads train on, hold-out features (n, D), clip features by name)."""
+    images = np.load(root / "features" / "images.npz")
+    ids = pd.Index(images["ids"])
+    targets = {}
+    for path in sorted((root / "labels").glob("*.csv")):
+        table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id").reindex(ids)
+        if table[list(CLASSES)].isna().any().any():
+            raise InputError(f"{path}: no crowd labels for some training images; delete {root / 'world'} and run "
+                             "the study again")
+        targets[path.stem] = table[list(CLASSES)].to_numpy(np.float32)
+    data = HeadData(images["views"], images["outlier"], images["tiles"], targets)
+    with np.load(root / "features" / "clips.npz") as clips:
+        return data, images["holdout"], {key: clips[key] for key in clips.files}
+
+
+def clip_aggregates(probs: np.ndarray, shots: np.ndarray, times: np.ndarray, order: list[str]) -> np.ndarray:
+    """(options, aggregations, clips, 37) clip scores from frame-view sigmoids (frames, 2, 5, 37): per option the
+    frame scores of ``dsdi rank``'s views (``Views.frame_scores``), per clip (``order``) its max, mean and top-3."""
+    out = np.empty((len(OPTION_VIEWS), len(AGGREGATIONS), len(order), probs.shape[-1]), np.float32)
+    for o, views in enumerate(OPTION_VIEWS.values()):
+        chosen = probs[:, : 2 if views.flip else 1, : views.crops].transpose(1, 0, 2, 3)  # mirror, frame, crop
+        frames = views.frame_scores(torch.from_numpy(np.ascontiguousarray(chosen)).reshape(-1, probs.shape[-1]),
+                                    len(probs)).numpy()
+        for c, shot in enumerate(order):
+            rows = shots == shot
+            clip = ClipScores.from_frame_scores(frames[rows], times[rows], False, "")
+            out[o, :, c] = [clip.aggregate(agg) for agg in AGGREGATIONS]
+    return out
+
+
+def train_members(root: Path, size: StudySize) -> None:
+    """Train every member of every seed whose scores file is missing, and store its scores."""
+    data, holdout, clips = _head_data(root)
+    order = list(dict.fromkeys(clips["shots"].tolist()))
+    by_name = recipes(size)
+    jobs = [(seed, member) for seed in size.seeds for member in members(size)
+            if not scores_path(root, member, seed).is_file()]
+    with progress_bar("heads") as bar:
+        task = bar.add_task("heads", total=len(jobs), info="")
+        for seed, member in jobs:
+            heads = train_head(data, by_name[member[0]], seed, member[1])
+            _save(scores_path(root, member, seed), holdout=head_scores(heads, holdout),
+                  clips=clip_aggregates(head_scores(heads, clips["features"]), clips["shots"], clips["times"], order))
+            bar.update(task, advance=1, info=f"{member[0]} split {member[1]} seed {seed}")
 
 
 def run_study(root: str | Path, report: str | Path, size: StudySize = StudySize()) -> Path:
     """The whole study (module docstring); returns the report's path."""
     root = Path(root)
     stage = Stage()
-    if size.epochs < 1 or len(size.seeds) < 2:
-        raise InputError(f"study: need epochs >= 1 and at least 2 seeds (got {size.epochs}, {list(size.seeds)})")
-    stage(f"1/4 worlds ({size.images} images each, {size.clips} clips in the default world)")
-    build_worlds(root, size)
-    stage(f"2/4 training {len(VARIANTS)} variants x {len(size.seeds)} seeds ({size.backbone}, {size.epochs} epochs)")
-    train_variants(root, size)
-    stage("3/4 ranking the default world's clips")
-    rank_clips(root, size)
-    stage(f"4/4 measuring the claims -> {report}")
-    path = write_report(root, size, Path(report))
+    if len(size.seeds) < 2:
+        raise InputError(f"study: need at least 2 seeds (got {list(size.seeds)}); 10 or more for verdicts")
+    stage(f"1/5 pretraining the trunk ({size.backbone}, {size.trunk_images} images, {size.trunk_epochs} epochs)")
+    trunk = _trunk(root, size)
+    stage(f"2/5 the world ({size.train_images} + {size.outliers} outlier training images, {size.holdout_images} "
+          f"hold-out, {size.clips} clips)")
+    world = build_study_world(root, size)
+    stage("3/5 caching the trunk's features")
+    cache_features(root, size, trunk)
+    stage(f"4/5 training {len(members(size))} members x {len(size.seeds)} seeds")
+    train_members(root, size)
+    stage(f"5/5 measuring the claims -> {report}")
+    shots = pd.read_csv(world / "clips.csv", dtype={"shot_id": str})["shot_id"].tolist()
+    path = write_report(root, size, Path(report), Measurements(root, world, list(size.seeds), shots))
     stage(f"done: {path}")
     return path
