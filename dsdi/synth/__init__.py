@@ -77,7 +77,12 @@ Modules, each using only those above it: ``canvas`` (the drawing surface and sha
 feature is drawn, ``LookSet``: a world's drawable elements), ``scenes`` (render_image / render_still,
 render_clip / render_pan), ``outliers`` (render_outlier: pictures without a feature), ``crowd`` (label
 sampling, simulated workers), ``clips`` (encoding, visible runs, ``ClipDesign``, clip truth and qrels),
-``ladi_v2a`` (the v2a world's elements, label derivation, events, splits and vote), ``world`` (build_world).
+``ladi_v2a`` (the v2a world's elements, label derivation, events, splits and vote), ``world`` (build_world),
+``ladi_shape`` (Table 1 prevalence, co-occurrence by a Gaussian copula, world_frequencies), ``annotators``
+(``AnnotatorModel``: workers with their own rates, careless and none-clicking workers, misses growing as an
+object's cover shrinks, shared image difficulty, sibling confusions; annotation_statistics), ``ladi_world``
+(build_ladi_world: the claims study's LADI-shaped world with per-image cover, layout in its docstring;
+scenes.render_still_with_cover gives the cover).
 """
 
 from dsdi.synth.clips import encode_clip, shot_id, visible_runs
