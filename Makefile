@@ -26,10 +26,13 @@ demo: $(STAMP)
 bench: $(STAMP)
 	.venv/bin/python bench/bench.py
 
-# The claims study: three worlds, 15 variants x 3 seeds, ranking, then docs/study.md and docs/study.svg.
-# About an hour on 2 CPU cores (not part of make test); run it again to resume after an interruption.
+# The claims study: a pretrained trunk, a world with LADI's long tail and crowd noise, 30 members x 10 seeds as heads on
+# cached features, ten pre-registered claims -> docs/study.md and docs/study.svg. Under an hour on 2 CPU cores (not part
+# of make test); run it again to resume. Replicate with other seeds: make study SEEDS=10-19 (report under runs/study/).
+SEEDS ?= 0-9
+STUDY_REPORT ?= $(if $(filter 0-9,$(SEEDS)),docs/study.md,runs/study/study-$(SEEDS).md)
 study: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/dsdi study --out runs/study --report docs/study.md
+	HF_HUB_OFFLINE=1 $(BIN)/dsdi study --out runs/study --seeds $(SEEDS) --report $(STUDY_REPORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dsdi tests bench scripts
