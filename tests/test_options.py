@@ -151,7 +151,7 @@ def test_seeds_and_out_of_sweep_and_study(cli, monkeypatch, tmp_path):
     assert recipes == [Path("a.toml"), Path("b.toml")] and given["seeds"] == [0, 2]
     assert given["out_root"] == tmp_path / "runs" and given["overrides"] == {"epochs": 1}
     monkeypatch.setattr(dsdi.study, "run_study", lambda root, report, size: studied.append((root, report, size)))
-    cli("study", "--out", tmp_path / "s", "--seeds", 4, "--seeds", 5)
+    cli("study", "--out", tmp_path / "s", "--seeds", "4,5")
     root, report, size = studied[0]
     assert (root, report, size.seeds) == (tmp_path / "s", tmp_path / "s" / "study.md", (4, 5))  # its own folder
     cli("study", "--report", tmp_path / "r.md")
