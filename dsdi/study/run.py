@@ -87,11 +87,11 @@ def build_study_world(root: Path, size: StudySize) -> Path:
 
 def _trunk(root: Path, size: StudySize) -> Trunk:
     world = {"n_images": size.trunk_images, "n_clips": 0, "seed": size.world_seed + TRUNK_WORLD_SEED,
-             "image_size": list(size.image_size)}
+             "image_size": tuple(size.image_size)}
     training = {"backbone": size.backbone, "loss": "bce", "img_size": size.img_size, "epochs": size.trunk_epochs,
                 "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "workers": 1,
                 "device": "cpu", "pretrained": False, "holdout_fraction": 0.0, "val_fraction": 0.1}
-    return Trunk(pretrain_trunk(root / "trunk", {**world, "image_size": tuple(size.image_size)}, training))
+    return Trunk(pretrain_trunk(root / "trunk", world, training))
 
 
 def cache_features(root: Path, size: StudySize, trunk: Trunk) -> None:
