@@ -27,7 +27,7 @@ class StudyConfig:
     clips: int = option(100, minimum=2, help="clips of the world")
     trunk_images: int = option(6000, minimum=20, help="images of the trunk's pretraining world")
     trunk_epochs: int = option(6, minimum=1, help="epochs of the trunk's pretraining")
-    head_epochs: int = option(12, minimum=1, help="epochs of every head (the long run: 4x)")
+    head_epochs: int = option(40, minimum=1, help="epochs of every head (the long run: 4x)")
     backbone: str = option("resnet10t", help="timm model of the trunk (random init, pretrained by the study)")
     img_size: int = option(96, minimum=16, help="square input side of the trunk in px")
 

@@ -3,7 +3,8 @@
 schedule with snapshot restarts (``dsdi.train.schedule``), so that every variant differs from the baseline only in
 its recipe.
 
-A head is Linear(D, HIDDEN) - ReLU - Dropout(DROPOUT) - Linear(HIDDEN, 37). Training (``train_head``):
+A head is Linear(D, HIDDEN) - ReLU - Dropout(DROPOUT) - Linear(HIDDEN, 37) on features standardised per dimension
+(``dsdi.study.run``). Training (``train_head``):
 
 - **member** ``m`` of seed ``s`` trains on its own split: TRAIN_SHARE of the candidate images drawn by
   ``default_rng([s, m, 1])`` (the paper's members each had their own 80/20 split); candidates are the world's normal

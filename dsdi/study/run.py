@@ -1,7 +1,8 @@
 """``dsdi study``: pretrain the trunk, build the LADI-shaped world, cache the trunk's features, train every member with
-every seed as a head on them, measure the claims and write the report. Every stage resumes: a world or feature cache
-whose spec file matches is kept, the trunk's ``dsdi sweep`` run skips or resumes, a member's scores file is kept, so an
-interrupted study continues when the same command runs again (and new seeds add only their own heads).
+every seed as a head on them (in parallel processes), measure the claims and write the report. Every stage resumes: a
+world or feature cache whose spec file matches is kept, the trunk's ``dsdi sweep`` run skips or resumes, a member's
+scores file is kept while its spec (recipe, head settings, features) is the same, so an interrupted study continues
+when the same command runs again (and new seeds add only their own heads).
 
 Layout under the study folder (``runs/study`` by ``make study``)::
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +35,20 @@ from dsdi.labels.crowd import make_labels
 from dsdi.labels.schema import CLASSES
 from dsdi.progress import progress_bar
 from dsdi.rank.views import Views
+from dsdi.runtime import default_workers
 from dsdi.study.design import CROWDS, LABEL_MODES, StudySize, members, recipes
-from dsdi.study.heads import HeadData, head_scores, train_head
+from dsdi.study.heads import (
+    BATCH,
+    DROPOUT,
+    HIDDEN,
+    LR,
+    TRAIN_SHARE,
+    WEIGHT_DECAY,
+    HeadData,
+    HeadRecipe,
+    head_scores,
+    train_head,
+)
 from dsdi.study.measure import Measurements, scores_path
 from dsdi.study.report import write_report
 from dsdi.study.trunk import Trunk, clip_features, image_features, pretrain_trunk
@@ -42,6 +57,7 @@ from dsdi.synth.ladi_world import build_ladi_world
 
 console = Console(stderr=True)
 TRUNK_WORLD_SEED = 1000
+HEAD_WORKERS_CAP = 4
 OPTION_VIEWS = {"plain": Views(), "flip": Views(flip=True), "tiles": Views(tiles=(2, 2))}
 
 
@@ -123,7 +139,8 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
 
 
 def _head_data(root: Path) -> tuple[HeadData, np.ndarray, dict[str, np.ndarray]]:
-    """(what heads train on, hold-out features (n, D), clip features by name)."""
+    """(what heads train on, hold-out features (n, D), clip features by name), every feature standardised per
+    dimension with the mean and SD of the normal training images' plain views."""
     images = np.load(root / "features" / "images.npz")
     ids = pd.Index(images["ids"])
     targets = {}
@@ -133,9 +150,16 @@ def _head_data(root: Path) -> tuple[HeadData, np.ndarray, dict[str, np.ndarray]]
             raise InputError(f"{path}: no crowd labels for some training images; delete {root / 'world'} and run "
                              "the study again")
         targets[path.stem] = table[list(CLASSES)].to_numpy(np.float32)
-    data = HeadData(images["views"], images["outlier"], images["tiles"], targets)
+    plain = images["views"][~images["outlier"], 0].astype(np.float32)
+    mean, sd = plain.mean(axis=0), plain.std(axis=0) + 1e-3
+
+    def standardised(features: np.ndarray) -> np.ndarray:
+        return ((features.astype(np.float32) - mean) / sd).astype(np.float16)
+
+    data = HeadData(standardised(images["views"]), images["outlier"], standardised(images["tiles"]), targets)
     with np.load(root / "features" / "clips.npz") as clips:
-        return data, images["holdout"], {key: clips[key] for key in clips.files}
+        frames = {key: clips[key] for key in clips.files}
+    return data, standardised(images["holdout"]), {**frames, "features": standardised(frames["features"])}
 
 
 def clip_aggregates(probs: np.ndarray, shots: np.ndarray, times: np.ndarray, order: list[str]) -> np.ndarray:
@@ -153,20 +177,64 @@ def clip_aggregates(probs: np.ndarray, shots: np.ndarray, times: np.ndarray, ord
     return out
 
 
-def train_members(root: Path, size: StudySize) -> None:
-    """Train every member of every seed whose scores file is missing, and store its scores."""
+def _head_spec(root: Path, recipe: HeadRecipe) -> str:
+    """What a member's scores depend on: its recipe, the head's settings and the cached features' spec."""
+    settings = {"recipe": asdict(recipe), "hidden": HIDDEN, "dropout": DROPOUT, "batch": BATCH, "lr": LR,
+                "weight_decay": WEIGHT_DECAY, "train_share": TRAIN_SHARE,
+                "features": (root / "features" / "spec.json").read_text()}
+    return json.dumps(settings, sort_keys=True)
+
+
+def _stored_spec(path: Path) -> str | None:
+    """The spec a scores file was made with (None when missing or unreadable)."""
+    try:
+        with np.load(path) as stored:
+            return str(stored["spec"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(root: Path) -> None:
+    """Head-training process initializer: one torch thread, the study's features loaded once."""
+    torch.set_num_threads(1)
     data, holdout, clips = _head_data(root)
-    order = list(dict.fromkeys(clips["shots"].tolist()))
+    _WORKER.update(root=root, data=data, holdout=holdout, clips=clips,
+                   order=list(dict.fromkeys(clips["shots"].tolist())))
+
+
+def _train_member(recipe: HeadRecipe, seed: int, split: int, spec: str) -> None:
+    """Train one member in a head-training process and store its scores (with the spec they were made with)."""
+    w = _WORKER
+    heads = train_head(w["data"], recipe, seed, split)
+    clips = clip_aggregates(head_scores(heads, w["clips"]["features"]), w["clips"]["shots"], w["clips"]["times"],
+                            w["order"])
+    _save(scores_path(w["root"], (recipe.name, split), seed), holdout=head_scores(heads, w["holdout"]), clips=clips,
+          spec=np.array(spec))
+
+
+def train_members(root: Path, size: StudySize) -> None:
+    """Train every member of every seed whose scores file is missing or was made otherwise, in HEAD_WORKERS
+    processes of one torch thread each (a head's steps are too small for two threads), and store its scores."""
     by_name = recipes(size)
-    jobs = [(seed, member) for seed in size.seeds for member in members(size)
-            if not scores_path(root, member, seed).is_file()]
-    with progress_bar("heads") as bar:
+    jobs = []
+    for seed in size.seeds:
+        for name, split in members(size):
+            spec = _head_spec(root, by_name[name])
+            if _stored_spec(scores_path(root, (name, split), seed)) != spec:
+                jobs.append((by_name[name], seed, split, spec))
+    if not jobs:
+        return
+    with ProcessPoolExecutor(default_workers(HEAD_WORKERS_CAP), mp_context=get_context("spawn"),
+                             initializer=_start_worker, initargs=(root,)) as pool, progress_bar("heads") as bar:
         task = bar.add_task("heads", total=len(jobs), info="")
-        for seed, member in jobs:
-            heads = train_head(data, by_name[member[0]], seed, member[1])
-            _save(scores_path(root, member, seed), holdout=head_scores(heads, holdout),
-                  clips=clip_aggregates(head_scores(heads, clips["features"]), clips["shots"], clips["times"], order))
-            bar.update(task, advance=1, info=f"{member[0]} split {member[1]} seed {seed}")
+        futures = {pool.submit(_train_member, *job): job for job in jobs}
+        for future in as_completed(futures):
+            future.result()
+            recipe, seed, split, _ = futures[future]
+            bar.update(task, advance=1, info=f"{recipe.name} split {split} seed {seed}")
 
 
 def run_study(root: str | Path, report: str | Path, size: StudySize = StudySize()) -> Path:
