@@ -55,13 +55,12 @@ def parameters_table(model: AnnotatorModel = AnnotatorModel()) -> str:
 def world_section(world_dir: Path) -> str:
     """The markdown section describing the world in ``world_dir`` (``build_ladi_world`` output)."""
     table = pd.read_csv(world_dir / "true_labels.csv", dtype={"image_id": str})
-    normal = table[table["split"] != "outlier"]
     train = table[table["split"] == "train"]
     frequencies = world_frequencies(train[list(schema.CLASSES)].to_numpy(np.uint8))
     answers = pd.read_csv(world_dir / ANNOTATIONS_NAME, sep="\t", dtype=str)
-    answers = answers[answers["url"].isin(set(normal["image_id"]))]
+    answers = answers[answers["url"].isin(set(train["image_id"]))]  # the hold-out's rare features are topped up
     order = answers["url"].drop_duplicates()
-    truth = normal.set_index("image_id").loc[order, list(schema.CLASSES)].to_numpy(np.uint8)
+    truth = train.set_index("image_id").loc[order, list(schema.CLASSES)].to_numpy(np.uint8)
     stats = annotation_statistics(answers, truth)
     per_class = pd.DataFrame({
         "class": schema.CLASSES,
@@ -84,14 +83,15 @@ def world_section(world_dir: Path) -> str:
         "Table 1: 494:1) and co-occur through a Gaussian copula (`dsdi/synth/ladi_shape.py`); lift "
         "P(a and b) / P(a) P(b) in the training images: " + "; ".join(_lift(labels, a, b) for a, b in CO_OCCURRING)
         + ".",
-        f"- **Crowd** (`dsdi/synth/annotators.py`): per category {categories['min_answers'].min():.0f}-"
-        f"{categories['max_answers'].max():.0f} answers per image, {categories['answers_per_image'].mean():.2f} on "
-        "average (LADI: 3-6 workers per category; paper Fig. 1 shows six). damage: none answers per flooding / "
+        "- **Crowd** (`dsdi/synth/annotators.py`, training images): per category "
+        f"{categories['min_answers'].min():.0f}-{categories['max_answers'].max():.0f} answers per image, "
+        f"{categories['answers_per_image'].mean():.2f} on average (LADI: 3-6 workers per category; paper Fig. 1 "
+        "shows six). damage: none answers per flooding / "
         f"water damage answer: {stats.damage_none_ratio:.2f} (Table 1: 2.97). Images with a none answer beside a "
         f"feature answer of the same category: {stats.none_beside_feature:.1%} (paper Fig. 1 shows one such image; "
         "the paper gives no rate).",
         "Its parameters:", parameters_table(),
-        "Per class, the world's crowd beside Table 1 (answer counts as a share of flooding / water damage's, the "
-        "top feature's; agreement over the images whose workers answered the class's category):",
+        "Per class, the world's crowd on the training images beside Table 1 (answer counts as a share of flooding / "
+        "water damage's, the top feature's; agreement over the images whose workers answered the class's category):",
         _table(per_class),
     ])
