@@ -54,6 +54,7 @@ from dsdi.study.report import write_report
 from dsdi.study.trunk import Trunk, clip_features, image_features, pretrain_trunk
 from dsdi.synth.clips import build_clips
 from dsdi.synth.ladi_world import build_ladi_world
+from dsdi.train.run_folder import RunFolder
 
 console = Console(stderr=True)
 TRUNK_WORLD_SEED = 1000
@@ -113,8 +114,8 @@ def _trunk(root: Path, size: StudySize) -> Trunk:
 def cache_features(root: Path, size: StudySize, trunk: Trunk) -> None:
     """features/images.npz and features/clips.npz (kept when their spec matches the world and the trunk)."""
     world = root / "world"
-    spec = {**_world_spec(size), "views": size.views, "trunk": (root / "trunk" / "models" / "trunk-s0" /
-                                                                 "metrics.csv").read_text()}
+    trained = RunFolder(trunk.checkpoint.parent).metrics_csv.read_text()
+    spec = {**_world_spec(size), "views": size.views, "trunk": trained}
     if _fresh(root / "features" / "spec.json", spec):
         return
     table = pd.read_csv(world / "true_labels.csv", dtype={"image_id": str})

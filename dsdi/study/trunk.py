@@ -69,6 +69,7 @@ class Trunk:
         model, info = load_model(checkpoint)
         self.preprocessing = info.preprocessing
         self.img_size = info.img_size
+        self.checkpoint = checkpoint
         self._run = with_features(model, str(checkpoint))
 
     @torch.inference_mode()
