@@ -6,13 +6,14 @@ other rows are descriptive: an estimate, its interval and an unadjusted p.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from dsdi.labels.schema import CLASS_COUNTS, FEATURES
-from dsdi.rank.selection import forward_selection, holdout_map
+from dsdi.rank.selection import forward_selection
 from dsdi.study.design import (
     ADDED_MEMBER,
     HEADLINES,
@@ -24,6 +25,7 @@ from dsdi.study.design import (
     Headline,
 )
 from dsdi.study.measure import Arm, Measurements
+from dsdi.study.resampling import weighted_average_precision
 from dsdi.study.stats import Comparison, Judged, compare, judge_headlines
 
 RAREST_THIRD = tuple(name for _, name in sorted(zip(CLASS_COUNTS, FEATURES, strict=False))[: -(-len(FEATURES) // 3)])
@@ -61,6 +63,11 @@ class Comparer:
 
     def __init__(self, m: Measurements) -> None:
         self.m = m
+
+    @functools.cached_property
+    def selections(self) -> tuple[dict[int, Arm], dict[int, Arm], list[str]]:
+        """``_selections``, made once for the claims that share it."""
+        return _selections(self)
 
     def row(self, comparison: str, measure: str, a: Arm | dict, b: Arm | dict, test_set: str,
             features: tuple[str, ...] = FEATURES) -> Row:
@@ -138,6 +145,11 @@ def long_run_claim(c: Comparer) -> Claim:
                  "300 epochs beside 40) adds to an ensemble of differently-split members.", rows)
 
 
+def _map(truth: np.ndarray, scores: np.ndarray) -> float:
+    """mAP over the features with a positive (``rank.selection.holdout_map``'s, vectorised: the same AP)."""
+    return float(np.nanmean(weighted_average_precision(scores, truth, np.ones((1, len(truth)), np.int64))[0]))
+
+
 def _selections(c: Comparer) -> tuple[dict[int, Arm], dict[int, Arm], list[str]]:
     """Per seed, the best single member of PAPER_POOL and the greedy ensemble, both chosen on the choosing half
     with the same features and true labels they are judged on; and notes naming the choices."""
@@ -145,8 +157,8 @@ def _selections(c: Comparer) -> tuple[dict[int, Arm], dict[int, Arm], list[str]]
     truth = c.m.truth["choosing"]
     for seed in c.m.seeds:
         chosen = np.stack([c.m.scores(Arm((member,)), seed, "choosing") for member in PAPER_POOL])
-        pick = int(np.nanargmax([holdout_map(truth, scores) for scores in chosen]))
-        counts = forward_selection(chosen, truth, size=len(PAPER_POOL)).counts
+        pick = int(np.nanargmax([_map(truth, scores) for scores in chosen]))
+        counts = forward_selection(chosen, truth, size=len(PAPER_POOL), metric=_map).counts
         used = np.flatnonzero(counts)
         best[seed] = Arm((PAPER_POOL[pick],))
         greedy[seed] = Arm(tuple(PAPER_POOL[i] for i in used), tuple(float(counts[i]) for i in used))
@@ -157,7 +169,7 @@ def _selections(c: Comparer) -> tuple[dict[int, Arm], dict[int, Arm], list[str]]
 
 def ensemble_claim(c: Comparer) -> Claim:
     pool = _ensemble(PAPER_POOL)
-    best, _, notes = _selections(c)
+    best, _, notes = c.selections
     rows = [c.row("paper ensemble − best single member", "image mAP, judging half", pool, best, "judging"),
             c.row("paper ensemble − baseline member", "image mAP", pool, Arm.single("focal"), "holdout"),
             c.row("paper ensemble − baseline member", "clip mAP", pool, Arm.single("focal"), "clips")]
@@ -185,7 +197,7 @@ def aggregation_claim(c: Comparer) -> Claim:
 
 
 def greedy_claim(c: Comparer) -> Claim:
-    _, greedy, notes = _selections(c)
+    _, greedy, notes = c.selections
     rows = [c.row("greedy selection − equal weights", "image mAP, judging half", greedy, _ensemble(PAPER_POOL),
                   "judging")]
     claim = Claim(9, "Greedy ensemble selection (beyond the paper)", "Forward selection with replacement on half of "
