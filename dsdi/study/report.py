@@ -12,8 +12,9 @@ from html import escape
 from pathlib import Path
 
 from dsdi.files import write_text_atomic
+from dsdi.report.tables import markdown_table
 from dsdi.study.claims import Claim, Row, measure_claims
-from dsdi.study.design import PAPER_POOL, StudySize, members, recipes
+from dsdi.study.design import HEADLINES, PAPER_POOL, StudySize, members, recipes
 from dsdi.study.heads import BATCH, DROPOUT, HIDDEN, LR, TRAIN_SHARE, WEIGHT_DECAY
 from dsdi.study.measure import Measurements
 from dsdi.study.stats import (
@@ -53,12 +54,6 @@ def _row_cells(row: Row) -> list[str]:
             r.interval.text(), _ahead(row), _p(r.p_difference), _p(r.p_equivalence), verdict]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
-    return "\n".join(lines)
-
-
 def headline_text(row: Row) -> str:
     r, j = row.result, row.judged
     return (f"{row.comparison}, {row.measure}: {_number(r.mean, signed=True)} (95% CI {r.interval.text()}; A ahead in "
@@ -75,7 +70,7 @@ def summary_table(claims: list[Claim]) -> str:
         rows.append([f"{claim.number}. {claim.title}", "yes" if claim.in_paper else "no, beyond", row.comparison,
                      row.measure, f"**{_number(r.mean, signed=True)}**", r.interval.text(), _ahead(row),
                      _p(j.p_difference_adjusted), _p(j.p_equivalence_adjusted), f"**{j.verdict}**"])
-    return _table(header, rows)
+    return markdown_table(header, rows).rstrip()
 
 
 def claim_section(claim: Claim) -> str:
@@ -83,7 +78,7 @@ def claim_section(claim: Claim) -> str:
     parts = [f"## {claim.number}. {claim.title}" + ("" if claim.in_paper else " — beyond the paper"),
              f"*Claim:* {claim.claim}",
              f"**Verdict: {claim.headline.judged.verdict}** — {headline_text(claim.headline)}.",
-             _table(header, [_row_cells(row) for row in claim.rows])]
+             markdown_table(header, [_row_cells(row) for row in claim.rows]).rstrip()]
     if claim.notes:
         parts.append("\n".join(f"- {note}" for note in claim.notes))
     return "\n\n".join(parts)
@@ -162,8 +157,8 @@ def _method(size: StudySize) -> str:
         "seeds of mAP(A) − mAP(B). *95% CI*: two-level percentile bootstrap, seeds and test items (images or clips) "
         f"resampled together, the same item resample for A and B ({BOOTSTRAP_RESAMPLES:,} draws). *p*: exact paired "
         f"sign-flip test over seeds (two-sided); *p equiv.*: TOST with the same test against ±{EQUIVALENCE_MARGIN} "
-        "mAP. Headlines only (one per claim, pre-registered in `dsdi/study/design.py`): Holm over the ten difference "
-        "p's and, separately, the ten equivalence p's; verdict at α = "
+        "mAP. Headlines only (one per claim, pre-registered in `dsdi/study/design.py`): Holm over the "
+        f"{len(HEADLINES)} difference p's and, separately, the {len(HEADLINES)} equivalence p's; verdict at α = "
         f"{ALPHA}: *equivalent* when p equiv. < α (checked first), else *reproduced* / *reversed* when p < α with Δ "
         "above / below 0, else *inconclusive*. The four regions do not overlap. Other rows are descriptive.",
         f"- **Ensembles.** *Trio*: three baseline members on three splits. *Paper ensemble*: {len(PAPER_POOL)} members "

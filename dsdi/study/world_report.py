@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dsdi.labels import schema
+from dsdi.report.tables import markdown_table
 from dsdi.synth.annotators import AnnotatorModel, annotation_statistics
 from dsdi.synth.ladi_shape import world_frequencies
 from dsdi.synth.ladi_world import ANNOTATIONS_NAME
@@ -34,10 +35,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    lines = [header, "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown_table(list(frame.columns), frame.astype(str).values.tolist()).rstrip()
 
 
 def _lift(labels: pd.DataFrame, a: str, b: str) -> str:
