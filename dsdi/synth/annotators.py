@@ -31,7 +31,7 @@ from scipy.special import expit, logit
 from dsdi.errors import InputError
 from dsdi.labels import schema
 from dsdi.labels.crowd import count_answers
-from dsdi.synth.crowd import _answer_tokens, worker_ids
+from dsdi.synth.crowd import answer_tokens, worker_ids
 
 KINDS = ("diligent", "careless", "none-clicker")
 TABLE1_SHARE = np.asarray(schema.CLASS_COUNTS[: schema.NUM_FEATURES], dtype=np.float64) / schema.CLASS_COUNTS[
@@ -217,7 +217,7 @@ def simulate_workers(image_ids: list[str], labels: np.ndarray, cover: np.ndarray
                                                                     1.0 - rate, 1.0)
     detect_logit = model.cover_slope * np.log(np.maximum(cover, model.cover_floor) / model.reference_cover)
     detect_logit -= difficulty[:, None]
-    token_of, none_token = _answer_tokens()
+    token_of, none_token = answer_tokens()
     parts = []
     for c, category in enumerate(schema.CATEGORIES):
         members = np.array([j for j, name in enumerate(schema.FEATURES) if schema.category_of(name) == category])

@@ -40,7 +40,7 @@ def sample_labels(n: int, rng: np.random.Generator, probabilities: np.ndarray | 
     return with_none_classes(features)
 
 
-def _answer_tokens() -> tuple[dict[str, str], dict[str, str]]:
+def answer_tokens() -> tuple[dict[str, str], dict[str, str]]:
     """(class name -> first LADI token mapped to it, category -> its ':none' token), from token_map.csv."""
     token_of: dict[str, str] = {}
     for token, class_name in schema.shipped_answer_tokens():
@@ -61,7 +61,7 @@ def simulate_annotations(image_ids: list[str], labels: np.ndarray, rng: np.rando
                          workers: list[str] | None = None) -> pd.DataFrame:
     """LADI-format crowd answers (url, WorkerId, Answer): one row per image x category x simulated worker,
     the workers drawn from `workers` (default: a pool of worker_ids(rng), drawn first)."""
-    token_of, none_token = _answer_tokens()
+    token_of, none_token = answer_tokens()
     workers = worker_ids(rng) if workers is None else workers
     by_category = {c: [j for j, name in enumerate(schema.FEATURES) if schema.category_of(name) == c]
                    for c in schema.CATEGORIES}
