@@ -38,6 +38,12 @@ def scores_path(root: Path, member: Member, seed: int) -> Path:
     return root / "scores" / f"{member[0]}-m{member[1]}-s{seed}.npz"
 
 
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, each read once (an NpzFile reads an array again on every access)."""
+    with np.load(path) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
 def read_holdout_truth(world_dir: Path) -> pd.DataFrame:
     """The hold-out images' true labels: index image_id, the 32 FEATURES columns (0/1), in file order."""
     table = pd.read_csv(world_dir / "true_labels.csv", dtype={"image_id": str})
@@ -87,8 +93,7 @@ class Measurements:
 
     def stored(self, member: Member, seed: int) -> dict[str, np.ndarray]:
         if (member, seed) not in self._stored:
-            with np.load(scores_path(self.root, member, seed)) as data:
-                self._stored[member, seed] = {key: data[key] for key in data.files}
+            self._stored[member, seed] = load_arrays(scores_path(self.root, member, seed))
         return self._stored[member, seed]
 
     def scores(self, arm: Arm, seed: int, test_set: str) -> np.ndarray:

@@ -49,7 +49,7 @@ from dsdi.study.heads import (
     head_scores,
     train_head,
 )
-from dsdi.study.measure import Measurements, scores_path
+from dsdi.study.measure import Measurements, load_arrays, scores_path
 from dsdi.study.report import write_report
 from dsdi.study.trunk import Trunk, clip_features, image_features, pretrain_trunk
 from dsdi.synth.clips import build_clips
@@ -142,7 +142,7 @@ def _save(path: Path, **arrays: np.ndarray) -> None:
 def _head_data(root: Path) -> tuple[HeadData, np.ndarray, dict[str, np.ndarray]]:
     """(what heads train on, hold-out features (n, D), clip features by name), every feature standardised per
     dimension with the mean and SD of the normal training images' plain views."""
-    images = np.load(root / "features" / "images.npz")
+    images = load_arrays(root / "features" / "images.npz")
     ids = pd.Index(images["ids"])
     targets = {}
     for path in sorted((root / "labels").glob("*.csv")):
@@ -158,8 +158,7 @@ def _head_data(root: Path) -> tuple[HeadData, np.ndarray, dict[str, np.ndarray]]
         return ((features.astype(np.float32) - mean) / sd).astype(np.float16)
 
     data = HeadData(standardised(images["views"]), images["outlier"], standardised(images["tiles"]), targets)
-    with np.load(root / "features" / "clips.npz") as clips:
-        frames = {key: clips[key] for key in clips.files}
+    frames = load_arrays(root / "features" / "clips.npz")
     return data, standardised(images["holdout"]), {**frames, "features": standardised(frames["features"])}
 
 
