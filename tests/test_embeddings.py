@@ -82,6 +82,31 @@ def test_embeddings_are_the_mean_of_the_frames_pooled_features(world):
         assert float(unit(vector) @ expected) > 0.999
 
 
+def test_features_of_passes_run_at_once_are_each_their_own():
+    """Rank's CPU forward workers call one with_features function from several threads at once."""
+    import threading
+
+    import timm
+
+    from dsdi.models.features import with_features
+
+    torch.manual_seed(0)
+    model = timm.create_model("lcnet_050", num_classes=5).eval()
+    run = with_features(model)
+    model.get_classifier().register_forward_hook(lambda *_: time.sleep(0.05))  # after the features are recorded
+    images = [torch.rand(2, 3, 32, 32) for _ in range(4)]
+    with torch.inference_mode():
+        expected = [model.forward_head(model.forward_features(x), pre_logits=True) for x in images]
+        got: dict[int, torch.Tensor] = {}
+        threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, run(images[k])[1])) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for k in range(4):
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+
+
 def test_embed_model_flag_and_its_refusals(world, tmp_path, cli):
     out = tmp_path / "out"
     cli("rank", "--clips", world["clips"], *cli.repeated("--models", world["models"]), "--embed-model",

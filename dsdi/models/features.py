@@ -7,6 +7,7 @@ The features are the input of the classifier's last layer: for a timm model that
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -30,18 +31,18 @@ def with_features(module: nn.Module, name: str = "the model") -> Callable[[torch
                                                                                                torch.Tensor]]:
     """``module`` as a function of images (N, 3, S, S) -> (logits (N, C), features float32 (N, D)), the features
     recorded on the way by a hook on its classifier layer (``classifier_layer``; call this once per module: each
-    call adds a hook); InputError naming ``name`` when it has none."""
+    call adds a hook); InputError naming ``name`` when it has none. Threads may call it at once (rank's CPU forward
+    workers do): each reads the features its own pass recorded."""
     layer = classifier_layer(module)
     if layer is None:
         raise InputError(f"{name}: no classifier layer to read pooled features from (a timm model or a Hugging "
                          "Face image classifier has one); pass another --embed-model")
-    seen: list[torch.Tensor] = []
-    layer.register_forward_hook(lambda _layer, inputs, _output: seen.append(inputs[0]))
+    seen = threading.local()  # .features: the classifier layer's input in this thread's latest pass
+    layer.register_forward_hook(lambda _layer, inputs, _output: setattr(seen, "features", inputs[0]))
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        seen.clear()
         logits = module(images)
-        return logits, seen[-1].flatten(1).float()
+        return logits, seen.features.flatten(1).float()
 
     return run
 
