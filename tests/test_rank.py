@@ -121,22 +121,6 @@ def test_max_aggregation_matches_frame_outputs(world):
         np.testing.assert_allclose(peak_value, sigmoids.max(axis=0), atol=2e-6)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux only")
-def test_decoding_threads_yield_to_the_model_on_the_cpu(world, tmp_path, monkeypatch):
-    decode_into, priorities = dsdi.rank.scoring.decode_clip_into, []
-
-    def recording(*args, **kwargs):
-        priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return decode_into(*args, **kwargs)
-
-    monkeypatch.setattr(dsdi.rank.scoring, "decode_clip_into", recording)
-    dsdi.rank.scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=tmp_path / "out", device="cpu"))
-    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    niceness = min(19, own + dsdi.rank.scoring.DECODER_NICENESS)
-    assert len(priorities) == len(CLIP_SEGMENTS) and set(priorities) == {niceness}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread keeps its own
-
-
 def test_topk_trec_and_xml(world):
     out = world["out"]
     scores, trec = read_scores(out), read_trec(out / "t1.trec")
@@ -241,6 +225,40 @@ def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
         if chunk_frames == 5:
             assert max(added) == 5 and len(added) > 2 * len(CLIP_SEGMENTS)
     assert len(rows[5]) == 2 * len(CLIP_SEGMENTS) and rows[5] == rows[10_000]
+
+
+def test_forward_passes_side_by_side_give_the_same_scores_and_embeddings(world, tmp_path, monkeypatch):
+    """On the CPU with 2 torch threads, rank runs passes in 2 workers of one thread each, several in flight."""
+    forward, passes = dsdi.rank.scoring._BatchScorer._forward, []
+
+    def recording(self, batch):
+        passes.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.01)  # passes overlap even when the machine is fast
+        return forward(self, batch)
+
+    monkeypatch.setattr(dsdi.rank.scoring._BatchScorer, "_forward", recording)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = tmp_path / "workers"
+        dsdi.rank.scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7,
+                                            device="cpu"))
+        assert torch.get_num_threads() == 2  # restored for the caller and for threads started later
+        later = []
+        started = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        started.start()
+        started.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(threads)
+    assert {name.rsplit("_", 1)[0] for name, _ in passes} == {"forward"} and len({n for n, _ in passes}) == 2
+    assert {count for _, count in passes} == {1}
+    queries = ("SELECT * FROM model_scores ORDER BY model_key, shot_id",
+               "SELECT model_key, shot_id, vector FROM embeddings ORDER BY shot_id")
+    for query in queries:
+        with sqlite3.connect(out / "scores.sqlite") as db, sqlite3.connect(world["out"] / "scores.sqlite") as one:
+            rows = db.execute(query).fetchall()
+            assert rows and rows == one.execute(query).fetchall()
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ def load_for_engine(checkpoint: Path, digest: str, engine: str, precision: str, 
     exported = current_export(checkpoint, precision, digest) or _export_now(checkpoint, precision)
     suffix = "+ort" if precision == "fp32" else f"+ort-{precision}-{file_sha256(exported.path)[:8]}"
     labelset = LabelSet.from_dict(exported.info.labelset, f"{exported.path}'s sidecar")
-    return LoadedModel(OrtModel(exported.path), exported.info.backbone, exported.info.preprocessing, suffix, labelset)
+    session = OrtModel(exported.path, threads=1)  # rank runs passes side by side, one per core (ForwardPasses)
+    return LoadedModel(session, exported.info.backbone, exported.info.preprocessing, suffix, labelset)
 
 
 def _export_now(checkpoint: Path, precision: str):

@@ -17,14 +17,12 @@ barrier process 0 merges the shards, fuses and writes every output, so the resul
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +53,11 @@ CPU_FORWARD_IMAGES = 16  # at most this many images per PyTorch forward pass on 
 
 
 def _forward_images(config: RankConfig, device: torch.device) -> int:
-    """Images per forward pass: --batch-size, at most CPU_FORWARD_IMAGES for PyTorch on the CPU. There, while the
-    decoding threads share the cores, shorter passes score faster (alternating runs on 2 cores, 600 frames:
-    lcnet_050 at 224 px with passes of 16 images 1.34x passes of 32, 64 about 0.7x; resnet10t at 160 px 1.26x),
-    though the model alone prefers longer ones; the scores are the same (each image's logits do not depend on
-    what else is in its pass on the CPU)."""
+    """Images per forward pass: --batch-size, at most CPU_FORWARD_IMAGES for PyTorch on the CPU. There, with the
+    passes side by side (ForwardPasses) and the decoding threads sharing the cores, shorter passes score faster
+    (rank in alternating runs on 2 cores, 600 frames of lcnet_050 at 224 px, median over 6: passes of 8 images
+    1.06x passes of 16, 32 0.90x, 64 0.69x), though the model alone prefers longer ones; the scores are the same
+    (each image's logits do not depend on what else is in its pass on the CPU)."""
     cap = CPU_FORWARD_IMAGES if device.type == "cpu" and config.engine == "torch" else config.batch_size
     return min(config.batch_size, cap)
 
@@ -135,23 +133,61 @@ def _find_clips(config: RankConfig) -> list[Clip]:
     return clips
 
 
+class ForwardPasses:
+    """Where the scorers' forward passes run: on the GPU (workers 0) inline, in the calling thread; on the CPU in
+    ``workers`` threads (one per core: torch's thread count) that each run whole passes on one intra-op thread
+    (torch.set_num_threads is per thread under OpenMP), side by side instead of one pass split across the cores.
+    A decoding thread that takes a core then delays one pass, not a parallel region whose other threads wait at
+    its barrier; and one pass per core wastes no time in hand-overs. Measured on 2 cores (docs/benchmarks.md):
+    the model alone 1.15-1.9x faster in PyTorch, 1.0-1.3x in ONNX Runtime; rank end to end 1.45x (lcnet_050 at
+    224 px) and 1.19x (resnet10t at 160 px) against one caller's passes on both threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.threads_before = torch.get_num_threads()
+        self.pool = (ThreadPoolExecutor(workers, thread_name_prefix="forward", initializer=torch.set_num_threads,
+                                        initargs=(1,)) if workers else None)
+
+    def submit(self, forward: Callable[[torch.Tensor], tuple], batch: torch.Tensor) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(forward, batch)
+        done: Future = Future()
+        done.set_result(forward(batch))
+        return done
+
+    def in_flight(self) -> int:
+        """Passes a scorer keeps submitted before it waits for its oldest: one running and one queued per
+        worker, so that a worker that finishes starts the next at once."""
+        return 2 * self.workers if self.pool is not None else 0
+
+    def close(self) -> None:
+        """Wait for the running passes and end the threads; restore the thread count that new threads inherit
+        (torch.set_num_threads in a worker also sets it)."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            torch.set_num_threads(self.threads_before)
+
+
 class _BatchScorer:
     """Packs frames of consecutive clips into full batches for one model, a batch of batch_size images (at least
-    one frame); returns (slot, frame scores (n, 37))."""
+    one frame), and runs them through ``passes``; returns (slot, frame scores (n, C)) in the order frames came."""
 
-    def __init__(self, model: _Model, batch_size: int, device: torch.device, views: Views) -> None:
-        self.model, self.device, self.views = model, device, views
+    def __init__(self, model: _Model, batch_size: int, device: torch.device, views: Views,
+                 passes: ForwardPasses) -> None:
+        self.model, self.device, self.views, self.passes = model, device, views, passes
         self.batch_size = max(1, batch_size // views.images)  # frames
         self.queue: deque[tuple[int, torch.Tensor]] = deque()
         self.pending = 0
+        self.running: deque[tuple[list[tuple[int, int]], Future]] = deque()  # (owners, pass) in submission order
 
     def add(self, slot: int, frames: torch.Tensor) -> None:
         self.queue.append((slot, frames))
         self.pending += len(frames)
 
     def run(self, flush: bool) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
-        """Score every full batch (and, with flush, the remainder): (slot, frame scores (n, C), the embedding
-        model's frame features (n, D) or None) per batch part."""
+        """Submit every full batch (and, with flush, the remainder) and return the finished passes' results in
+        order: (slot, frame scores (n, C), the embedding model's frame features (n, D) or None) per batch part.
+        Waits for the oldest pass while more than passes.in_flight() run; with flush, for all of them."""
         results = []
         while self.pending >= self.batch_size or (flush and self.pending):
             parts, owners, room = [], [], self.batch_size
@@ -164,12 +200,21 @@ class _BatchScorer:
                 owners.append((slot, len(frames)))
                 room -= len(frames)
             self.pending -= self.batch_size - room
-            probs, features = self._forward(torch.cat(parts))
-            start = 0
-            for slot, count in owners:
-                results.append((slot, probs[start:start + count],
-                                None if features is None else features[start:start + count]))
-                start += count
+            self.running.append((owners, self.passes.submit(self._forward, torch.cat(parts))))
+            while len(self.running) > self.passes.in_flight():
+                results += self._finish_oldest()
+        while self.running and (flush or self.running[0][1].done()):
+            results += self._finish_oldest()
+        return results
+
+    def _finish_oldest(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        owners, running = self.running.popleft()
+        probs, features = running.result()
+        results, start = [], 0
+        for slot, count in owners:
+            results.append((slot, probs[start:start + count],
+                            None if features is None else features[start:start + count]))
+            start += count
         return results
 
     @torch.inference_mode()
@@ -350,31 +395,20 @@ class _ClipCollector:
         self.collect(flush=False)
 
 
-DECODER_NICENESS = 10  # on the CPU, decoding threads yield to the model's threads (Linux thread priority)
-
-
-def _yield_to_the_model() -> None:
-    """Decoding pool thread initializer on the CPU: lower this thread's priority by DECODER_NICENESS (Linux: per
-    thread; the decoder's own frame threads inherit it). The model is the bottleneck there; at equal priority the
-    decoders preempt its OpenMP threads and stall whole parallel regions; at lower priority they fill the gaps
-    (rank 1.09-1.16x faster on 2 cores, measured in alternating runs)."""
-    if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODER_NICENESS)
-
-
 def _score_clips(todo: list[tuple[Clip, _Work]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
-    _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches;
-    store each clip when all its frames are scored, record a clip that fails before its first chunk as a failure.
-    Returns (clips stored, frames scored)."""
+    _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches
+    (ForwardPasses: on the CPU side by side, one pass per core); store each clip when all its frames are scored,
+    record a clip that fails before its first chunk as a failure. Returns (clips stored, frames scored)."""
     ahead = 2 * workers
-    scorers = {m.key: _BatchScorer(m, _forward_images(config, device), device, _views(config)) for m in models}
+    passes = ForwardPasses(torch.get_num_threads() if device.type == "cpu" else 0)
+    scorers = {m.key: _BatchScorer(m, _forward_images(config, device), device, _views(config), passes)
+               for m in models}
     resizes = {m.preprocessing.resize for m in models}
     cancelled = threading.Event()
 
-    initializer = _yield_to_the_model if device.type == "cpu" else None
-    with ThreadPoolExecutor(workers, initializer=initializer) as pool, progress_bar("clips") as bar:
+    with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
         collector = _ClipCollector(scorers, index, bar, bar.add_task(label, total=len(todo), info=""))
 
         def start_decoding(clip: Clip) -> queue.Queue:
@@ -393,6 +427,7 @@ def _score_clips(todo: list[tuple[Clip, _Work]], models: list[_Model], config: R
         finally:  # an interrupted run: threads waiting on a full feed give up, queued clips never start
             cancelled.set()
             pool.shutdown(cancel_futures=True)
+            passes.close()
     return collector.stored, collector.frames_done
 
 
