@@ -268,15 +268,36 @@ def bench_rank(work: Path, device: str) -> dict:
     return results
 
 
+def passes_runner(forward: Callable[[torch.Tensor], object], batch: torch.Tensor, n_passes: int,
+                  workers: int) -> Callable[[], None]:
+    """A warmed-up call running `n_passes` forward passes of batch side by side in `workers` threads of one
+    intra-op thread each, as dsdi rank runs them on the CPU (dsdi.rank.scoring.ForwardPasses)."""
+    from dsdi.rank.scoring import ForwardPasses
+
+    def run() -> None:
+        passes = ForwardPasses(workers)
+        try:
+            for running in [passes.submit(forward, batch) for _ in range(n_passes)]:
+                running.result()
+        finally:
+            passes.close()
+
+    run()
+    return run
+
+
 def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int, batch_size: int,
                       device: str, engine: str = "torch") -> dict:
     """`dsdi rank` end to end on the clips of clips_dir vs decode-only and model-only, called in turn: frames/s,
     the serial bound of the two parts (decode, then model, on the same cores), the ratios, cores kept busy.
-    engine onnxruntime: the checkpoint's fp32 export (made first, as dsdi export does) in rank and model-only."""
+    Model-only is measured two ways: one caller running passes of batch_size on all the engine's threads, and
+    (on the CPU) rank's way, passes side by side in one single-thread worker per core; the serial bound takes the
+    faster. engine onnxruntime: the checkpoint's fp32 export (made first, as dsdi export does) in rank and
+    model-only."""
     from dsdi.models.checkpoint import load_model
     from dsdi.models.preprocess import frames_to_tensor
     from dsdi.rank.config import RankConfig
-    from dsdi.rank.scoring import rank
+    from dsdi.rank.scoring import CPU_FORWARD_IMAGES, rank
     from dsdi.video.clip import Clip
     from dsdi.video.decode import sample_frames
 
@@ -289,37 +310,66 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
                             device=device, batch_size=batch_size, runs_dir=work / "runs", engine=engine)
         runs.append(rank(config))
 
+    def rank_reusing() -> None:  # the last index again: every clip reused, only model load, fuse and write
+        config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / f"rank_out{len(runs) - 1}",
+                            run_id="bench", device=device, batch_size=batch_size, runs_dir=work / "runs",
+                            engine=engine)
+        if rank(config).frames_scored:
+            raise RuntimeError("dsdi rank scored frames again on an index that holds them all")
+
     model, _ = load_model(checkpoint, device)
     tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank.scoring uses
     n_batches = max(1, len(frames) // batch_size)
+    pass_images = min(batch_size, CPU_FORWARD_IMAGES) if engine == "torch" else batch_size  # rank's passes
+    n_passes, workers = max(1, len(frames) // pass_images), torch.get_num_threads()
     if engine == "onnxruntime":
         from dsdi.models.ort import OrtModel
         from dsdi.train.export import export_model
 
-        forward = ort_runner(OrtModel(export_model(checkpoint, "fp32").path), tensors, n_batches)
+        exported = export_model(checkpoint, "fp32").path
+        one_caller = ort_runner(OrtModel(exported), tensors, n_batches)
+        side_by_side = passes_runner(OrtModel(exported, threads=1), tensors[:pass_images], n_passes, workers)
     else:
-        forward = forward_runner(model, tensors, device, n_batches, dtype)
+        def infer(batch: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return model(batch)
+
+        one_caller = forward_runner(model, tensors, device, n_batches, dtype)
+        side_by_side = passes_runner(infer, tensors[:pass_images], n_passes, workers) if device == "cpu" else None
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
     config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / "unused", device=device).resolved()
     decoded: list[int] = []
     decode_only = decode_only_runner(clips, config, img_size, decoded)
 
-    end_to_end, decoding, model_only = fastest_rates((len(frames), rank_fresh), (len(frames), decode_only),
-                                                     (n_batches * batch_size, forward))
+    workloads = [(len(frames), rank_fresh), (len(frames), decode_only), (n_batches * batch_size, one_caller)]
+    if side_by_side is not None:
+        workloads.append((n_passes * pass_images, side_by_side))
+    end_to_end, decoding, *model_rates = fastest_rates(*workloads)
+    model_only = max(model_rates)
     cores = {name: cores_used(run) for name, run in (("rank", rank_fresh), ("decode_only", decode_only),
-                                                      ("model_only", forward))}
+                                                      ("model_only", side_by_side or one_caller))}
     serial_bound = 1 / (1 / decoding + 1 / model_only)  # decode and model one after the other on the same cores
+    fixed_seconds = len(frames) / fastest_rates((len(frames), rank_reusing))[0]
+    scoring = len(frames) / (len(frames) / end_to_end - fixed_seconds)  # rank's frames/s less its fixed costs
     if any(result.frames_scored != len(frames) for result in runs) or set(decoded) != {len(frames)}:
         raise RuntimeError(f"dsdi rank scored {[r.frames_scored for r in runs]} frames, decoding alone {decoded}, "
                            f"sample_frames {len(frames)}")
     return {"engine": engine, "batch": batch_size, "clips": len(clips), "clip_size": "640x360 30 fps",
             "frames_scored": len(frames),
             "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
+            "rank_fixed_costs": "a rank call reusing every clip from the index: model load, fuse, write",
             "decode_only": "rank's decoding threads: decode, scale, preprocess to model input, no model",
+            "model_only": f"the faster of: one caller, passes of {batch_size} on {workers} threads; "
+                          f"passes of {pass_images} side by side in {workers} single-thread workers (rank's way)",
             "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
+            "model_only_one_caller_frames_per_s": model_rates[0],
+            "model_only_side_by_side_frames_per_s": model_rates[1] if side_by_side else None,
             "model_only_frames_per_s": model_only, "serial_bound_frames_per_s": serial_bound,
+            "rank_fixed_costs_s": fixed_seconds, "rank_scoring_frames_per_s": scoring,
             "ratio_end_to_end_over_serial_bound": end_to_end / serial_bound,
+            "ratio_scoring_over_serial_bound": scoring / serial_bound,
+            "ratio_end_to_end_over_serial_bound_one_caller": end_to_end * (1 / decoding + 1 / model_rates[0]),
             "ratio_end_to_end_over_model_only": end_to_end / model_only,
             "ratio_end_to_end_over_decode_only": end_to_end / decoding,
             "ratio_decode_only_over_model_only": decoding / model_only,
