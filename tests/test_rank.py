@@ -28,6 +28,7 @@ from lxml import etree
 from rank_models import IMG, frame_sigmoids, model_input_frames, model_sigmoids, save_pattern_model, save_tiny_model
 
 import dsdi.rank.scoring
+import dsdi.runtime
 from dsdi.index.shard import read_shard
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES
@@ -225,6 +226,49 @@ def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
         if chunk_frames == 5:
             assert max(added) == 5 and len(added) > 2 * len(CLIP_SEGMENTS)
     assert len(rows[5]) == 2 * len(CLIP_SEGMENTS) and rows[5] == rows[10_000]
+
+
+class CountingEvent(threading.Event):
+    """An Event that counts its clear() calls."""
+
+    clears = 0
+
+    def clear(self) -> None:
+        self.clears += 1
+        super().clear()
+
+
+def test_decoding_and_the_model_take_turns_on_the_cpu(world, tmp_path, monkeypatch):
+    scoring, turns, events = dsdi.rank.scoring, [], []
+    init, forward, frame_tensors = scoring._Turns.__init__, scoring._BatchScorer._forward, scoring.Views.frame_tensors
+
+    def counting_init(self, frames):
+        init(self, frames)
+        self.decoding = CountingEvent()
+        self.decoding.set()
+        turns.append(self)
+
+    def slow_forward(self, batch):  # long model turns: a decoder that did not wait would decode in them
+        events.append("model" if not turns[-1].decoding.is_set() else "model while decoding")
+        time.sleep(0.06)
+        return forward(self, batch)
+
+    monkeypatch.setattr(scoring._Turns, "__init__", counting_init)
+    monkeypatch.setattr(scoring._BatchScorer, "_forward", slow_forward)
+    monkeypatch.setattr(scoring.Views, "frame_tensors", lambda self, *args: events.append(
+        "decode" if turns[-1].decoding.is_set() else "decode in the model's turn") or frame_tensors(self, *args))
+    monkeypatch.setattr(scoring, "TURN_BYTES", 1)  # the shortest turns: two passes per forward worker
+    out = tmp_path / "turns"
+    scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7, device="cpu",
+                            chunk_frames=4))
+    assert turns[-1].frames == 2 * torch.get_num_threads() * 7
+    model_turns = turns[-1].decoding.clears
+    assert model_turns >= 3 and "model while decoding" not in events  # 6 clips of 8 to 14 frames
+    decoders = dsdi.runtime.default_workers(scoring.RANK_DECODE_WORKERS_CAP)  # each may end the chunk it began
+    assert events.count("decode in the model's turn") <= decoders * model_turns, events
+    query = "SELECT * FROM model_scores ORDER BY model_key, shot_id"
+    with sqlite3.connect(out / "scores.sqlite") as db, sqlite3.connect(world["out"] / "scores.sqlite") as one:
+        assert db.execute(query).fetchall() == one.execute(query).fetchall()
 
 
 def test_forward_passes_side_by_side_give_the_same_scores_and_embeddings(world, tmp_path, monkeypatch):

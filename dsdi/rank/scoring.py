@@ -184,10 +184,10 @@ class _BatchScorer:
         self.queue.append((slot, frames))
         self.pending += len(frames)
 
-    def run(self, flush: bool) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+    def run(self, flush: bool, wait: bool = False) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
         """Submit every full batch (and, with flush, the remainder) and return the finished passes' results in
         order: (slot, frame scores (n, C), the embedding model's frame features (n, D) or None) per batch part.
-        Waits for the oldest pass while more than passes.in_flight() run; with flush, for all of them."""
+        Waits for the oldest pass while more than passes.in_flight() run; with flush or wait, for all of them."""
         results = []
         while self.pending >= self.batch_size or (flush and self.pending):
             parts, owners, room = [], [], self.batch_size
@@ -203,7 +203,7 @@ class _BatchScorer:
             self.running.append((owners, self.passes.submit(self._forward, torch.cat(parts))))
             while len(self.running) > self.passes.in_flight():
                 results += self._finish_oldest()
-        while self.running and (flush or self.running[0][1].done()):
+        while self.running and (flush or wait or self.running[0][1].done()):
             results += self._finish_oldest()
         return results
 
@@ -238,7 +238,52 @@ class _BatchScorer:
         return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy(), features
 
 
-_FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead
+_FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead (at least)
+TURN_BYTES = 256 * 2**20  # on the CPU: decoded model input (float32) that decoding fills in its turn
+
+
+class _Turns:
+    """On the CPU, decoding and the model take turns, each on every core: the decoding threads decode until the
+    scorers hold ``frames`` frames, then wait while the forward passes score them all. Side by side on 2 cores the
+    two slow each other down by more than their sum (each evicts the other's caches every time slice): in
+    alternating runs rank with turns of 256 frames ran 1.16x (lcnet_050 at 224 px), 1.05x (resnet10t at 160 px)
+    rank with both at once (docs/benchmarks.md). frames 0 (on a GPU, where the model has its own device):
+    no turns, decoding goes on beside the model."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.decoding = threading.Event()  # set: decoding's turn (or no turns)
+        self.decoding.set()
+
+    @classmethod
+    def for_models(cls, models: list[_Model], config: RankConfig, device: torch.device) -> _Turns:
+        """TURN_BYTES of the models' float32 input per turn, at least two passes per forward worker."""
+        if device.type != "cpu":
+            return cls(0)
+        views = _views(config)
+        frame_bytes = sum(views.crops * 3 * size.img_size ** 2 * 4 for size in {m.preprocessing.resize
+                                                                                for m in models})
+        return cls(max(TURN_BYTES // frame_bytes, 2 * torch.get_num_threads() * _forward_images(config, device)))
+
+    def feed_chunks(self, config: RankConfig) -> int:
+        """Chunks a clip decoding ahead may queue: half a turn, so that every decoding thread decodes through
+        decoding's turn while the main thread takes the frames of the clip before (at least _FEED_CHUNKS)."""
+        chunk = max(1, config.chunk_frames // _views(config).crops)
+        return max(_FEED_CHUNKS, -(-self.frames // (2 * chunk)))
+
+    def wait_to_decode(self, cancelled: threading.Event) -> bool:
+        """Block while the models have their turn; False when cancelled meanwhile."""
+        while not self.decoding.wait(0.1):
+            if cancelled.is_set():
+                return False
+        return True
+
+    def due(self, frames_waiting: int) -> bool:
+        """Whether the models' turn has come with frames_waiting frames decoded (always, without turns)."""
+        return not self.frames or frames_waiting >= self.frames
+
+
+_NO_TURNS = _Turns(0)
 
 
 @dataclass
@@ -310,11 +355,12 @@ def _failure_reason(error: Exception) -> str:
 
 
 def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes: set[Resize],
-                 cancelled: threading.Event) -> None:
-    """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full; gives up
-    when cancelled is set. Each sampled frame is decoded once and converted from YUV to RGB at each model's resize
-    size in one pass of the decoder's scaler (ClipChunks shrink_to), then centre-cropped; a frame smaller than that
-    is converted at its own size and resized by the Resize. With --tiles the decoder also scales it to each resize
+                     cancelled: threading.Event, turns: _Turns = _NO_TURNS) -> None:
+    """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full and,
+    before each chunk, while the models have their turn (turns); gives up when cancelled is set. Each sampled
+    frame is decoded once and converted from YUV to RGB at each model's resize size in one pass of the decoder's
+    scaler (ClipChunks shrink_to), then centre-cropped; a frame smaller than that is converted at its own size and
+    resized by the Resize. With --tiles the decoder also scales it to each resize
     size's Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
     chunk_frames / crops frames (at least one), so that its bytes stay about the same."""
     def put(item: DecodedChunk | _End) -> bool:
@@ -331,7 +377,7 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
     chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted,
                         backend=config.decoder)
     try:
-        for frames, times in chunks:
+        for frames, times in _in_turn(chunks, turns, cancelled):
             tensors = {size: views.frame_tensors(frames[i], frames[len(sizes) + i] if views.tiles else None, size)
                        for i, size in enumerate(sizes)}
             if not put(DecodedChunk(times, tensors)):
@@ -343,27 +389,42 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
     put(_End(chunks.truncated, chunks.note))
 
 
+def _in_turn(chunks: ClipChunks, turns: _Turns, cancelled: threading.Event):
+    """The chunks, each decoded only in decoding's turn; ends early when cancelled."""
+    decoded = iter(chunks)
+    while turns.wait_to_decode(cancelled) and (chunk := next(decoded, None)) is not None:
+        yield chunk
+
+
 class _ClipCollector:
     """Hands each scored batch part back to its open clip and stores every clip whose frames are all scored, in
     slot order; counts clips stored and frames scored and shows the live frame rate."""
 
-    def __init__(self, scorers: dict[str, _BatchScorer], index: ScoreIndex, bar, task) -> None:
-        self.scorers, self.index, self.bar, self.task = scorers, index, bar, task
+    def __init__(self, scorers: dict[str, _BatchScorer], index: ScoreIndex, turns: _Turns, bar, task) -> None:
+        self.scorers, self.index, self.turns, self.bar, self.task = scorers, index, turns, bar, task
         self.open_clips: dict[int, _OpenClip] = {}
         self.stored = self.frames_done = 0
         self.model_frames = 0  # frames scored, summed over models: the live rate is this / models / seconds
         self.started = time.perf_counter()
 
     def collect(self, flush: bool) -> None:
-        """Run every scorer's full batches (and with flush the remainders), then store the completed clips."""
-        for key, scorer in self.scorers.items():
-            for slot, probs, features in scorer.run(flush):
-                open_clip = self.open_clips[slot]
-                open_clip.parts[key].append(probs)
-                if features is not None:
-                    open_clip.features.append(features)
-                open_clip.remaining[key] -= len(probs)
-                self.model_frames += len(probs)
+        """Run every scorer's full batches (and with flush the remainders) when the models' turn has come, then
+        store the completed clips. In the models' turn (with turns) decoding waits until every pass is done."""
+        if not flush and not self.turns.due(max(scorer.pending for scorer in self.scorers.values())):
+            return
+        if self.turns.frames:
+            self.turns.decoding.clear()
+        try:
+            for key, scorer in self.scorers.items():
+                for slot, probs, features in scorer.run(flush, wait=bool(self.turns.frames)):
+                    open_clip = self.open_clips[slot]
+                    open_clip.parts[key].append(probs)
+                    if features is not None:
+                        open_clip.features.append(features)
+                    open_clip.remaining[key] -= len(probs)
+                    self.model_frames += len(probs)
+        finally:
+            self.turns.decoding.set()
         rate = self.model_frames / len(self.scorers) / max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
         for slot in sorted(s for s, c in self.open_clips.items() if c.complete()):
@@ -398,22 +459,23 @@ class _ClipCollector:
 def _score_clips(todo: list[tuple[Clip, _Work]], models: list[_Model], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
-    _FEED_CHUNKS preprocessed chunks queued plus the one being decoded) while the models score packed batches
-    (ForwardPasses: on the CPU side by side, one pass per core); store each clip when all its frames are scored,
-    record a clip that fails before its first chunk as a failure. Returns (clips stored, frames scored)."""
+    _Turns.feed_chunks preprocessed chunks queued plus the one being decoded) and score them in packed batches
+    (ForwardPasses: on the CPU side by side, one pass per core), on the CPU taking turns (_Turns); store each clip
+    when all its frames are scored, record a clip that fails before its first chunk as a failure. Returns (clips
+    stored, frames scored)."""
     ahead = 2 * workers
     passes = ForwardPasses(torch.get_num_threads() if device.type == "cpu" else 0)
     scorers = {m.key: _BatchScorer(m, _forward_images(config, device), device, _views(config), passes)
                for m in models}
     resizes = {m.preprocessing.resize for m in models}
-    cancelled = threading.Event()
+    cancelled, turns = threading.Event(), _Turns.for_models(models, config, device)
 
     with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
-        collector = _ClipCollector(scorers, index, bar, bar.add_task(label, total=len(todo), info=""))
+        collector = _ClipCollector(scorers, index, turns, bar, bar.add_task(label, total=len(todo), info=""))
 
         def start_decoding(clip: Clip) -> queue.Queue:
-            feed: queue.Queue = queue.Queue(_FEED_CHUNKS)
-            pool.submit(decode_clip_into, feed, clip, config, resizes, cancelled)
+            feed: queue.Queue = queue.Queue(turns.feed_chunks(config))
+            pool.submit(decode_clip_into, feed, clip, config, resizes, cancelled, turns)
             return feed
 
         try:
