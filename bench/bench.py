@@ -10,10 +10,11 @@ Sections (each prints "n/a (reason)" instead of crashing when a part is missing)
             scales) vs `fps=10,scale=224:224`; skipping unsampled non-reference frames on vs off. Frames/s.
 - rank:     `dsdi rank` end to end (dsdi.rank.scoring.rank: decode + preprocess + forward + index + fuse + write) vs
             decode-only (rank's own decoding threads, decode_clip_into, to model input, no model) on the same clips and
-            vs model-only forward on pre-decoded, pre-processed tensors: frames/s; vs the serial bound (decode, then
-            model, on the same cores: what doing things in turn reaches); cores each one kept busy. CPU: lcnet_050 at
-            224 px (decoding a large share of the work), resnet10t at 160 px (the model dominates) and the paper's
-            resnest50d at 360 px with PyTorch and with ONNX Runtime fp32 (--engine onnxruntime).
+            vs model-only forward on pre-decoded, pre-processed tensors (one caller on all threads, and passes side
+            by side as rank runs them): frames/s; vs the serial bound (decode, then the faster model-only, on the
+            same cores: what doing things in turn reaches), also less rank's fixed costs; cores each one kept busy.
+            CPU: lcnet_050 at 224 px (decoding a large share of the work), resnet10t at 160 px (the model dominates)
+            and the paper's resnest50d at 360 px with PyTorch and with ONNX Runtime fp32 (--engine onnxruntime).
 - views:    `dsdi rank` end to end with --tta flip and with --tiles 2x2 vs plain, on the same 320x180 clips: sampled
             frames/s (each option scores 2x / 5x the images per frame).
 - image:    dsdi.train.data.load_image (PIL draft decode) vs naive PIL full decode + resize on 4000x3000 JPEGs
