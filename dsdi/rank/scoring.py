@@ -239,7 +239,8 @@ class _BatchScorer:
 
 
 _FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead (at least)
-TURN_BYTES = 256 * 2**20  # on the CPU: decoded model input (float32) that decoding fills in its turn
+TURN_BYTES = 256 * 2**20  # on the CPU: decoded model input (float32) that decoding fills in its turn; with the
+# feeds of the clips decoding ahead (half a turn each, 2 x workers clips) rank holds at most about 3 x this
 
 
 class _Turns:
