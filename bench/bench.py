@@ -272,8 +272,8 @@ def bench_rank(work: Path, device: str) -> dict:
 def passes_runner(forward: Callable[[torch.Tensor], object], batch: torch.Tensor, n_passes: int,
                   workers: int) -> Callable[[], None]:
     """A warmed-up call running `n_passes` forward passes of batch side by side in `workers` threads of one
-    intra-op thread each, as dsdi rank runs them on the CPU (dsdi.rank.scoring.ForwardPasses)."""
-    from dsdi.rank.scoring import ForwardPasses
+    intra-op thread each, as dsdi rank runs them on the CPU (dsdi.rank.passes.ForwardPasses)."""
+    from dsdi.rank.passes import ForwardPasses
 
     def run() -> None:
         passes = ForwardPasses(workers)
@@ -298,7 +298,8 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
     from dsdi.models.checkpoint import load_model
     from dsdi.models.preprocess import frames_to_tensor
     from dsdi.rank.config import RankConfig
-    from dsdi.rank.scoring import CPU_FORWARD_IMAGES, rank
+    from dsdi.rank.passes import CPU_FORWARD_IMAGES
+    from dsdi.rank.scoring import rank
     from dsdi.video.clip import Clip
     from dsdi.video.decode import sample_frames
 

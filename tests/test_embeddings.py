@@ -16,6 +16,7 @@ from PIL import Image
 from rank_models import IMG, model_input_frames, reference_model, save_tiny_model
 from test_rank import CLIP_SEGMENTS, count_decodes, finish, kill_tree, launch_two_nodes, make_clip
 
+import dsdi.rank.passes
 import dsdi.rank.scoring
 from dsdi.index.embeddings import EMBEDDING_DIMS, Embeddings, clip_embedding, embedding_bytes, projection, unit_rows
 from dsdi.index.shard import read_shard
@@ -147,8 +148,8 @@ def test_old_index_gains_embeddings_without_rescoring(world, tmp_path, monkeypat
         db.execute("PRAGMA user_version = 3")
         scores_before = db.execute("SELECT * FROM model_scores ORDER BY model_key, shot_id").fetchall()
     forwards = []
-    forward = dsdi.rank.scoring._BatchScorer._forward
-    monkeypatch.setattr(dsdi.rank.scoring._BatchScorer, "_forward",
+    forward = dsdi.rank.passes.BatchScorer._forward
+    monkeypatch.setattr(dsdi.rank.passes.BatchScorer, "_forward",
                         lambda self, batch: forwards.append(self.model.key) or forward(self, batch))
     decodes = count_decodes(monkeypatch)
     result = cli("rank", "--clips", world["clips"], *cli.repeated("--models", world["models"]), "--model-weights", 1,

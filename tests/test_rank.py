@@ -27,6 +27,7 @@ from conftest import tiny_checkpoint
 from lxml import etree
 from rank_models import IMG, frame_sigmoids, model_input_frames, model_sigmoids, save_pattern_model, save_tiny_model
 
+import dsdi.rank.passes
 import dsdi.rank.scoring
 import dsdi.runtime
 from dsdi.index.shard import read_shard
@@ -213,8 +214,8 @@ def test_fuse_out_ranks_chosen_models_into_a_new_folder(world, tmp_path, monkeyp
 
 
 def test_chunked_decoding_gives_the_same_scores(world, tmp_path, monkeypatch):
-    added, add = [], dsdi.rank.scoring._BatchScorer.add
-    monkeypatch.setattr(dsdi.rank.scoring._BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
+    added, add = [], dsdi.rank.passes.BatchScorer.add
+    monkeypatch.setattr(dsdi.rank.passes.BatchScorer, "add", lambda self, slot, frames: added.append(len(frames))
                         or add(self, slot, frames))
     rows = {}
     for chunk_frames in (5, 10_000):  # clips of 8 to 14 frames: 2 or 3 chunks each, one chunk each
@@ -239,8 +240,8 @@ class CountingEvent(threading.Event):
 
 
 def test_decoding_and_the_model_take_turns_on_the_cpu(world, tmp_path, monkeypatch):
-    scoring, turns, events = dsdi.rank.scoring, [], []
-    init, forward, frame_tensors = scoring._Turns.__init__, scoring._BatchScorer._forward, scoring.Views.frame_tensors
+    scoring, passes, turns, events = dsdi.rank.scoring, dsdi.rank.passes, [], []
+    init, forward, frame_tensors = passes.Turns.__init__, passes.BatchScorer._forward, passes.Views.frame_tensors
 
     def counting_init(self, frames):
         init(self, frames)
@@ -253,11 +254,11 @@ def test_decoding_and_the_model_take_turns_on_the_cpu(world, tmp_path, monkeypat
         time.sleep(0.06)
         return forward(self, batch)
 
-    monkeypatch.setattr(scoring._Turns, "__init__", counting_init)
-    monkeypatch.setattr(scoring._BatchScorer, "_forward", slow_forward)
-    monkeypatch.setattr(scoring.Views, "frame_tensors", lambda self, *args: events.append(
+    monkeypatch.setattr(passes.Turns, "__init__", counting_init)
+    monkeypatch.setattr(passes.BatchScorer, "_forward", slow_forward)
+    monkeypatch.setattr(passes.Views, "frame_tensors", lambda self, *args: events.append(
         "decode" if turns[-1].decoding.is_set() else "decode in the model's turn") or frame_tensors(self, *args))
-    monkeypatch.setattr(scoring, "TURN_BYTES", 1)  # the shortest turns: two passes per forward worker
+    monkeypatch.setattr(passes, "TURN_BYTES", 1)  # the shortest turns: two passes per forward worker
     out = tmp_path / "turns"
     scoring.rank(RankConfig(clips=world["clips"], models=world["models"], out=out, batch_size=7, device="cpu",
                             chunk_frames=4))
@@ -273,14 +274,14 @@ def test_decoding_and_the_model_take_turns_on_the_cpu(world, tmp_path, monkeypat
 
 def test_forward_passes_side_by_side_give_the_same_scores_and_embeddings(world, tmp_path, monkeypatch):
     """On the CPU with 2 torch threads, rank runs passes in 2 workers of one thread each, several in flight."""
-    forward, passes = dsdi.rank.scoring._BatchScorer._forward, []
+    forward, passes = dsdi.rank.passes.BatchScorer._forward, []
 
     def recording(self, batch):
         passes.append((threading.current_thread().name, torch.get_num_threads()))
         time.sleep(0.01)  # passes overlap even when the machine is fast
         return forward(self, batch)
 
-    monkeypatch.setattr(dsdi.rank.scoring._BatchScorer, "_forward", recording)
+    monkeypatch.setattr(dsdi.rank.passes.BatchScorer, "_forward", recording)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

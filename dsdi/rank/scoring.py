@@ -21,8 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,49 +32,32 @@ from dsdi.errors import InputError
 from dsdi.index.embeddings import clip_embedding
 from dsdi.index.scores import ClipScores
 from dsdi.index.store import ScoreIndex
-from dsdi.labels.labelset import LabelSet, load_labelset
+from dsdi.labels.labelset import load_labelset
 from dsdi.models.classifier import classifier_digest, classifier_path
 from dsdi.models.features import with_features
-from dsdi.models.preprocess import Preprocessing, Resize
+from dsdi.models.preprocess import Resize
 from dsdi.progress import progress_bar
 from dsdi.rank.config import TTA_CHOICES, RankConfig
 from dsdi.rank.engines import choose_embed_model, load_for_engine
 from dsdi.rank.fusion import fuse_and_write, fusion_labelset
 from dsdi.rank.models import resolve_models
 from dsdi.rank.output import FusedRun, RankOutput, RankResult, RunFacts, ViewFacts
+from dsdi.rank.passes import (
+    NO_TURNS,
+    BatchScorer,
+    ForwardPasses,
+    ScoringModel,
+    Turns,
+    forward_images,
+    in_turn,
+    rank_views,
+)
 from dsdi.rank.views import Views
 from dsdi.runtime import ProcessGroup, default_workers, join_process_group, pick_device
 from dsdi.video.clip import Clip, discover_clips, read_shot_table
 from dsdi.video.decode import ClipChunks, VideoDecodeError
 
 RANK_DECODE_WORKERS_CAP = 8
-CPU_FORWARD_IMAGES = 16  # at most this many images per PyTorch forward pass on the CPU, whatever --batch-size says
-
-
-def _forward_images(config: RankConfig, device: torch.device) -> int:
-    """Images per forward pass: --batch-size, at most CPU_FORWARD_IMAGES for PyTorch on the CPU. There, with the
-    passes side by side (ForwardPasses) and the decoding threads sharing the cores, shorter passes score faster
-    (rank in alternating runs on 2 cores, 600 frames of lcnet_050 at 224 px, median over 6: passes of 8 images
-    1.06x passes of 16, 32 0.90x, 64 0.69x), though the model alone prefers longer ones; the scores are the same
-    (each image's logits do not depend on what else is in its pass on the CPU)."""
-    cap = CPU_FORWARD_IMAGES if device.type == "cpu" and config.engine == "torch" else config.batch_size
-    return min(config.batch_size, cap)
-
-
-@dataclass
-class _Model:
-    key: str
-    sha256: str  # classifier_digest: its index key's first 16 hex digits
-    checkpoint: Path  # as --models named it: a checkpoint file, a Hugging Face folder or hub name
-    backbone: str
-    img_size: int
-    module: Callable[[torch.Tensor], torch.Tensor]  # the engine's model: normalised images -> logits
-    preprocessing: Preprocessing  # the model's: its Resize makes the decoded frames' crops, its mean/std normalise
-    labelset: LabelSet  # the model's classes, in output order
-    features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None  # the embedding model's
-    # module returning (logits, pooled features): dsdi.models.features.with_features
-
-
 def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int] | None = None,
               overlap: float = 0.25, decoder: str = "pyav", engine: str = "") -> str:
     """The score index key of a checkpoint's scores: its SHA-256's first 16 hex digits, the sampling rate, then
@@ -90,18 +72,13 @@ def model_key(sha256: str, fps: float, tta: str = "none", tiles: tuple[int, int]
     return f"{sha256[:16]}@{fps:g}fps" + Views(tta == "flip", tiles, overlap).key_suffix() + decoded_by + engine
 
 
-def _views(config: RankConfig) -> Views:
-    """The views --tta / --tiles / --tile-overlap ask for."""
-    return Views(config.tta == "flip", config.tiles, config.tile_overlap)
-
-
-def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model], list[float]]:
+def _load_models(config: RankConfig, device: torch.device) -> tuple[list[ScoringModel], list[float]]:
     """Each distinct model of the resolved config (a checkpoint file, a Hugging Face folder or hub name:
     ``dsdi.models.classifier``) on device, run by --engine at --precision (``dsdi.rank.engines``), with its index
     key (``model_key``: content hash (``classifier_digest``), sampling rate, views, decoder, engine), and its weight:
     models with the same content (a file given twice, or copies) are loaded and scored once and their weights add
     up."""
-    models: list[_Model] = []
+    models: list[ScoringModel] = []
     weights: list[float] = []
     for checkpoint, weight in zip(config.models, config.model_weights, strict=True):
         digest = classifier_digest(classifier_path(checkpoint))
@@ -112,7 +89,7 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[_Model]
         loaded = load_for_engine(checkpoint, digest, config.engine, config.precision, device)
         key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder,
                         loaded.key_suffix)
-        models.append(_Model(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size, loaded.run,
+        models.append(ScoringModel(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size, loaded.run,
                              loaded.preprocessing, loaded.labelset))
         weights.append(weight)
     return models, weights
@@ -131,161 +108,6 @@ def _find_clips(config: RankConfig) -> list[Clip]:
                              "shot ids must be unique: rename one file")
         seen[clip.shot_id] = clip
     return clips
-
-
-class ForwardPasses:
-    """Where the scorers' forward passes run: on the GPU (workers 0) inline, in the calling thread; on the CPU in
-    ``workers`` threads (one per core: torch's thread count) that each run whole passes on one intra-op thread
-    (torch.set_num_threads is per thread under OpenMP), side by side instead of one pass split across the cores.
-    A decoding thread that takes a core then delays one pass, not a parallel region whose other threads wait at
-    its barrier; and one pass per core wastes no time in hand-overs. Measured on 2 cores (docs/benchmarks.md):
-    the model alone 1.15-1.9x faster in PyTorch, 1.0-1.3x in ONNX Runtime; rank end to end 1.45x (lcnet_050 at
-    224 px) and 1.19x (resnet10t at 160 px) against one caller's passes on both threads."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.threads_before = torch.get_num_threads()
-        self.pool = (ThreadPoolExecutor(workers, thread_name_prefix="forward", initializer=torch.set_num_threads,
-                                        initargs=(1,)) if workers else None)
-
-    def submit(self, forward: Callable[[torch.Tensor], tuple], batch: torch.Tensor) -> Future:
-        if self.pool is not None:
-            return self.pool.submit(forward, batch)
-        done: Future = Future()
-        done.set_result(forward(batch))
-        return done
-
-    def in_flight(self) -> int:
-        """Passes a scorer keeps submitted before it waits for its oldest: one running and one queued per
-        worker, so that a worker that finishes starts the next at once."""
-        return 2 * self.workers if self.pool is not None else 0
-
-    def close(self) -> None:
-        """Wait for the running passes and end the threads; restore the thread count that new threads inherit
-        (torch.set_num_threads in a worker also sets it)."""
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            torch.set_num_threads(self.threads_before)
-
-
-class _BatchScorer:
-    """Packs frames of consecutive clips into full batches for one model, a batch of batch_size images (at least
-    one frame), and runs them through ``passes``; returns (slot, frame scores (n, C)) in the order frames came."""
-
-    def __init__(self, model: _Model, batch_size: int, device: torch.device, views: Views,
-                 passes: ForwardPasses) -> None:
-        self.model, self.device, self.views, self.passes = model, device, views, passes
-        self.batch_size = max(1, batch_size // views.images)  # frames
-        self.queue: deque[tuple[int, torch.Tensor]] = deque()
-        self.pending = 0
-        self.running: deque[tuple[list[tuple[int, int]], Future]] = deque()  # (owners, pass) in submission order
-
-    def add(self, slot: int, frames: torch.Tensor) -> None:
-        self.queue.append((slot, frames))
-        self.pending += len(frames)
-
-    def run(self, flush: bool, wait: bool = False) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
-        """Submit every full batch (and, with flush, the remainder) and return the finished passes' results in
-        order: (slot, frame scores (n, C), the embedding model's frame features (n, D) or None) per batch part.
-        Waits for the oldest pass while more than passes.in_flight() run; with flush or wait, for all of them."""
-        results = []
-        while self.pending >= self.batch_size or (flush and self.pending):
-            parts, owners, room = [], [], self.batch_size
-            while room and self.queue:
-                slot, frames = self.queue.popleft()
-                if len(frames) > room:
-                    self.queue.appendleft((slot, frames[room:]))
-                    frames = frames[:room]
-                parts.append(frames)
-                owners.append((slot, len(frames)))
-                room -= len(frames)
-            self.pending -= self.batch_size - room
-            self.running.append((owners, self.passes.submit(self._forward, torch.cat(parts))))
-            while len(self.running) > self.passes.in_flight():
-                results += self._finish_oldest()
-        while self.running and (flush or wait or self.running[0][1].done()):
-            results += self._finish_oldest()
-        return results
-
-    def _finish_oldest(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
-        owners, running = self.running.popleft()
-        probs, features = running.result()
-        results, start = [], 0
-        for slot, count in owners:
-            results.append((slot, probs[start:start + count],
-                            None if features is None else features[start:start + count]))
-            start += count
-        return results
-
-    @torch.inference_mode()
-    def _forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Frame scores float64 (B, C) of B frames' crops (B, crops, 3, S, S) in [0, 1] (Views.frame_scores),
-        normalised on the device with the model's own mean/std (its checkpoint's Preprocessing); for the embedding
-        model also the pooled features float32 (B, D) of each whole frame (crop 0, not mirrored), from the same
-        pass."""
-        on_gpu = self.device.type == "cuda"
-        layout = torch.channels_last if on_gpu else torch.contiguous_format
-        crops = batch.flatten(0, 1).to(self.device, memory_format=layout)
-        images = self.views.with_mirrors(self.model.preprocessing.normalise(crops)).contiguous(memory_format=layout)
-        features = None
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
-            if self.model.features is None:
-                logits = self.model.module(images)
-            else:
-                logits, features = self.model.features(images)
-                features = features[:len(crops)].view(len(batch), -1, features.shape[-1])[:, 0].cpu().numpy()
-        # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
-        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy(), features
-
-
-_FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead (at least)
-TURN_BYTES = 256 * 2**20  # on the CPU: decoded model input (float32) that decoding fills in its turn; with the
-# feeds of the clips decoding ahead (half a turn each, 2 x workers clips) rank holds at most about 3 x this
-
-
-class _Turns:
-    """On the CPU, decoding and the model take turns, each on every core: the decoding threads decode until the
-    scorers hold ``frames`` frames, then wait while the forward passes score them all. Side by side on 2 cores the
-    two slow each other down by more than their sum (each evicts the other's caches every time slice). In
-    alternating runs on 2 cores (median of 6 pairs, 12 clips of 10 s) rank with turns of TURN_BYTES (445 frames of
-    lcnet_050 at 224 px) ran 1.10x rank with both at once, turns of half that 1.03x; turns of 256 and 512 frames
-    1.16x and 1.21x; resnet10t at 160 px 1.05x (docs/benchmarks.md). frames 0 (on a GPU, where the model has its
-    own device): no turns, decoding goes on beside the model."""
-
-    def __init__(self, frames: int) -> None:
-        self.frames = frames
-        self.decoding = threading.Event()  # set: decoding's turn (or no turns)
-        self.decoding.set()
-
-    @classmethod
-    def for_models(cls, models: list[_Model], config: RankConfig, device: torch.device) -> _Turns:
-        """TURN_BYTES of the models' float32 input per turn, at least two passes per forward worker."""
-        if device.type != "cpu":
-            return cls(0)
-        views = _views(config)
-        frame_bytes = sum(views.crops * 3 * size.img_size ** 2 * 4 for size in {m.preprocessing.resize
-                                                                                for m in models})
-        return cls(max(TURN_BYTES // frame_bytes, 2 * torch.get_num_threads() * _forward_images(config, device)))
-
-    def feed_chunks(self, config: RankConfig) -> int:
-        """Chunks a clip decoding ahead may queue: half a turn, so that every decoding thread decodes through
-        decoding's turn while the main thread takes the frames of the clip before (at least _FEED_CHUNKS)."""
-        chunk = max(1, config.chunk_frames // _views(config).crops)
-        return max(_FEED_CHUNKS, -(-self.frames // (2 * chunk)))
-
-    def wait_to_decode(self, cancelled: threading.Event) -> bool:
-        """Block while the models have their turn; False when cancelled meanwhile."""
-        while not self.decoding.wait(0.1):
-            if cancelled.is_set():
-                return False
-        return True
-
-    def due(self, frames_waiting: int) -> bool:
-        """Whether the models' turn has come with frames_waiting frames decoded (always, without turns)."""
-        return not self.frames or frames_waiting >= self.frames
-
-
-_NO_TURNS = _Turns(0)
 
 
 @dataclass
@@ -312,10 +134,10 @@ class _Work:
     """What a clip still needs: the models whose scores the index lacks, and the embedding model when it lacks
     the clip's embedding."""
 
-    scoring: list[_Model]
-    embedding: _Model | None = None
+    scoring: list[ScoringModel]
+    embedding: ScoringModel | None = None
 
-    def models(self) -> list[_Model]:
+    def models(self) -> list[ScoringModel]:
         """The models to run on the clip's frames."""
         extra = [self.embedding] if self.embedding is not None and self.embedding not in self.scoring else []
         return self.scoring + extra
@@ -357,7 +179,7 @@ def _failure_reason(error: Exception) -> str:
 
 
 def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes: set[Resize],
-                     cancelled: threading.Event, turns: _Turns = _NO_TURNS) -> None:
+                     cancelled: threading.Event, turns: Turns = NO_TURNS) -> None:
     """Pool thread: the clip's chunks (DecodedChunk) into feed, then its _End, waiting while feed is full and,
     before each chunk, while the models have their turn (turns); gives up when cancelled is set. Each sampled
     frame is decoded once and converted from YUV to RGB at each model's resize size in one pass of the decoder's
@@ -374,12 +196,12 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
                 pass
         return False
 
-    views, sizes = _views(config), list(resizes)
+    views, sizes = rank_views(config), list(resizes)
     wanted = [*sizes] + [views.tile_source_size(size.target) for size in sizes if views.tiles]
     chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted,
                         backend=config.decoder)
     try:
-        for frames, times in _in_turn(chunks, turns, cancelled):
+        for frames, times in in_turn(chunks, turns, cancelled):
             tensors = {size: views.frame_tensors(frames[i], frames[len(sizes) + i] if views.tiles else None, size)
                        for i, size in enumerate(sizes)}
             if not put(DecodedChunk(times, tensors)):
@@ -391,18 +213,11 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
     put(_End(chunks.truncated, chunks.note))
 
 
-def _in_turn(chunks: ClipChunks, turns: _Turns, cancelled: threading.Event):
-    """The chunks, each decoded only in decoding's turn; ends early when cancelled."""
-    decoded = iter(chunks)
-    while turns.wait_to_decode(cancelled) and (chunk := next(decoded, None)) is not None:
-        yield chunk
-
-
 class _ClipCollector:
     """Hands each scored batch part back to its open clip and stores every clip whose frames are all scored, in
     slot order; counts clips stored and frames scored and shows the live frame rate."""
 
-    def __init__(self, scorers: dict[str, _BatchScorer], index: ScoreIndex, turns: _Turns, bar, task) -> None:
+    def __init__(self, scorers: dict[str, BatchScorer], index: ScoreIndex, turns: Turns, bar, task) -> None:
         self.scorers, self.index, self.turns, self.bar, self.task = scorers, index, turns, bar, task
         self.open_clips: dict[int, _OpenClip] = {}
         self.stored = self.frames_done = 0
@@ -458,19 +273,19 @@ class _ClipCollector:
         self.collect(flush=False)
 
 
-def _score_clips(todo: list[tuple[Clip, _Work]], models: list[_Model], config: RankConfig,
+def _score_clips(todo: list[tuple[Clip, _Work]], models: list[ScoringModel], config: RankConfig,
                  index: ScoreIndex, device: torch.device, workers: int, label: str) -> tuple[int, int]:
     """Decode clips chunk by chunk in `workers` background threads (2 x workers clips ahead, each at most
-    _Turns.feed_chunks preprocessed chunks queued plus the one being decoded) and score them in packed batches
-    (ForwardPasses: on the CPU side by side, one pass per core), on the CPU taking turns (_Turns); store each clip
+    Turns.feed_chunks preprocessed chunks queued plus the one being decoded) and score them in packed batches
+    (ForwardPasses: on the CPU side by side, one pass per core), on the CPU taking turns (Turns); store each clip
     when all its frames are scored, record a clip that fails before its first chunk as a failure. Returns (clips
     stored, frames scored)."""
     ahead = 2 * workers
     passes = ForwardPasses(torch.get_num_threads() if device.type == "cpu" else 0)
-    scorers = {m.key: _BatchScorer(m, _forward_images(config, device), device, _views(config), passes)
+    scorers = {m.key: BatchScorer(m, forward_images(config, device), device, rank_views(config), passes)
                for m in models}
     resizes = {m.preprocessing.resize for m in models}
-    cancelled, turns = threading.Event(), _Turns.for_models(models, config, device)
+    cancelled, turns = threading.Event(), Turns.for_models(models, config, device)
 
     with ThreadPoolExecutor(workers) as pool, progress_bar("clips") as bar:
         collector = _ClipCollector(scorers, index, turns, bar, bar.add_task(label, total=len(todo), info=""))
@@ -550,8 +365,8 @@ def _valid_shot_id(clip: Clip) -> bool:
     return clip.shot_id.split() == [clip.shot_id]
 
 
-def _work_list(index: ScoreIndex, clips: list[Clip], models: list[_Model], embedder: _Model | None, fps: float,
-               group: ProcessGroup) -> list[tuple[Clip, _Work]]:
+def _work_list(index: ScoreIndex, clips: list[Clip], models: list[ScoringModel], embedder: ScoringModel | None,
+               fps: float, group: ProcessGroup) -> list[tuple[Clip, _Work]]:
     """(clip, what it still needs) for every clip with a valid shot id that needs something, the same in every
     process.
 
