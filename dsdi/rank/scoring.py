@@ -89,8 +89,8 @@ def _load_models(config: RankConfig, device: torch.device) -> tuple[list[Scoring
         loaded = load_for_engine(checkpoint, digest, config.engine, config.precision, device)
         key = model_key(digest, config.fps, config.tta, config.tiles, config.tile_overlap, config.decoder,
                         loaded.key_suffix)
-        models.append(ScoringModel(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size, loaded.run,
-                             loaded.preprocessing, loaded.labelset))
+        models.append(ScoringModel(key, digest, checkpoint, loaded.backbone, loaded.preprocessing.img_size,
+                                   loaded.run, loaded.preprocessing, loaded.labelset))
         weights.append(weight)
     return models, weights
 
