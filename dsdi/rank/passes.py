@@ -10,6 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,12 @@ def rank_views(config: RankConfig) -> Views:
     return Views(config.tta == "flip", config.tiles, config.tile_overlap)
 
 
+def chunk_frames(config: RankConfig) -> int:
+    """Frames per decoded chunk: --chunk-frames / crops per frame (at least one), so that a chunk's bytes stay
+    about the same with --tiles."""
+    return max(1, config.chunk_frames // rank_views(config).crops)
+
+
 class ForwardPasses:
     """Where the scorers' forward passes run: on the GPU (workers 0) inline, in the calling thread; on the CPU in
     ``workers`` threads (one per core: torch's thread count) that each run whole passes on one intra-op thread
@@ -80,8 +87,8 @@ class ForwardPasses:
 
     def in_flight(self) -> int:
         """Passes a scorer keeps submitted before it waits for its oldest: one running and one queued per
-        worker, so that a worker that finishes starts the next at once."""
-        return 2 * self.workers if self.pool is not None else 0
+        worker, so that a worker that finishes starts the next at once (none inline)."""
+        return 2 * self.workers
 
     def close(self) -> None:
         """Wait for the running passes and end the threads; restore the thread count that new threads inherit
@@ -193,8 +200,7 @@ class Turns:
     def feed_chunks(self, config: RankConfig) -> int:
         """Chunks a clip decoding ahead may queue: half a turn, so that every decoding thread decodes through
         decoding's turn while the main thread takes the frames of the clip before (at least FEED_CHUNKS)."""
-        chunk = max(1, config.chunk_frames // rank_views(config).crops)
-        return max(FEED_CHUNKS, -(-self.frames // (2 * chunk)))
+        return max(FEED_CHUNKS, -(-self.frames // (2 * chunk_frames(config))))
 
     def wait_to_decode(self, cancelled: threading.Event) -> bool:
         """Block while the models have their turn; False when cancelled meanwhile."""
@@ -202,6 +208,16 @@ class Turns:
             if cancelled.is_set():
                 return False
         return True
+
+    @contextmanager
+    def models_turn(self) -> Iterator[None]:
+        """The models' turn: decoding waits until it ends (without turns, it goes on)."""
+        if self.frames:
+            self.decoding.clear()
+        try:
+            yield
+        finally:
+            self.decoding.set()
 
     def due(self, frames_waiting: int) -> bool:
         """Whether the models' turn has come with frames_waiting frames decoded (always, without turns)."""

@@ -48,6 +48,7 @@ from dsdi.rank.passes import (
     ForwardPasses,
     ScoringModel,
     Turns,
+    chunk_frames,
     forward_images,
     in_turn,
     rank_views,
@@ -184,9 +185,8 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
     before each chunk, while the models have their turn (turns); gives up when cancelled is set. Each sampled
     frame is decoded once and converted from YUV to RGB at each model's resize size in one pass of the decoder's
     scaler (ClipChunks shrink_to), then centre-cropped; a frame smaller than that is converted at its own size and
-    resized by the Resize. With --tiles the decoder also scales it to each resize
-    size's Views.tile_source_size (unless smaller on a side: then tiles are cut at its own size), and a chunk holds
-    chunk_frames / crops frames (at least one), so that its bytes stay about the same."""
+    resized by the Resize. With --tiles the decoder also scales it to each resize size's Views.tile_source_size
+    (unless smaller on a side: then tiles are cut at its own size); a chunk holds ``chunk_frames(config)`` frames."""
     def put(item: DecodedChunk | _End) -> bool:
         while not cancelled.is_set():
             try:
@@ -198,7 +198,7 @@ def decode_clip_into(feed: queue.Queue, clip: Clip, config: RankConfig, resizes:
 
     views, sizes = rank_views(config), list(resizes)
     wanted = [*sizes] + [views.tile_source_size(size.target) for size in sizes if views.tiles]
-    chunks = ClipChunks(clip, config.fps, max(1, config.chunk_frames // views.crops), shrink_to=wanted,
+    chunks = ClipChunks(clip, config.fps, chunk_frames(config), shrink_to=wanted,
                         backend=config.decoder)
     try:
         for frames, times in in_turn(chunks, turns, cancelled):
@@ -229,19 +229,15 @@ class _ClipCollector:
         store the completed clips. In the models' turn (with turns) decoding waits until every pass is done."""
         if not flush and not self.turns.due(max(scorer.pending for scorer in self.scorers.values())):
             return
-        if self.turns.frames:
-            self.turns.decoding.clear()
-        try:
+        with self.turns.models_turn():
             for key, scorer in self.scorers.items():
-                for slot, probs, features in scorer.run(flush, wait=bool(self.turns.frames)):
+                for slot, probs, features in scorer.run(flush, wait=self.turns.frames > 0):
                     open_clip = self.open_clips[slot]
                     open_clip.parts[key].append(probs)
                     if features is not None:
                         open_clip.features.append(features)
                     open_clip.remaining[key] -= len(probs)
                     self.model_frames += len(probs)
-        finally:
-            self.turns.decoding.set()
         rate = self.model_frames / len(self.scorers) / max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(self.task, info=f"{rate:.1f} frames/s")  # moves within a long clip too
         for slot in sorted(s for s, c in self.open_clips.items() if c.complete()):
