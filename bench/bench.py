@@ -205,12 +205,12 @@ def write_checkpoint(run_dir: Path, backbone: str, img_size: int) -> Path:
     return path
 
 
-def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_batches: int,
+def forward_runner(model: torch.nn.Module, batches: list[torch.Tensor], device: str,
                    dtype: torch.dtype) -> Callable[[], None]:
-    """A warmed-up call running inference of model on `n_batches` copies of batch (on device), autocast to dtype."""
+    """A warmed-up call running inference of model on each of batches (on device) in turn, autocast to dtype."""
     def run() -> None:
         with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=device == "cuda"):
-            for _ in range(n_batches):
+            for batch in batches:
                 model(batch)
         if device == "cuda":
             torch.cuda.synchronize()
@@ -219,14 +219,15 @@ def forward_runner(model: torch.nn.Module, batch: torch.Tensor, device: str, n_b
     return run
 
 
-def decode_only_runner(clips: list, config: object, img_size: int, counts: list[int]) -> Callable[[], None]:
-    """A call decoding the clips as dsdi rank does (its decoding threads, decode_clip_into: decode, scale and
-    preprocess to the model input) with no model, the feeds drained; appends the frames decoded to counts."""
+def decode_only_runner(clips: list, config: object, preprocessing: object, counts: list[int]) -> Callable[[], None]:
+    """A call decoding the clips as dsdi rank does (its decoding threads, decode_clip_into: decode, scale, crop)
+    and making each chunk the model's normalised input as its forward passes do (dsdi.rank.passes.model_input),
+    with no model; appends the frames decoded to counts."""
     import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from dsdi.models.preprocess import Resize
+    from dsdi.rank.passes import model_input
     from dsdi.rank.scoring import RANK_DECODE_WORKERS_CAP, DecodedChunk, decode_clip_into
     from dsdi.runtime import default_workers
 
@@ -235,9 +236,10 @@ def decode_only_runner(clips: list, config: object, img_size: int, counts: list[
         with ThreadPoolExecutor(default_workers(RANK_DECODE_WORKERS_CAP)) as pool:
             feeds = [queue.Queue(4) for _ in clips]
             for feed, clip in zip(feeds, clips, strict=True):
-                pool.submit(decode_clip_into, feed, clip, config, {Resize(img_size)}, threading.Event())
+                pool.submit(decode_clip_into, feed, clip, config, {preprocessing.resize}, threading.Event())
             for feed in feeds:
                 while isinstance(item := feed.get(), DecodedChunk):
+                    model_input([item.tensors[preprocessing.resize]], preprocessing, torch.device("cpu"))
                     counts[-1] += len(item.times)
 
     return run
@@ -269,16 +271,16 @@ def bench_rank(work: Path, device: str) -> dict:
     return results
 
 
-def passes_runner(forward: Callable[[torch.Tensor], object], batch: torch.Tensor, n_passes: int,
+def passes_runner(forward: Callable[[torch.Tensor], object], batches: list[torch.Tensor],
                   workers: int) -> Callable[[], None]:
-    """A warmed-up call running `n_passes` forward passes of batch side by side in `workers` threads of one
+    """A warmed-up call running a forward pass of each of batches side by side in `workers` threads of one
     intra-op thread each, as dsdi rank runs them on the CPU (dsdi.rank.passes.ForwardPasses)."""
     from dsdi.rank.passes import ForwardPasses
 
     def run() -> None:
         passes = ForwardPasses(workers)
         try:
-            for running in [passes.submit(forward, batch) for _ in range(n_passes)]:
+            for running in [passes.submit(forward, batch) for batch in batches]:
                 running.result()
         finally:
             passes.close()
@@ -319,34 +321,33 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
         if rank(config).frames_scored:
             raise RuntimeError("dsdi rank scored frames again on an index that holds them all")
 
-    model, _ = load_model(checkpoint, device)
-    tensors = frames_to_tensor(frames[:batch_size], img_size).to(device)
+    model, info = load_model(checkpoint, device)
+    inputs = frames_to_tensor(frames, img_size).to(device)  # every frame its own input: none comes from the cache
     dtype = torch.float16 if device == "cuda" else torch.float32  # what dsdi.rank.scoring uses
-    n_batches = max(1, len(frames) // batch_size)
     pass_images = min(batch_size, CPU_FORWARD_IMAGES) if engine == "torch" else batch_size  # rank's passes
-    n_passes, workers = max(1, len(frames) // pass_images), torch.get_num_threads()
+    batches, passes, workers = inputs.split(batch_size), inputs.split(pass_images), torch.get_num_threads()
     if engine == "onnxruntime":
         from dsdi.models.ort import OrtModel
         from dsdi.train.export import export_model
 
         exported = export_model(checkpoint, "fp32").path
-        one_caller = ort_runner(OrtModel(exported), tensors, n_batches)
-        side_by_side = passes_runner(OrtModel(exported, threads=1), tensors[:pass_images], n_passes, workers)
+        one_caller = ort_runner(OrtModel(exported), batches)
+        side_by_side = passes_runner(OrtModel(exported, threads=1), passes, workers)
     else:
         def infer(batch: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
                 return model(batch)
 
-        one_caller = forward_runner(model, tensors, device, n_batches, dtype)
-        side_by_side = passes_runner(infer, tensors[:pass_images], n_passes, workers) if device == "cpu" else None
+        one_caller = forward_runner(model, batches, device, dtype)
+        side_by_side = passes_runner(infer, passes, workers) if device == "cpu" else None
     clips = [Clip(p.stem, p) for p in sorted(clips_dir.glob("*.mp4"))]
     config = RankConfig(clips=clips_dir, models=[checkpoint], out=work / "unused", device=device).resolved()
     decoded: list[int] = []
-    decode_only = decode_only_runner(clips, config, img_size, decoded)
+    decode_only = decode_only_runner(clips, config, info.preprocessing, decoded)
 
-    workloads = [(len(frames), rank_fresh), (len(frames), decode_only), (n_batches * batch_size, one_caller)]
+    workloads = [(len(frames), rank_fresh), (len(frames), decode_only), (len(frames), one_caller)]
     if side_by_side is not None:
-        workloads.append((n_passes * pass_images, side_by_side))
+        workloads.append((len(frames), side_by_side))
     end_to_end, decoding, *model_rates = fastest_rates(*workloads)
     model_only = max(model_rates)
     cores = {name: cores_used(run) for name, run in (("rank", rank_fresh), ("decode_only", decode_only),
@@ -361,9 +362,10 @@ def rank_versus_parts(work: Path, clips_dir: Path, backbone: str, img_size: int,
             "frames_scored": len(frames),
             "rank_call": "model load, decode, preprocess, forward, index, fuse, write",
             "rank_fixed_costs": "a rank call reusing every clip from the index: model load, fuse, write",
-            "decode_only": "rank's decoding threads: decode, scale, preprocess to model input, no model",
-            "model_only": f"the faster of: one caller, passes of {batch_size} on {workers} threads; "
-                          f"passes of {pass_images} side by side in {workers} single-thread workers (rank's way)",
+            "decode_only": "rank's decoding threads: decode, scale, crop; each chunk made the model's input; no model",
+            "model_only": f"every frame's model input once, the faster of: one caller, passes of {batch_size} on "
+                          f"{workers} threads; passes of {pass_images} side by side in {workers} single-thread "
+                          "workers (rank's way)",
             "rank_end_to_end_frames_per_s": end_to_end, "decode_only_frames_per_s": decoding,
             "model_only_one_caller_frames_per_s": model_rates[0],
             "model_only_side_by_side_frames_per_s": model_rates[1] if side_by_side else None,
@@ -609,7 +611,7 @@ def bench_backbones(work: Path, device: str) -> dict:
     for name, spec in PAPER_BACKBONES.items():
         model = create_backbone(name, num_classes=len(CLASSES)).to(device).eval()
         batch = torch.randn(64, 3, spec.img_size, spec.img_size, device=device)
-        [rate] = fastest_rates((len(batch) * 8, forward_runner(model, batch, device, 8, torch.bfloat16)))
+        [rate] = fastest_rates((len(batch) * 8, forward_runner(model, [batch] * 8, device, torch.bfloat16)))
         rates[name] = {"img_size": spec.img_size, "bf16_images_per_s": rate}
         del model
         torch.cuda.empty_cache()
@@ -625,10 +627,10 @@ CPU_BATCH = 8
 CPU_BATCHES = 2
 
 
-def ort_runner(model: object, batch: torch.Tensor, n_batches: int) -> Callable[[], None]:
-    """A warmed-up call running an ONNX Runtime model (dsdi.models.ort.OrtModel) on `n_batches` copies of batch."""
+def ort_runner(model: object, batches: list[torch.Tensor]) -> Callable[[], None]:
+    """A warmed-up call running an ONNX Runtime model (dsdi.models.ort.OrtModel) on each of batches in turn."""
     def run() -> None:
-        for _ in range(n_batches):
+        for batch in batches:
             model(batch)
 
     run()
@@ -657,8 +659,9 @@ def bench_cpu_inference(work: Path, device: str) -> dict:
         diff, scale = logit_difference(model, onnx_fp32, batch)  # an untrained HRNet's logits reach 5e7
         count = CPU_BATCH * CPU_BATCHES
         eager, ort_fp32, ort_int8 = fastest_rates(
-            (count, forward_runner(model, batch, "cpu", CPU_BATCHES, torch.float32)),
-            (count, ort_runner(onnx_fp32, batch, CPU_BATCHES)), (count, ort_runner(onnx_int8, batch, CPU_BATCHES)))
+            (count, forward_runner(model, [batch] * CPU_BATCHES, "cpu", torch.float32)),
+            (count, ort_runner(onnx_fp32, [batch] * CPU_BATCHES)),
+            (count, ort_runner(onnx_int8, [batch] * CPU_BATCHES)))
         rates[name] = {"img_size": spec.img_size, "torch_eager_images_per_s": eager, "ort_fp32_images_per_s": ort_fp32,
                        "ort_int8_images_per_s": ort_int8, "ratio_ort_fp32_over_torch": ort_fp32 / eager,
                        "ratio_ort_int8_over_torch": ort_int8 / eager, "ort_fp32_max_abs_logit_diff": diff,

@@ -33,7 +33,7 @@ import dsdi.runtime
 from dsdi.index.shard import read_shard
 from dsdi.index.store import ScoreIndex
 from dsdi.labels.schema import CLASSES, FEATURES
-from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, frames_to_tensor
+from dsdi.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, frames_to_tensor
 from dsdi.rank.config import RankConfig
 from dsdi.video.clip import Clip
 from dsdi.video.decode import ClipChunks, decode_clip
@@ -270,6 +270,25 @@ def test_decoding_and_the_model_take_turns_on_the_cpu(world, tmp_path, monkeypat
     query = "SELECT * FROM model_scores ORDER BY model_key, shot_id"
     with sqlite3.connect(out / "scores.sqlite") as db, sqlite3.connect(world["out"] / "scores.sqlite") as one:
         assert db.execute(query).fetchall() == one.execute(query).fetchall()
+
+
+def test_decoded_frames_travel_as_uint8_and_each_pass_makes_the_models_input():
+    """The decoders hand over uint8 crops where the decoder's scaler already made the size (float32 only where
+    a crop needed resizing); each pass converts them to the normalised input the float64 formula gives, the
+    same float32 values as the preprocessing of images (frames_to_tensor)."""
+    preprocessing = Preprocessing(32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    at_size = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    smaller = RNG.integers(0, 256, (2, 20, 24, 3), dtype=np.uint8)
+    reference = torch.cat([frames_to_tensor(frames, preprocessing) for frames in (at_size, smaller)])
+    views = dsdi.rank.passes.Views()
+    whole, resized = (views.frame_tensors(frames, None, preprocessing.resize) for frames in (at_size, smaller))
+    assert whole.dtype == torch.uint8 and whole.shape == (3, 1, 3, 32, 32) and resized.dtype == torch.float32
+    at_size[:] = 0  # the decoder reusing its buffer changes nothing handed over
+    batch = dsdi.rank.passes.model_input([whole, resized], preprocessing, torch.device("cpu"))
+    pixels = torch.cat([whole.double() / 255, resized.double()]).flatten(0, 1)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in (preprocessing.mean, preprocessing.std))
+    torch.testing.assert_close(batch.double(), (pixels - mean) / std, atol=1e-6, rtol=0)
+    assert batch.dtype == torch.float32 and torch.equal(batch, reference)
 
 
 def test_forward_passes_side_by_side_give_the_same_scores_and_embeddings(world, tmp_path, monkeypatch):

@@ -54,8 +54,13 @@ class Resize:
         return (self.target, longer) if width <= height else (longer, self.target)
 
     def unit(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> float32 (N, 3, S, S) in [0, 1]: resized (skipped for frames already at
-        ``scaled_size``, as the video decoder delivers them), then centre-cropped.
+        """uint8 (N, H, W, 3) -> float32 (N, 3, S, S) in [0, 1]: ``as_unit(self.pixels(frames))``."""
+        return as_unit(self.pixels(frames))
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> the centre S x S crop (N, 3, S, S) of the frames resized: uint8 as they are when
+        they are already at ``scaled_size`` (as the video decoder delivers them: a crop alone, a quarter of the
+        float bytes), else float32 in [0, 1], resized here (``as_unit`` makes either the model's [0, 1] input).
 
         One frame at a time: a frame's full-resolution float copy (4x its bytes) stays small and in cache, where
         a whole batch's would not (16 frames of 720p: about 2x faster, and no 700 MB temporary)."""
@@ -63,16 +68,15 @@ class Resize:
         pixels = torch.from_numpy(frames).permute(0, 3, 1, 2)
         height, width = frames.shape[1:3]
         scaled_width, scaled_height = self.scaled_size(width, height)
-        if (scaled_width, scaled_height) == (width, height):
-            resized = pixels.float().div_(255.0)
-        else:
-            resized = torch.cat([
+        if (scaled_width, scaled_height) != (width, height):
+            pixels = torch.cat([
                 F.interpolate(frame.float().div_(255.0), size=(scaled_height, scaled_width),
                               mode=self.interpolation, antialias=True, align_corners=False)
                 for frame in pixels.split(1)
             ]).clamp_(0.0, 1.0)  # bicubic overshoots; bilinear stays within
         top, left = int((scaled_height - self.img_size) / 2), int((scaled_width - self.img_size) / 2)
-        return resized[:, :, top:top + self.img_size, left:left + self.img_size].contiguous()
+        return pixels[:, :, top:top + self.img_size, left:left + self.img_size].clone(
+            memory_format=torch.contiguous_format)  # never a view of frames, which the decoder may reuse
 
     def problem(self) -> str:
         """What makes this resize unusable ("" if nothing)."""
@@ -105,9 +109,9 @@ class Preprocessing:
         """The pixels-to-img_size part (no mean/std)."""
         return Resize(self.img_size, self.resize_mode, self.resize_size, self.interpolation)
 
-    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """float (..., 3, H, W) in [0, 1] -> the model's input (``normalise`` with this mean/std)."""
-        return normalise(batch, self.mean, self.std)
+    def normalise(self, batch: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+        """float (..., 3, H, W) in [0, 1] -> the model's input (``normalise`` with this mean/std, in_place or not)."""
+        return normalise(batch, self.mean, self.std, in_place)
 
     def problem(self) -> str:
         """What makes these values unusable ("" if nothing): three finite means, three finite stds > 0, and a
@@ -142,11 +146,18 @@ def resize_unit(frames: np.ndarray, img_size: int) -> torch.Tensor:
     return Resize(img_size).unit(frames)
 
 
-def normalise(batch: torch.Tensor, mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD) -> torch.Tensor:
-    """float (..., 3, H, W) in [0, 1] -> (batch - mean) / std per channel, float32 (on the batch's device)."""
+def as_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels uint8 (0-255) -> float32 / 255 in [0, 1]; float pixels (already in [0, 1]) as they are."""
+    return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels
+
+
+def normalise(batch: torch.Tensor, mean: Triple = IMAGENET_MEAN, std: Triple = IMAGENET_STD,
+              in_place: bool = False) -> torch.Tensor:
+    """float (..., 3, H, W) in [0, 1] -> (batch - mean) / std per channel, float32 (on the batch's device); in_place
+    overwrites batch (the same values, no new tensor)."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=batch.device).view(3, 1, 1)
-    return (batch - mean_t) / std_t
+    return batch.sub_(mean_t).div_(std_t) if in_place else (batch - mean_t) / std_t
 
 
 def frames_to_tensor(frames: np.ndarray, img_size: int | Preprocessing, mean: Triple = IMAGENET_MEAN,

@@ -130,7 +130,7 @@ class BatchScorer:
                 owners.append((slot, len(frames)))
                 room -= len(frames)
             self.pending -= self.batch_size - room
-            self.running.append((owners, self.passes.submit(self._forward, torch.cat(parts))))
+            self.running.append((owners, self.passes.submit(self._forward, parts)))
             while len(self.running) > self.passes.in_flight():
                 results += self._finish_oldest()
         while self.running and (flush or wait or self.running[0][1].done()):
@@ -148,29 +148,47 @@ class BatchScorer:
         return results
 
     @torch.inference_mode()
-    def _forward(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-        """Frame scores float64 (B, C) of B frames' crops (B, crops, 3, S, S) in [0, 1] (Views.frame_scores),
-        normalised on the device with the model's own mean/std (its checkpoint's Preprocessing); for the embedding
+    def _forward(self, parts: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frame scores float64 (B, C) of the B frames of parts, each (n, crops, 3, S, S) pixels (Views.frame_tensors:
+        uint8, or float32 in [0, 1]), made the model's input in this pass (``model_input``); for the embedding
         model also the pooled features float32 (B, D) of each whole frame (crop 0, not mirrored), from the same
         pass."""
         on_gpu = self.device.type == "cuda"
         layout = torch.channels_last if on_gpu else torch.contiguous_format
-        crops = batch.flatten(0, 1).to(self.device, memory_format=layout)
-        images = self.views.with_mirrors(self.model.preprocessing.normalise(crops)).contiguous(memory_format=layout)
+        frames = sum(len(part) for part in parts)
+        images = self.views.with_mirrors(model_input(parts, self.model.preprocessing, self.device))
+        images = images.contiguous(memory_format=layout)
         features = None
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=on_gpu):
             if self.model.features is None:
                 logits = self.model.module(images)
             else:
                 logits, features = self.model.features(images)
-                features = features[:len(crops)].view(len(batch), -1, features.shape[-1])[:, 0].cpu().numpy()
+                features = features[:frames * self.views.crops].view(frames, -1, features.shape[-1])[:, 0]
+                features = features.cpu().numpy()
         # float64: float32 sigmoids saturate to ties at 1.0; torch's sigmoid does not overflow for large -logits
-        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), len(batch)).numpy(), features
+        return self.views.frame_scores(torch.sigmoid(logits.cpu().double()), frames).numpy(), features
+
+
+def model_input(parts: list[torch.Tensor], preprocessing: Preprocessing, device: torch.device) -> torch.Tensor:
+    """Frames' crops in parts, each (n, crops, 3, S, S) uint8 or float32 in [0, 1], as one normalised float32
+    batch (sum n x crops, 3, S, S) on device: each part converted into its rows (uint8 / 255), then the model's
+    mean/std applied in place. The same values as as_unit and Preprocessing.normalise, with one float copy of
+    the frames and none of them on the main thread."""
+    batch = torch.empty((sum(len(part) for part in parts), *parts[0].shape[1:]), device=device)
+    start = 0
+    for part in parts:
+        rows = batch[start:start + len(part)].copy_(part)
+        if part.dtype == torch.uint8:
+            rows.div_(255.0)
+        start += len(part)
+    return preprocessing.normalise(batch.flatten(0, 1), in_place=True)
 
 
 FEED_CHUNKS = 2  # resized chunks queued per clip decoding ahead (at least)
-TURN_BYTES = 256 * 2**20  # on the CPU: decoded model input (float32) that decoding fills in its turn; with the
-# feeds of the clips decoding ahead (half a turn each, 2 x workers clips) rank holds at most about 3 x this
+TURN_BYTES = 256 * 2**20  # on the CPU: decoded frames (uint8 crops at the models' input sizes) that decoding fills
+# in its turn; with the feeds of the clips decoding ahead (half a turn each, 2 x workers clips) rank holds at most
+# about 3 x this (4x that for footage smaller than a model's input: its frames are resized to float32)
 
 
 class Turns:
@@ -189,11 +207,11 @@ class Turns:
 
     @classmethod
     def for_models(cls, models: list[ScoringModel], config: RankConfig, device: torch.device) -> Turns:
-        """TURN_BYTES of the models' float32 input per turn, at least two passes per forward worker."""
+        """TURN_BYTES of the models' uint8 input per turn, at least two passes per forward worker."""
         if device.type != "cpu":
             return cls(0)
         views = rank_views(config)
-        frame_bytes = sum(views.crops * 3 * size.img_size ** 2 * 4 for size in {m.preprocessing.resize
+        frame_bytes = sum(views.crops * 3 * size.img_size ** 2 for size in {m.preprocessing.resize
                                                                                 for m in models})
         return cls(max(TURN_BYTES // frame_bytes, 2 * torch.get_num_threads() * forward_images(config, device)))
 

@@ -115,7 +115,8 @@ def _find_clips(config: RankConfig) -> list[Clip]:
 class DecodedChunk:
     """Consecutive sampled frames of one clip: times float64 (n,) seconds from the clip start; the frames'
     crops (the whole frame, then its tiles: Views.frame_tensors) through each model's Resize to its input size S,
-    float32 (n, crops, 3, S, S) in [0, 1] (each model's scorer normalises them with its own mean/std)."""
+    (n, crops, 3, S, S) uint8 (float32 in [0, 1] when a crop needed resizing after the decoder; each model's
+    forward pass makes them its input: rank.passes.model_input)."""
 
     times: np.ndarray
     tensors: dict[Resize, torch.Tensor]

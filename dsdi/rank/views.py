@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dsdi.models.preprocess import Resize
+from dsdi.models.preprocess import Resize, as_unit
 
 Box = tuple[int, int, int, int]
 
@@ -81,14 +81,17 @@ class Views:
                 math.ceil(img_size * (rows - (rows - 1) * self.overlap) - 1e-9))
 
     def frame_tensors(self, whole: np.ndarray, source: np.ndarray | None, resize: Resize) -> torch.Tensor:
-        """float32 (n, crops, 3, S, S) in [0, 1], S = resize.img_size: crop 0 the whole frames uint8 (n, h, w, 3)
-        RGB, then the tiles (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without
-        tiles), each through ``resize.unit`` (the model's Preprocessing.normalise makes them its input)."""
-        crops = [resize.unit(whole)]
+        """(n, crops, 3, S, S), S = resize.img_size: crop 0 the whole frames uint8 (n, h, w, 3) RGB, then the tiles
+        (tile_boxes order) of the same frames decoded larger, uint8 (n, H, W, 3) (None without tiles), each through
+        ``resize.pixels``: uint8 when no crop needed resizing (the decoder scaled them), else float32 in [0, 1]
+        (``as_unit`` then the model's Preprocessing.normalise make them its input)."""
+        crops = [resize.pixels(whole)]
         if self.tiles:
             height, width = source.shape[1:3]
-            crops += [resize.unit(source[:, y0:y1, x0:x1])
+            crops += [resize.pixels(source[:, y0:y1, x0:x1])
                       for x0, y0, x1, y1 in tile_boxes(width, height, *self.tiles, self.overlap)]
+        if len({crop.dtype for crop in crops}) > 1:
+            crops = [as_unit(crop) for crop in crops]
         return torch.stack(crops, dim=1) if len(crops) > 1 else crops[0].unsqueeze(1)
 
     def with_mirrors(self, images: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from dsdi.errors import InputError
 from dsdi.files import write_text_atomic
 from dsdi.models.checkpoint import load_model
 from dsdi.models.features import with_features
+from dsdi.models.preprocess import as_unit
 from dsdi.options import updated, write_toml
 from dsdi.progress import progress_bar
 from dsdi.rank.views import Views
@@ -108,7 +109,7 @@ def image_features(trunk: Trunk, image_ids: list[str], images_dir: Path, views: 
             per_view.append(np.stack(batch, axis=1))
             if tiles:
                 source = np.stack([_square(p, tile_side) for p in pixels])
-                crops = Views(tiles=(2, 2)).frame_tensors(whole, source, resize)[:, 1:]
+                crops = as_unit(Views(tiles=(2, 2)).frame_tensors(whole, source, resize)[:, 1:])
                 per_tile.append(trunk.of_units(crops.flatten(0, 1)).reshape(len(pixels), 4, -1))
             bar.update(task, advance=len(pixels))
     return np.concatenate(per_view), (np.concatenate(per_tile) if tiles else None)
@@ -125,7 +126,7 @@ def clip_features(trunk: Trunk, clips: pd.DataFrame, clips_dir: Path) -> tuple[n
             clip = Clip(str(shot_id), clips_dir / Path(str(clip_path)).name)
             whole = decode_clip(clip, size=(size, size))
             source = decode_clip(clip, size=TILES.tile_source_size(size))
-            units = TILES.frame_tensors(whole.frames, source.frames, trunk.preprocessing.resize)
+            units = as_unit(TILES.frame_tensors(whole.frames, source.frames, trunk.preprocessing.resize))
             n = len(units)
             mirrored = TILES.with_mirrors(units.flatten(0, 1))
             features.append(trunk.of_units(mirrored).reshape(2, n, TILES.crops, -1).transpose(1, 0, 2, 3))
