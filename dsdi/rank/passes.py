@@ -195,10 +195,10 @@ class Turns:
     """On the CPU, decoding and the model take turns, each on every core: the decoding threads decode until the
     scorers hold ``frames`` frames, then wait while the forward passes score them all. Side by side on 2 cores the
     two slow each other down by more than their sum (each evicts the other's caches every time slice). In
-    alternating runs on 2 cores (median of 6 pairs, 12 clips of 10 s) rank with turns of TURN_BYTES (445 frames of
-    lcnet_050 at 224 px) ran 1.10x rank with both at once, turns of half that 1.03x; turns of 256 and 512 frames
-    1.16x and 1.21x; resnet10t at 160 px 1.05x (docs/benchmarks.md). frames 0 (on a GPU, where the model has its
-    own device): no turns, decoding goes on beside the model."""
+    alternating runs on 2 cores (docs/benchmarks.md) rank with turns of 445 lcnet_050 frames at 224 px ran 1.10x
+    rank with both at once (resnet10t at 160 px 1.05x), and turns of TURN_BYTES of uint8 frames (1783 of them)
+    1.07x turns of 445; no turns at all 0.77x. frames 0 (on a GPU, where the model has its own device): no turns,
+    decoding goes on beside the model."""
 
     def __init__(self, frames: int) -> None:
         self.frames = frames
