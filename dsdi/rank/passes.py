@@ -174,11 +174,11 @@ def model_input(parts: list[torch.Tensor], preprocessing: Preprocessing, device:
     """Frames' crops in parts, each (n, crops, 3, S, S) uint8 or float32 in [0, 1], as one normalised float32
     batch (sum n x crops, 3, S, S) on device: each part converted into its rows (uint8 / 255), then the model's
     mean/std applied in place. The same values as as_unit and Preprocessing.normalise, with one float copy of
-    the frames and none of them on the main thread."""
+    the frames, made in the pass (on the CPU in its forward worker, not on the main thread)."""
     batch = torch.empty((sum(len(part) for part in parts), *parts[0].shape[1:]), device=device)
     start = 0
     for part in parts:
-        rows = batch[start:start + len(part)].copy_(part)
+        rows = batch[start:start + len(part)].copy_(part.to(device))  # uint8 crosses to a GPU as bytes
         if part.dtype == torch.uint8:
             rows.div_(255.0)
         start += len(part)
